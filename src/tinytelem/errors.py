@@ -1,0 +1,56 @@
+"""One error tree for the whole project.
+
+::
+
+    TinyTelemError
+    ├── ConfigError            bad user input: URLs, options, platform names
+    ├── LinkError              the device link
+    │   ├── LinkClosed         we closed it
+    │   └── LinkBroken         the world broke it (cause in __cause__)
+    ├── ProtocolError          bytes that are not protocol v1
+    ├── SensorError            power sensors
+    ├── ModelError             model files and inference
+    └── TraceError             trace files (HDF5, raw captures)
+
+Lower-level errors (OSError, serial.SerialException, h5py errors) are translated at the
+boundary that sees them and re-raised ``from`` the original, so ``__cause__`` keeps the detail.
+Every message should name the remedy when there is one.
+"""
+
+from __future__ import annotations
+
+
+class TinyTelemError(Exception):
+    """Root of every error tinytelem raises on purpose."""
+
+
+class ConfigError(TinyTelemError):
+    """Invalid user input: a device URL, an option value, an unknown platform."""
+
+
+class LinkError(TinyTelemError):
+    """Something went wrong with the device link."""
+
+
+class LinkClosed(LinkError):
+    """The link was closed by us; using it again is a bug in the caller."""
+
+
+class LinkBroken(LinkError):
+    """The link was broken by the outside world (device reset, cable, peer closed)."""
+
+
+class ProtocolError(TinyTelemError):
+    """Bytes or payloads that do not follow wire protocol v1."""
+
+
+class SensorError(TinyTelemError):
+    """A power sensor failed or spoke something unexpected."""
+
+
+class ModelError(TinyTelemError):
+    """A model file is unreadable or inconsistent, or inference failed."""
+
+
+class TraceError(TinyTelemError):
+    """A trace file or raw capture is unreadable or inconsistent."""

@@ -1,0 +1,5 @@
+"""Wire protocol v1: sans-I/O frame codec and typed messages (see docs/protocol.md).
+
+Import from the submodules: ``tinytelem.protocol.messages`` (message classes and enums) and
+``tinytelem.protocol.codec`` (framing, decoder, tick unwrapping).
+"""

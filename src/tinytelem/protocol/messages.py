@@ -1,0 +1,624 @@
+"""Wire protocol v1 message types and their payload layouts (sans-I/O).
+
+Every message is a frozen dataclass with ``TYPE`` (the u8 type code), ``pack()`` returning the
+payload bytes, and a classmethod ``unpack(payload)``. All integers are little-endian. Strings are
+a u8 byte length followed by that many UTF-8 bytes (no terminator); LOG and ERROR text runs to the
+end of the payload. docs/protocol.md is the normative description; keep the two in step.
+
+Device -> host types are 0x01..0x3F, host -> device types are 0x80..0x8F.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from tinytelem.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD = 1024
+HASH_LEN = 32
+
+__all__ = [
+    "HASH_LEN",
+    "MAX_PAYLOAD",
+    "MESSAGE_CLASSES",
+    "NO_LAYER",
+    "PROTOCOL_VERSION",
+    "AnyMessage",
+    "Capability",
+    "Config",
+    "Counter",
+    "CounterValue",
+    "DeviceError",
+    "Heartbeat",
+    "Hello",
+    "InferBegin",
+    "InferEnd",
+    "InferStatus",
+    "Log",
+    "LogLevel",
+    "Marker",
+    "Memory",
+    "Message",
+    "MsgType",
+    "Op",
+    "Phase",
+    "Ping",
+    "Pong",
+    "Run",
+    "SpanBegin",
+    "SpanEnd",
+    "Stop",
+    "Token",
+    "TraceLevel",
+    "unpack_payload",
+]
+
+
+class MsgType(enum.IntEnum):
+    """u8 type codes carried in the frame header."""
+
+    HELLO = 0x01
+    INFER_BEGIN = 0x02
+    INFER_END = 0x03
+    TOKEN = 0x04
+    SPAN_BEGIN = 0x05
+    SPAN_END = 0x06
+    MEMORY = 0x07
+    COUNTER = 0x08
+    MARKER = 0x09
+    LOG = 0x0A
+    ERROR = 0x0B
+    HEARTBEAT = 0x0C
+    PONG = 0x0D
+    PING = 0x80
+    RUN = 0x81
+    STOP = 0x82
+    CONFIG = 0x83
+
+
+class Phase(enum.IntEnum):
+    """Which part of inference a token belongs to."""
+
+    PREFILL = 0
+    DECODE = 1
+
+
+class TraceLevel(enum.IntEnum):
+    """How much the firmware reports (CONFIG)."""
+
+    OFF = 0
+    TOKENS = 1
+    SPANS = 2
+
+
+class InferStatus(enum.IntEnum):
+    """How an inference ended (INFER_END)."""
+
+    OK = 0
+    STOPPED = 1
+    ERROR = 2
+
+
+class Op(enum.IntEnum):
+    """Operator ids used by SPAN_BEGIN / SPAN_END."""
+
+    LAYER = 0
+    EMBED = 1
+    ATTN_NORM = 2
+    QKV = 3
+    ROPE = 4
+    ATTENTION = 5
+    ATTN_OUT = 6
+    FFN_NORM = 7
+    FFN = 8
+    FINAL_NORM = 9
+    CLASSIFIER = 10
+    SAMPLE = 11
+
+
+NO_LAYER = 0xFFFF
+"""Layer id of spans that are not inside a transformer layer (embedding, classifier, sampling)."""
+
+
+class Capability(enum.IntFlag):
+    """HELLO capability bits."""
+
+    SPANS = 1 << 0
+    MEMORY = 1 << 1
+    COUNTERS = 1 << 2
+    MARKERS_GPIO = 1 << 3
+    TEMPERATURE = 1 << 4
+    STOP = 1 << 5
+
+
+class Counter(enum.IntEnum):
+    """Well-known COUNTER ids (others are firmware-specific)."""
+
+    CYCLES = 0
+    INSTRUCTIONS = 1
+    MACS = 2
+    BYTES_READ = 3
+    TX_BYTES = 4
+    TX_DROPPED_FRAMES = 5
+
+
+class LogLevel(enum.IntEnum):
+    """LOG levels."""
+
+    DEBUG = 0
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+
+class Message(Protocol):
+    """What every message class provides."""
+
+    TYPE: ClassVar[MsgType]
+
+    def pack(self) -> bytes: ...
+
+
+def _pack_str(text: str, what: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 255:
+        raise ProtocolError(f"{what} is {len(raw)} bytes of UTF-8; at most 255 fit in a frame")
+    return bytes([len(raw)]) + raw
+
+
+def _unpack_str(payload: bytes, offset: int, what: str) -> tuple[str, int]:
+    if offset >= len(payload):
+        raise ProtocolError(f"{what}: payload ends before the string length byte")
+    n = payload[offset]
+    end = offset + 1 + n
+    if end > len(payload):
+        raise ProtocolError(f"{what}: string of {n} bytes runs past the payload end")
+    try:
+        return payload[offset + 1 : end].decode("utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{what}: string is not valid UTF-8") from exc
+
+
+def _unpack_fixed(st: struct.Struct, payload: bytes, name: str) -> tuple[int, ...]:
+    if len(payload) != st.size:
+        raise ProtocolError(f"{name} payload must be {st.size} bytes, got {len(payload)}")
+    return st.unpack(payload)
+
+
+_HELLO = struct.Struct("<IIIIII32s")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame after boot or reconnect: what the device is and how to read its clock."""
+
+    TYPE: ClassVar[MsgType] = MsgType.HELLO
+    cpu_hz: int
+    tick_hz: int
+    ram_bytes: int
+    flash_bytes: int
+    psram_bytes: int
+    capabilities: int
+    model_hash: bytes
+    platform: str
+    firmware_version: str
+    model_name: str
+
+    def pack(self) -> bytes:
+        if len(self.model_hash) != HASH_LEN:
+            raise ProtocolError(f"model_hash must be {HASH_LEN} bytes (SHA-256)")
+        return (
+            _HELLO.pack(
+                self.cpu_hz,
+                self.tick_hz,
+                self.ram_bytes,
+                self.flash_bytes,
+                self.psram_bytes,
+                self.capabilities,
+                self.model_hash,
+            )
+            + _pack_str(self.platform, "platform")
+            + _pack_str(self.firmware_version, "firmware_version")
+            + _pack_str(self.model_name, "model_name")
+        )
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Hello:
+        if len(payload) < _HELLO.size:
+            raise ProtocolError(f"HELLO payload too short: {len(payload)} bytes")
+        cpu, tick, ram, flash, psram, caps, mhash = _HELLO.unpack_from(payload)
+        if tick == 0:
+            raise ProtocolError("HELLO announces tick_hz = 0; the device clock cannot be read")
+        platform, off = _unpack_str(payload, _HELLO.size, "HELLO platform")
+        fw, off = _unpack_str(payload, off, "HELLO firmware_version")
+        model, off = _unpack_str(payload, off, "HELLO model_name")
+        if off != len(payload):
+            raise ProtocolError(f"HELLO payload has {len(payload) - off} trailing bytes")
+        return cls(cpu, tick, ram, flash, psram, caps, bytes(mhash), platform, fw, model)
+
+
+_INFER_BEGIN = struct.Struct("<IHH")
+
+
+@dataclass(frozen=True, slots=True)
+class InferBegin:
+    """An inference starts (prompt processing begins at this frame's timestamp)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.INFER_BEGIN
+    run_id: int
+    n_prompt: int
+    n_tokens: int
+
+    def pack(self) -> bytes:
+        return _INFER_BEGIN.pack(self.run_id, self.n_prompt, self.n_tokens)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> InferBegin:
+        return cls(*_unpack_fixed(_INFER_BEGIN, payload, "INFER_BEGIN"))
+
+
+_INFER_END = struct.Struct("<IHB")
+
+
+@dataclass(frozen=True, slots=True)
+class InferEnd:
+    """An inference ended; ``status`` is an :class:`InferStatus`."""
+
+    TYPE: ClassVar[MsgType] = MsgType.INFER_END
+    run_id: int
+    n_generated: int
+    status: int
+
+    def pack(self) -> bytes:
+        return _INFER_END.pack(self.run_id, self.n_generated, self.status)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> InferEnd:
+        return cls(*_unpack_fixed(_INFER_END, payload, "INFER_END"))
+
+
+_TOKEN = struct.Struct("<IIB")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token finished: prompt tokens are PREFILL, generated tokens DECODE.
+
+    The frame timestamp is the moment the token's forward pass (and, for decode, sampling)
+    completed. ``index`` counts from 0 over prompt then generated tokens.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.TOKEN
+    index: int
+    token_id: int
+    phase: int
+
+    def pack(self) -> bytes:
+        return _TOKEN.pack(self.index, self.token_id, self.phase)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Token:
+        return cls(*_unpack_fixed(_TOKEN, payload, "TOKEN"))
+
+
+_SPAN = struct.Struct("<HB")
+
+
+@dataclass(frozen=True, slots=True)
+class SpanBegin:
+    """An operator starts; ``op`` is an :class:`Op`, ``layer`` is NO_LAYER outside layers."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SPAN_BEGIN
+    layer: int
+    op: int
+
+    def pack(self) -> bytes:
+        return _SPAN.pack(self.layer, self.op)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> SpanBegin:
+        return cls(*_unpack_fixed(_SPAN, payload, "SPAN_BEGIN"))
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEnd:
+    """The matching end of a :class:`SpanBegin`."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SPAN_END
+    layer: int
+    op: int
+
+    def pack(self) -> bytes:
+        return _SPAN.pack(self.layer, self.op)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> SpanEnd:
+        return cls(*_unpack_fixed(_SPAN, payload, "SPAN_END"))
+
+
+_MEMORY = struct.Struct("<IIIII")
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Memory use in bytes at the frame's timestamp."""
+
+    TYPE: ClassVar[MsgType] = MsgType.MEMORY
+    heap_used: int
+    heap_peak: int
+    stack_peak: int
+    arena_bytes: int
+    kv_bytes: int
+
+    def pack(self) -> bytes:
+        return _MEMORY.pack(
+            self.heap_used, self.heap_peak, self.stack_peak, self.arena_bytes, self.kv_bytes
+        )
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Memory:
+        return cls(*_unpack_fixed(_MEMORY, payload, "MEMORY"))
+
+
+_COUNTER = struct.Struct("<HQ")
+
+
+@dataclass(frozen=True, slots=True)
+class CounterValue:
+    """A free-running counter's value (``counter_id`` from :class:`Counter` or firmware's own)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.COUNTER
+    counter_id: int
+    value: int
+
+    def pack(self) -> bytes:
+        return _COUNTER.pack(self.counter_id, self.value)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> CounterValue:
+        return cls(*_unpack_fixed(_COUNTER, payload, "COUNTER"))
+
+
+_MARKER = struct.Struct("<HI")
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A point in time the firmware wants to mark (also toggled on a GPIO when wired)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.MARKER
+    marker_id: int
+    value: int
+
+    def pack(self) -> bytes:
+        return _MARKER.pack(self.marker_id, self.value)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Marker:
+        return cls(*_unpack_fixed(_MARKER, payload, "MARKER"))
+
+
+def _text(payload: bytes, offset: int, name: str) -> str:
+    try:
+        return payload[offset:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{name} text is not valid UTF-8") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A line of firmware log text (UTF-8 to the payload end)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.LOG
+    level: int
+    text: str
+
+    def pack(self) -> bytes:
+        return bytes([self.level]) + self.text.encode("utf-8")
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Log:
+        if not payload:
+            raise ProtocolError("LOG payload must hold at least the level byte")
+        return cls(payload[0], _text(payload, 1, "LOG"))
+
+
+_ERROR = struct.Struct("<H")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceError:
+    """The firmware reports an error (code, then UTF-8 text to the payload end)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ERROR
+    code: int
+    text: str
+
+    def pack(self) -> bytes:
+        return _ERROR.pack(self.code) + self.text.encode("utf-8")
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> DeviceError:
+        if len(payload) < _ERROR.size:
+            raise ProtocolError("ERROR payload must hold at least the u16 code")
+        return cls(_ERROR.unpack_from(payload)[0], _text(payload, _ERROR.size, "ERROR"))
+
+
+_HEARTBEAT = struct.Struct("<II")
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Sent about once a second while idle or busy, so silence means a dead link."""
+
+    TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
+    uptime_ms: int
+    tx_dropped: int
+
+    def pack(self) -> bytes:
+        return _HEARTBEAT.pack(self.uptime_ms, self.tx_dropped)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Heartbeat:
+        return cls(*_unpack_fixed(_HEARTBEAT, payload, "HEARTBEAT"))
+
+
+_NONCE = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to PING; the frame timestamp is the device time the PING was handled."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PONG
+    nonce: int
+
+    def pack(self) -> bytes:
+        return _NONCE.pack(self.nonce)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Pong:
+        return cls(*_unpack_fixed(_NONCE, payload, "PONG"))
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Host asks for a PONG carrying the same nonce (clock alignment, liveness)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PING
+    nonce: int
+
+    def pack(self) -> bytes:
+        return _NONCE.pack(self.nonce)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Ping:
+        return cls(*_unpack_fixed(_NONCE, payload, "PING"))
+
+
+_RUN = struct.Struct("<IIfHH")
+_MAX_PROMPT = (MAX_PAYLOAD - _RUN.size) // 4
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Host starts an inference: prompt token ids, tokens to generate, seed and temperature."""
+
+    TYPE: ClassVar[MsgType] = MsgType.RUN
+    run_id: int
+    seed: int
+    temperature: float
+    n_tokens: int
+    prompt: tuple[int, ...] = field(default=())
+
+    def pack(self) -> bytes:
+        if len(self.prompt) > _MAX_PROMPT:
+            raise ProtocolError(f"RUN prompt has {len(self.prompt)} tokens; at most {_MAX_PROMPT}")
+        return _RUN.pack(
+            self.run_id, self.seed, self.temperature, self.n_tokens, len(self.prompt)
+        ) + struct.pack(f"<{len(self.prompt)}I", *self.prompt)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Run:
+        if len(payload) < _RUN.size:
+            raise ProtocolError(f"RUN payload too short: {len(payload)} bytes")
+        run_id, seed, temp, n_tokens, n_prompt = _RUN.unpack_from(payload)
+        if len(payload) != _RUN.size + 4 * n_prompt:
+            raise ProtocolError(
+                f"RUN announces {n_prompt} prompt tokens but carries "
+                f"{len(payload) - _RUN.size} bytes of them"
+            )
+        prompt = struct.unpack_from(f"<{n_prompt}I", payload, _RUN.size)
+        return cls(run_id, seed, temp, n_tokens, tuple(prompt))
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Host asks the device to stop the running inference (INFER_END with STOPPED follows)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.STOP
+
+    def pack(self) -> bytes:
+        return b""
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Stop:
+        if payload:
+            raise ProtocolError(f"STOP payload must be empty, got {len(payload)} bytes")
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Host sets the trace level (:class:`TraceLevel`)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.CONFIG
+    trace_level: int
+
+    def pack(self) -> bytes:
+        return bytes([self.trace_level])
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Config:
+        if len(payload) != 1:
+            raise ProtocolError(f"CONFIG payload must be 1 byte, got {len(payload)}")
+        return cls(payload[0])
+
+
+AnyMessage = (
+    Hello
+    | InferBegin
+    | InferEnd
+    | Token
+    | SpanBegin
+    | SpanEnd
+    | Memory
+    | CounterValue
+    | Marker
+    | Log
+    | DeviceError
+    | Heartbeat
+    | Pong
+    | Ping
+    | Run
+    | Stop
+    | Config
+)
+
+MESSAGE_CLASSES: dict[int, type[AnyMessage]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        InferBegin,
+        InferEnd,
+        Token,
+        SpanBegin,
+        SpanEnd,
+        Memory,
+        CounterValue,
+        Marker,
+        Log,
+        DeviceError,
+        Heartbeat,
+        Pong,
+        Ping,
+        Run,
+        Stop,
+        Config,
+    )
+}
+
+
+def unpack_payload(msg_type: int, payload: bytes) -> AnyMessage:
+    """Decode one payload by its type code; raise ProtocolError for unknown types or bad layout."""
+    try:
+        cls = MESSAGE_CLASSES[msg_type]
+    except KeyError:
+        raise ProtocolError(f"unknown message type 0x{msg_type:02x}") from None
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
+    return cls.unpack(payload)

@@ -1,0 +1,104 @@
+"""The HDF5 trace schema: table dtypes and names shared by writer, reader and analysis.
+
+Time bases (see docs/trace-format.md):
+- ``ticks``: the device counter extended to 64 bits; ``device_s`` = ticks / tick_hz.
+- ``host_s``: host monotonic seconds since the recording started (attribute ``host_t0``).
+- power samples are placed by their sensor sample index; ``/power/blocks`` pairs indices with
+  host arrival times so the sensor clock can be fitted to the host clock.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA = "tinytelem.trace/1"
+SCHEMA_VERSION = 1
+
+TOKEN_DTYPE = np.dtype(
+    [
+        ("run_id", "<u4"),
+        ("index", "<u4"),
+        ("token_id", "<u4"),
+        ("phase", "u1"),
+        ("ticks", "<u8"),
+        ("device_s", "<f8"),
+        ("host_s", "<f8"),
+    ]
+)
+
+SPAN_DTYPE = np.dtype(
+    [
+        ("run_id", "<u4"),
+        ("layer", "<u2"),
+        ("op", "u1"),
+        ("begin_ticks", "<u8"),
+        ("end_ticks", "<u8"),
+        ("begin_s", "<f8"),
+        ("end_s", "<f8"),
+    ]
+)
+
+MEMORY_DTYPE = np.dtype(
+    [
+        ("ticks", "<u8"),
+        ("device_s", "<f8"),
+        ("heap_used", "<u4"),
+        ("heap_peak", "<u4"),
+        ("stack_peak", "<u4"),
+        ("arena_bytes", "<u4"),
+        ("kv_bytes", "<u4"),
+    ]
+)
+
+RUN_DTYPE = np.dtype(
+    [
+        ("run_id", "<u4"),
+        ("n_prompt", "<u4"),
+        ("n_tokens", "<u4"),
+        ("n_generated", "<u4"),
+        ("status", "i1"),  # InferStatus, -1 while the run had not ended
+        ("begin_ticks", "<u8"),
+        ("end_ticks", "<u8"),
+        ("begin_s", "<f8"),
+        ("end_s", "<f8"),
+    ]
+)
+
+# Every decoded frame, in arrival order. a/b/c carry the message's small integer fields:
+# COUNTER (counter_id, value, 0), MARKER (marker_id, value, 0), HEARTBEAT (uptime_ms, tx_dropped,
+# 0), PONG (nonce, 0, 0), INFER_BEGIN (run_id, n_prompt, n_tokens), INFER_END (run_id,
+# n_generated, status), TOKEN (index, token_id, phase), SPAN_* (layer, op, 0), others 0.
+EVENT_DTYPE = np.dtype(
+    [
+        ("host_s", "<f8"),
+        ("ticks", "<u8"),
+        ("device_s", "<f8"),
+        ("seq", "<u2"),
+        ("type", "u1"),
+        ("a", "<i8"),
+        ("b", "<i8"),
+        ("c", "<i8"),
+    ]
+)
+
+# PING/PONG round trips: the clock-alignment raw data.
+PING_DTYPE = np.dtype(
+    [
+        ("nonce", "<u4"),
+        ("send_host_s", "<f8"),
+        ("recv_host_s", "<f8"),
+        ("ticks", "<u8"),
+    ]
+)
+
+# One row per sample block received from the power sensor: where it starts, and when it arrived.
+POWER_BLOCK_DTYPE = np.dtype([("first_index", "<u8"), ("n", "<u4"), ("host_s", "<f8")])
+
+# Samples the sensor (or the pipeline) lost: explicit, never silent.
+POWER_GAP_DTYPE = np.dtype([("first_index", "<u8"), ("n_missing", "<u8"), ("host_s", "<f8")])
+
+# Link outages: from the moment the link broke to the moment it was back (NaN while still down).
+LINK_GAP_DTYPE = np.dtype([("lost_host_s", "<f8"), ("restored_host_s", "<f8")])
+
+# Protocol errors (rejected stretches of bytes) and firmware LOG / ERROR lines are text tables:
+# host_s, device_s (NaN when unknown), level or code, text (UTF-8, variable length).
