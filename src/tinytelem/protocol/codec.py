@@ -2,11 +2,12 @@
 
 Frame, before COBS: an 8-byte little-endian header ``version u8, type u8, seq u16, ticks u32``,
 the payload, then ``CRC-32 u32`` (zlib polynomial) over header and payload. The COBS-encoded frame
-is followed by one 0x00 delimiter.
+is followed by one 0x00 delimiter. docs/protocol.md is the normative description.
 
 Decoding: feed bytes with :meth:`FrameDecoder.receive_data`, then call
 :meth:`FrameDecoder.next_event` until it returns :data:`NEED_DATA`. Any byte string yields frames
-and counted, typed :class:`FrameError` events, never an exception.
+and counted, typed :class:`FrameError` events, never an exception, and the events do not depend
+on how the stream was cut into chunks.
 """
 
 from __future__ import annotations
@@ -21,17 +22,37 @@ from tinytelem.errors import ProtocolError
 from tinytelem.protocol import cobs
 from tinytelem.protocol.messages import (
     MAX_PAYLOAD,
+    MESSAGE_CLASSES,
     PROTOCOL_VERSION,
     AnyMessage,
-    unpack_payload,
+    Hello,
 )
+
+__all__ = [
+    "CRC",
+    "HEADER",
+    "MAX_ENCODED",
+    "MAX_FRAME",
+    "MIN_FRAME",
+    "NEED_DATA",
+    "DecoderStatistics",
+    "ErrorKind",
+    "Frame",
+    "FrameDecoder",
+    "FrameError",
+    "FrameRejected",
+    "NeedData",
+    "TickUnwrapper",
+    "decode_body",
+    "encode_frame",
+]
 
 HEADER = struct.Struct("<BBHI")
 CRC = struct.Struct("<I")
 MIN_FRAME = HEADER.size + CRC.size
 MAX_FRAME = HEADER.size + MAX_PAYLOAD + CRC.size
-# Worst-case COBS overhead is one byte per 254, plus one.
-MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 1
+MAX_ENCODED = cobs.max_encoded_len(MAX_FRAME)
+"""Longest valid stretch between two delimiters; anything longer is rejected unread."""
 
 
 class NeedData(enum.Enum):
@@ -55,19 +76,28 @@ class Frame:
 
 
 class ErrorKind(enum.Enum):
-    """Why a stretch of bytes was rejected."""
+    """Why a stretch of bytes was rejected (checked in this order)."""
 
-    COBS = "cobs"
-    CRC = "crc"
-    SHORT = "short"
     OVERSIZE = "oversize"
+    """More than MAX_ENCODED bytes without a delimiter."""
+    COBS = "cobs"
+    SHORT = "short"
+    CRC = "crc"
     VERSION = "version"
+    TYPE = "type"
+    """Unknown message type: usually firmware newer than this host."""
     PAYLOAD = "payload"
+    TRUNCATED = "truncated"
+    """The stream ended inside a frame (see :meth:`FrameDecoder.end_of_stream`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class FrameError:
-    """A rejected stretch of bytes; the decoder resumed at the next delimiter."""
+    """A rejected stretch of bytes; the decoder resumed at the next delimiter.
+
+    ``size`` is the stretch length with its delimiter; for OVERSIZE it is ``MAX_ENCODED + 1``,
+    a lower bound (the rest, up to the next delimiter, is dropped without further events).
+    """
 
     kind: ErrorKind
     detail: str
@@ -76,7 +106,12 @@ class FrameError:
 
 @dataclass(frozen=True, slots=True)
 class DecoderStatistics:
-    """Counts since the decoder was created (immutable snapshot)."""
+    """Counts since the decoder was created (immutable snapshot).
+
+    Invariants once every event is drained: ``frames`` equals the Frame events returned, and
+    ``crc_errors + cobs_errors + other_errors == resyncs`` equals the FrameError events returned.
+    ``lost_frames`` is counted modulo 65536 per gap (see docs/protocol.md, sequence numbers).
+    """
 
     frames: int
     bytes: int
@@ -88,51 +123,89 @@ class DecoderStatistics:
     resyncs: int
 
 
+class FrameRejected(ProtocolError):
+    """A frame failed a check; ``kind`` says which. ``args`` are ``(message, kind)``."""
+
+    def __init__(self, message: str, kind: ErrorKind) -> None:
+        super().__init__(message, kind)
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+_crc32 = zlib.crc32
+_header_pack = HEADER.pack
+_header_unpack = HEADER.unpack_from
+_crc_pack = CRC.pack
+_crc_unpack = CRC.unpack_from
+
+
 def encode_frame(message: AnyMessage, seq: int, ticks: int) -> bytes:
-    """Return the wire bytes (COBS-encoded, 0x00-terminated) of one frame."""
+    """Return the wire bytes (COBS-encoded, 0x00-terminated) of one frame.
+
+    ``seq`` and ``ticks`` are reduced modulo 2**16 and 2**32, so callers may pass running counts.
+    """
     payload = message.pack()
     if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
-    body = HEADER.pack(PROTOCOL_VERSION, message.TYPE, seq & 0xFFFF, ticks & 0xFFFFFFFF) + payload
-    body += CRC.pack(zlib.crc32(body))
+        raise ProtocolError(
+            f"{message.TYPE.name} payload of {len(payload)} bytes exceeds "
+            f"MAX_PAYLOAD={MAX_PAYLOAD}; shorten the text or split the message"
+        )
+    body = _header_pack(PROTOCOL_VERSION, message.TYPE, seq & 0xFFFF, ticks & 0xFFFFFFFF)
+    body += payload
+    body += _crc_pack(_crc32(body))
     return cobs.encode(body) + b"\x00"
 
 
 def decode_body(body: bytes) -> tuple[int, int, AnyMessage]:
     """Check and parse a COBS-decoded frame; return ``(seq, ticks, message)``.
 
-    Raises ProtocolError with an ErrorKind name as ``args[1]``.
+    Raises:
+        FrameRejected: a ProtocolError whose ``kind`` (also ``args[1]``) is the ErrorKind.
     """
-    if len(body) < MIN_FRAME:
-        raise ProtocolError(
-            f"frame of {len(body)} bytes is shorter than {MIN_FRAME}", ErrorKind.SHORT
-        )
-    if len(body) > MAX_FRAME:
-        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}", ErrorKind.OVERSIZE)
-    (crc,) = CRC.unpack_from(body, len(body) - CRC.size)
-    if zlib.crc32(body[: -CRC.size]) != crc:
-        raise ProtocolError("CRC-32 mismatch", ErrorKind.CRC)
-    version, msg_type, seq, ticks = HEADER.unpack_from(body)
+    n = len(body)
+    if n < MIN_FRAME:
+        raise FrameRejected(f"frame of {n} bytes is shorter than {MIN_FRAME}", ErrorKind.SHORT)
+    if n > MAX_FRAME:
+        raise FrameRejected(f"frame of {n} bytes exceeds {MAX_FRAME}", ErrorKind.OVERSIZE)
+    if _crc32(body[:-4]) != _crc_unpack(body, n - 4)[0]:
+        raise FrameRejected("CRC-32 mismatch", ErrorKind.CRC)
+    version, msg_type, seq, ticks = _header_unpack(body)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"protocol version {version}; this host speaks {PROTOCOL_VERSION}", ErrorKind.VERSION
+        raise FrameRejected(
+            f"protocol version {version}; this host speaks {PROTOCOL_VERSION} "
+            "(update the host or flash matching firmware)",
+            ErrorKind.VERSION,
+        )
+    cls = MESSAGE_CLASSES.get(msg_type)
+    if cls is None:
+        raise FrameRejected(
+            f"unknown message type 0x{msg_type:02x} (firmware newer than this host?)",
+            ErrorKind.TYPE,
         )
     try:
-        message = unpack_payload(msg_type, body[HEADER.size : -CRC.size])
+        message = cls.unpack(body[8:-4])
     except ProtocolError as exc:
-        raise ProtocolError(str(exc), ErrorKind.PAYLOAD) from exc
+        raise FrameRejected(str(exc), ErrorKind.PAYLOAD) from exc
     return seq, ticks, message
 
 
-_OVERSIZE = object()
+_OVERSIZE_EVENT = FrameError(
+    ErrorKind.OVERSIZE, f"no delimiter within {MAX_ENCODED} bytes", MAX_ENCODED + 1
+)
 
 
 class FrameDecoder:
-    """Turn a byte stream into :class:`Frame` and :class:`FrameError` events."""
+    """Turn a byte stream into :class:`Frame` and :class:`FrameError` events.
+
+    ``receive_data`` only splits on delimiters (one ``bytes.split`` per chunk); each stretch is
+    decoded lazily by ``next_event``. Events are identical however the stream is chunked.
+    """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pending: deque[bytes | object] = deque()
+        self._buf = b""
+        self._pending: deque[bytes | FrameError] = deque()
         self._discarding = False
         self._expected_seq: int | None = None
         self._frames = 0
@@ -145,24 +218,51 @@ class FrameDecoder:
         self._resyncs = 0
 
     def receive_data(self, data: bytes) -> None:
-        """Add bytes from the link. Cheap: splitting happens here, decoding in next_event."""
+        """Add bytes from the link (any length, including empty)."""
         self._bytes += len(data)
-        if 0 in data:
-            self._buf += data
-            parts = bytes(self._buf).split(b"\x00")
-            self._buf = bytearray(parts.pop())
+        if 0 not in data:
             if self._discarding:
-                # The first part is the tail of an oversize stretch already reported.
-                parts[0] = b""
-                self._discarding = False
-            self._pending.extend(parts)
-        elif not self._discarding:
+                return
             self._buf += data
-        if len(self._buf) > MAX_ENCODED:
-            # No delimiter within a maximal frame: report once, drop until the next delimiter.
-            self._pending.append(_OVERSIZE)
+            if len(self._buf) > MAX_ENCODED:
+                self._pending.append(_OVERSIZE_EVENT)
+                self._discarding = True
+                self._buf = b""
+            return
+        parts = (self._buf + data).split(b"\x00")
+        tail = parts.pop()
+        if self._discarding:
+            # The first part ends an oversize stretch already reported.
+            parts[0] = b""
+            self._discarding = False
+        pending = self._pending
+        for part in parts:
+            if len(part) > MAX_ENCODED:
+                pending.append(_OVERSIZE_EVENT)
+            elif part:  # an empty part is two delimiters in a row: harmless
+                pending.append(part)
+        if len(tail) > MAX_ENCODED:
+            pending.append(_OVERSIZE_EVENT)
             self._discarding = True
-            self._buf.clear()
+            tail = b""
+        self._buf = tail
+
+    def end_of_stream(self) -> None:
+        """The stream ended (EOF, reconnect, end of a capture): report a partial frame.
+
+        Bytes after the last delimiter become one TRUNCATED error; the decoder is then ready for
+        a new stream (the sequence expectation is kept; see :meth:`reset_sequence`).
+        """
+        if self._buf:
+            self._pending.append(
+                FrameError(
+                    ErrorKind.TRUNCATED,
+                    f"stream ended {len(self._buf)} bytes into a frame",
+                    len(self._buf),
+                )
+            )
+        self._buf = b""
+        self._discarding = False
 
     def reset_sequence(self) -> None:
         """Forget the expected sequence number (after a reconnect the device may restart it)."""
@@ -170,39 +270,38 @@ class FrameDecoder:
 
     def next_event(self) -> Frame | FrameError | NeedData:
         """Return the next decoded event, or NEED_DATA when more bytes are needed."""
-        while self._pending:
-            raw = self._pending.popleft()
-            if raw is _OVERSIZE:
+        pending = self._pending
+        if not pending:
+            return NEED_DATA
+        raw = pending.popleft()
+        if isinstance(raw, FrameError):
+            self._other += 1
+            self._resyncs += 1
+            return raw
+        size = len(raw) + 1
+        try:
+            body = cobs.decode(raw)
+        except ProtocolError as exc:
+            self._cobs += 1
+            self._resyncs += 1
+            return FrameError(ErrorKind.COBS, str(exc), size)
+        try:
+            seq, ticks, message = decode_body(body)
+        except FrameRejected as exc:
+            if exc.kind is ErrorKind.CRC:
+                self._crc += 1
+            else:
                 self._other += 1
-                self._resyncs += 1
-                return FrameError(ErrorKind.OVERSIZE, "no delimiter within a maximal frame", 0)
-            assert isinstance(raw, bytes)
-            if not raw:
-                continue  # two delimiters in a row: harmless
-            size = len(raw) + 1
-            try:
-                body = cobs.decode(raw)
-            except ProtocolError as exc:
-                self._cobs += 1
-                self._resyncs += 1
-                return FrameError(ErrorKind.COBS, str(exc), size)
-            try:
-                seq, ticks, message = decode_body(body)
-            except ProtocolError as exc:
-                kind = exc.args[1] if len(exc.args) > 1 else ErrorKind.PAYLOAD
-                if kind is ErrorKind.CRC:
-                    self._crc += 1
-                else:
-                    self._other += 1
-                self._resyncs += 1
-                return FrameError(kind, str(exc.args[0]), size)
-            if self._expected_seq is not None and seq != self._expected_seq:
-                self._gaps += 1
-                self._lost += (seq - self._expected_seq) & 0xFFFF
-            self._expected_seq = (seq + 1) & 0xFFFF
-            self._frames += 1
-            return Frame(seq, ticks, message, size)
-        return NEED_DATA
+            self._resyncs += 1
+            return FrameError(exc.kind, str(exc), size)
+        expected = self._expected_seq
+        if expected is not None and seq != expected and type(message) is not Hello:
+            # HELLO re-anchors the count: it follows a device reboot, where seq restarts at 0.
+            self._gaps += 1
+            self._lost += (seq - expected) & 0xFFFF
+        self._expected_seq = (seq + 1) & 0xFFFF
+        self._frames += 1
+        return Frame(seq, ticks, message, size)
 
     def events(self) -> list[Frame | FrameError]:
         """Drain every event available now (convenience for loops)."""
@@ -230,35 +329,46 @@ class FrameDecoder:
 class TickUnwrapper:
     """Extend the 32-bit device tick counter to 64 bits.
 
-    Wraps are detected from the counter going backwards; across a long silence (host time since
-    the last frame longer than one wrap period at ``tick_hz``) whole missed wraps are added from
-    the host's elapsed time, which is why HELLO announces the tick rate.
+    Between two frames the device clock moved forward by ``(ticks - last) mod 2**32`` plus a whole
+    number of wraps. Without host time that number is taken as zero (frames come at least once a
+    wrap period, which HEARTBEAT guarantees); with host arrival times it is the rounded number of
+    wraps that best explains the host's elapsed time, so a long silence costs nothing. That is why
+    HELLO announces ``tick_hz``. A new HELLO (device reboot) needs a new unwrapper.
     """
 
     WRAP = 1 << 32
 
     def __init__(self, tick_hz: int) -> None:
         if tick_hz <= 0:
-            raise ProtocolError("tick_hz must be positive")
+            raise ProtocolError(f"tick_hz must be positive, got {tick_hz}; take it from HELLO")
         self.tick_hz = tick_hz
-        self._high = 0
+        self._t64 = 0
         self._last: int | None = None
         self._last_host: float | None = None
 
     def unwrap(self, ticks: int, host_time: float | None = None) -> int:
-        """Return the 64-bit tick count of a frame with 32-bit ``ticks``."""
-        if self._last is not None:
+        """Return the 64-bit tick count of a frame with 32-bit ``ticks``.
+
+        Args:
+            ticks: the frame header's timestamp, 0 <= ticks < 2**32.
+            host_time: host arrival time in seconds (any monotonic clock), or None when unknown.
+        """
+        if not 0 <= ticks < self.WRAP:
+            raise ProtocolError(f"ticks {ticks} is not a u32 frame timestamp")
+        last = self._last
+        if last is None:
+            self._t64 = ticks
+        else:
+            delta = (ticks - last) % self.WRAP
             if host_time is not None and self._last_host is not None:
                 elapsed = (host_time - self._last_host) * self.tick_hz
-                missed = int((elapsed - ((ticks - self._last) % self.WRAP)) // self.WRAP + 0.5)
+                missed = round((elapsed - delta) / self.WRAP)
                 if missed > 0:
-                    self._high += missed * self.WRAP
-            if ticks < self._last:
-                self._high += self.WRAP
+                    delta += missed * self.WRAP
+            self._t64 += delta
         self._last = ticks
-        if host_time is not None:
-            self._last_host = host_time
-        return self._high + ticks
+        self._last_host = host_time
+        return self._t64
 
     def seconds(self, ticks64: int) -> float:
         """Device seconds of a 64-bit tick count."""

@@ -10,12 +10,24 @@ Device -> host types are 0x01..0x3F, host -> device types are 0x80..0x8F.
 
 from __future__ import annotations
 
-import enum
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from tinytelem.errors import ProtocolError
+from tinytelem.protocol.enums import (
+    NO_LAYER,
+    Capability,
+    Counter,
+    ErrorCode,
+    InferStatus,
+    LogLevel,
+    MsgType,
+    Op,
+    Phase,
+    TraceLevel,
+)
 
 PROTOCOL_VERSION = 1
 MAX_PAYLOAD = 1024
@@ -33,6 +45,7 @@ __all__ = [
     "Counter",
     "CounterValue",
     "DeviceError",
+    "ErrorCode",
     "Heartbeat",
     "Hello",
     "InferBegin",
@@ -58,109 +71,23 @@ __all__ = [
 ]
 
 
-class MsgType(enum.IntEnum):
-    """u8 type codes carried in the frame header."""
-
-    HELLO = 0x01
-    INFER_BEGIN = 0x02
-    INFER_END = 0x03
-    TOKEN = 0x04
-    SPAN_BEGIN = 0x05
-    SPAN_END = 0x06
-    MEMORY = 0x07
-    COUNTER = 0x08
-    MARKER = 0x09
-    LOG = 0x0A
-    ERROR = 0x0B
-    HEARTBEAT = 0x0C
-    PONG = 0x0D
-    PING = 0x80
-    RUN = 0x81
-    STOP = 0x82
-    CONFIG = 0x83
-
-
-class Phase(enum.IntEnum):
-    """Which part of inference a token belongs to."""
-
-    PREFILL = 0
-    DECODE = 1
-
-
-class TraceLevel(enum.IntEnum):
-    """How much the firmware reports (CONFIG)."""
-
-    OFF = 0
-    TOKENS = 1
-    SPANS = 2
-
-
-class InferStatus(enum.IntEnum):
-    """How an inference ended (INFER_END)."""
-
-    OK = 0
-    STOPPED = 1
-    ERROR = 2
-
-
-class Op(enum.IntEnum):
-    """Operator ids used by SPAN_BEGIN / SPAN_END."""
-
-    LAYER = 0
-    EMBED = 1
-    ATTN_NORM = 2
-    QKV = 3
-    ROPE = 4
-    ATTENTION = 5
-    ATTN_OUT = 6
-    FFN_NORM = 7
-    FFN = 8
-    FINAL_NORM = 9
-    CLASSIFIER = 10
-    SAMPLE = 11
-
-
-NO_LAYER = 0xFFFF
-"""Layer id of spans that are not inside a transformer layer (embedding, classifier, sampling)."""
-
-
-class Capability(enum.IntFlag):
-    """HELLO capability bits."""
-
-    SPANS = 1 << 0
-    MEMORY = 1 << 1
-    COUNTERS = 1 << 2
-    MARKERS_GPIO = 1 << 3
-    TEMPERATURE = 1 << 4
-    STOP = 1 << 5
-
-
-class Counter(enum.IntEnum):
-    """Well-known COUNTER ids (others are firmware-specific)."""
-
-    CYCLES = 0
-    INSTRUCTIONS = 1
-    MACS = 2
-    BYTES_READ = 3
-    TX_BYTES = 4
-    TX_DROPPED_FRAMES = 5
-
-
-class LogLevel(enum.IntEnum):
-    """LOG levels."""
-
-    DEBUG = 0
-    INFO = 1
-    WARNING = 2
-    ERROR = 3
-
-
 class Message(Protocol):
     """What every message class provides."""
 
     TYPE: ClassVar[MsgType]
 
     def pack(self) -> bytes: ...
+
+
+def _pack(st: struct.Struct, name: str, *values: object) -> bytes:
+    """struct.pack that reports out-of-range fields as ProtocolError (the caller's bug to fix)."""
+    try:
+        return st.pack(*values)
+    except struct.error as exc:
+        raise ProtocolError(f"{name} field out of range for {st.format!r}: {exc}") from exc
+
+
+_U8 = struct.Struct("<B")
 
 
 def _pack_str(text: str, what: str) -> bytes:
@@ -211,8 +138,12 @@ class Hello:
     def pack(self) -> bytes:
         if len(self.model_hash) != HASH_LEN:
             raise ProtocolError(f"model_hash must be {HASH_LEN} bytes (SHA-256)")
+        if self.tick_hz <= 0:
+            raise ProtocolError("HELLO tick_hz must be positive: the host reads the clock by it")
         return (
-            _HELLO.pack(
+            _pack(
+                _HELLO,
+                "HELLO",
                 self.cpu_hz,
                 self.tick_hz,
                 self.ram_bytes,
@@ -254,7 +185,7 @@ class InferBegin:
     n_tokens: int
 
     def pack(self) -> bytes:
-        return _INFER_BEGIN.pack(self.run_id, self.n_prompt, self.n_tokens)
+        return _pack(_INFER_BEGIN, "INFER_BEGIN", self.run_id, self.n_prompt, self.n_tokens)
 
     @classmethod
     def unpack(cls, payload: bytes) -> InferBegin:
@@ -274,7 +205,7 @@ class InferEnd:
     status: int
 
     def pack(self) -> bytes:
-        return _INFER_END.pack(self.run_id, self.n_generated, self.status)
+        return _pack(_INFER_END, "INFER_END", self.run_id, self.n_generated, self.status)
 
     @classmethod
     def unpack(cls, payload: bytes) -> InferEnd:
@@ -298,7 +229,7 @@ class Token:
     phase: int
 
     def pack(self) -> bytes:
-        return _TOKEN.pack(self.index, self.token_id, self.phase)
+        return _pack(_TOKEN, "TOKEN", self.index, self.token_id, self.phase)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Token:
@@ -317,7 +248,7 @@ class SpanBegin:
     op: int
 
     def pack(self) -> bytes:
-        return _SPAN.pack(self.layer, self.op)
+        return _pack(_SPAN, self.TYPE.name, self.layer, self.op)
 
     @classmethod
     def unpack(cls, payload: bytes) -> SpanBegin:
@@ -333,7 +264,7 @@ class SpanEnd:
     op: int
 
     def pack(self) -> bytes:
-        return _SPAN.pack(self.layer, self.op)
+        return _pack(_SPAN, self.TYPE.name, self.layer, self.op)
 
     @classmethod
     def unpack(cls, payload: bytes) -> SpanEnd:
@@ -355,8 +286,14 @@ class Memory:
     kv_bytes: int
 
     def pack(self) -> bytes:
-        return _MEMORY.pack(
-            self.heap_used, self.heap_peak, self.stack_peak, self.arena_bytes, self.kv_bytes
+        return _pack(
+            _MEMORY,
+            "MEMORY",
+            self.heap_used,
+            self.heap_peak,
+            self.stack_peak,
+            self.arena_bytes,
+            self.kv_bytes,
         )
 
     @classmethod
@@ -376,7 +313,7 @@ class CounterValue:
     value: int
 
     def pack(self) -> bytes:
-        return _COUNTER.pack(self.counter_id, self.value)
+        return _pack(_COUNTER, "COUNTER", self.counter_id, self.value)
 
     @classmethod
     def unpack(cls, payload: bytes) -> CounterValue:
@@ -395,7 +332,7 @@ class Marker:
     value: int
 
     def pack(self) -> bytes:
-        return _MARKER.pack(self.marker_id, self.value)
+        return _pack(_MARKER, "MARKER", self.marker_id, self.value)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Marker:
@@ -418,7 +355,7 @@ class Log:
     text: str
 
     def pack(self) -> bytes:
-        return bytes([self.level]) + self.text.encode("utf-8")
+        return _pack(_U8, "LOG level", self.level) + self.text.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes) -> Log:
@@ -432,14 +369,14 @@ _ERROR = struct.Struct("<H")
 
 @dataclass(frozen=True, slots=True)
 class DeviceError:
-    """The firmware reports an error (code, then UTF-8 text to the payload end)."""
+    """The firmware reports an error (:class:`ErrorCode` or its own, then UTF-8 text)."""
 
     TYPE: ClassVar[MsgType] = MsgType.ERROR
     code: int
     text: str
 
     def pack(self) -> bytes:
-        return _ERROR.pack(self.code) + self.text.encode("utf-8")
+        return _pack(_ERROR, "ERROR", self.code) + self.text.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes) -> DeviceError:
@@ -460,7 +397,7 @@ class Heartbeat:
     tx_dropped: int
 
     def pack(self) -> bytes:
-        return _HEARTBEAT.pack(self.uptime_ms, self.tx_dropped)
+        return _pack(_HEARTBEAT, "HEARTBEAT", self.uptime_ms, self.tx_dropped)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Heartbeat:
@@ -478,7 +415,7 @@ class Pong:
     nonce: int
 
     def pack(self) -> bytes:
-        return _NONCE.pack(self.nonce)
+        return _pack(_NONCE, self.TYPE.name, self.nonce)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Pong:
@@ -493,7 +430,7 @@ class Ping:
     nonce: int
 
     def pack(self) -> bytes:
-        return _NONCE.pack(self.nonce)
+        return _pack(_NONCE, self.TYPE.name, self.nonce)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Ping:
@@ -501,6 +438,13 @@ class Ping:
 
 
 _RUN = struct.Struct("<IIfHH")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (math.isfinite(temperature) and temperature >= 0.0):
+        raise ProtocolError(f"RUN temperature {temperature} must be finite and >= 0 (0 = greedy)")
+
+
 _MAX_PROMPT = (MAX_PAYLOAD - _RUN.size) // 4
 
 
@@ -517,10 +461,14 @@ class Run:
 
     def pack(self) -> bytes:
         if len(self.prompt) > _MAX_PROMPT:
-            raise ProtocolError(f"RUN prompt has {len(self.prompt)} tokens; at most {_MAX_PROMPT}")
-        return _RUN.pack(
-            self.run_id, self.seed, self.temperature, self.n_tokens, len(self.prompt)
-        ) + struct.pack(f"<{len(self.prompt)}I", *self.prompt)
+            raise ProtocolError(
+                f"RUN prompt has {len(self.prompt)} tokens; at most {_MAX_PROMPT} fit in a frame"
+            )
+        _check_temperature(self.temperature)
+        head = _pack(
+            _RUN, "RUN", self.run_id, self.seed, self.temperature, self.n_tokens, len(self.prompt)
+        )
+        return head + _pack(struct.Struct(f"<{len(self.prompt)}I"), "RUN prompt", *self.prompt)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Run:
@@ -532,6 +480,7 @@ class Run:
                 f"RUN announces {n_prompt} prompt tokens but carries "
                 f"{len(payload) - _RUN.size} bytes of them"
             )
+        _check_temperature(temp)
         prompt = struct.unpack_from(f"<{n_prompt}I", payload, _RUN.size)
         return cls(run_id, seed, temp, n_tokens, tuple(prompt))
 
@@ -560,7 +509,7 @@ class Config:
     trace_level: int
 
     def pack(self) -> bytes:
-        return bytes([self.trace_level])
+        return _pack(_U8, "CONFIG trace_level", self.trace_level)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Config:
