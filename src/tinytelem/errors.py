@@ -19,6 +19,11 @@ Every message should name the remedy when there is one.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 
 class TinyTelemError(Exception):
     """Root of every error tinytelem raises on purpose."""
@@ -54,3 +59,19 @@ class ModelError(TinyTelemError):
 
 class TraceError(TinyTelemError):
     """A trace file or raw capture is unreadable or inconsistent."""
+
+
+def first_error(exc: BaseException) -> TinyTelemError | None:
+    """The first TinyTelemError inside ``exc`` (itself, or a leaf of nested exception groups).
+
+    trio nurseries wrap errors in exception groups; the CLI and the public entry points show the
+    user the one error that explains the failure.
+    """
+    if isinstance(exc, TinyTelemError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_error(inner)
+            if found is not None:
+                return found
+    return None

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 import sys
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 import click
 
 from tinytelem import __version__
-from tinytelem.errors import TinyTelemError
+from tinytelem.errors import TinyTelemError, first_error
 
 # verb -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -63,6 +66,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except TinyTelemError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except BaseExceptionGroup as group:
+        found = first_error(group)
+        if found is None:
+            raise
+        click.echo(f"error: {found}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

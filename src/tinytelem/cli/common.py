@@ -1,0 +1,34 @@
+"""Options and helpers shared by the CLI modules."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def device_option(default: str | None = None) -> Callable[[F], F]:
+    """``--device URL`` with the accepted forms in its help."""
+    return click.option(
+        "--device", default=default, required=default is None, show_default=True,
+        help="Device URL: emu:<platform>, tcp://host:port, serial:///dev/ttyACM0?baud=921600, "
+             "exec:<command>.",
+    )
+
+
+def trace_level_option() -> Callable[[F], F]:
+    """``--trace-level off|tokens|spans``."""
+    return click.option(
+        "--trace-level", type=click.Choice(["off", "tokens", "spans"]), default="spans",
+        show_default=True, help="What the firmware reports: spans adds per-layer timing.",
+    )
+
+
+def run_trio(fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async main under trio; Ctrl-C cancels it cleanly (files are closed)."""
+    import trio
+
+    return trio.run(fn)
