@@ -3,6 +3,7 @@
 # Extra arguments go to pytest (e.g. -m "not slow" to skip the slow end-to-end tests locally).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup-system.sh
 bash scripts/bootstrap.sh dev
 export PATH="$PWD/.venv/bin:$PATH"
 

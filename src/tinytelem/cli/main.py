@@ -24,6 +24,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "emulate": ("tinytelem.cli.emulate", "emulate", "Run the device twin (emulated device)."),
     "trace": ("tinytelem.cli.trace", "trace", "Inspect and replay trace files."),
     "platforms": ("tinytelem.cli.platforms", "platforms", "List and show supported platforms."),
+    "model": ("tinytelem.cli.model", "model", "Load, quantize, validate, evaluate, export models."),
+    "firmware": ("tinytelem.cli.firmware", "firmware", "Build firmware and measure footprints."),
+    "doctor": ("tinytelem.cli.doctor", "doctor", "Check toolchains, QEMU, serial ports, sensors."),
+    "sensors": ("tinytelem.cli.sensors", "sensors", "Discover and read power sensors."),
+    "calibrate": ("tinytelem.cli.calibrate", "calibrate", "Fit sensor calibration files."),
+    "serve": ("tinytelem.cli.serve", "serve", "Stream a device live over websocket."),
+    "monitor": ("tinytelem.cli.monitor", "monitor", "Live terminal view of a stream or device."),
+    "report": ("tinytelem.cli.report", "report", "HTML / CSV / JSON / Perfetto reports."),
+    "compare": ("tinytelem.cli.compare", "compare", "Compare runs side by side."),
+    "recommend": ("tinytelem.cli.recommend", "recommend", "Rank platform x quantization."),
 }
 
 

@@ -92,7 +92,14 @@ PING_DTYPE = np.dtype(
 )
 
 # One row per sample block received from the power sensor: where it starts, and when it arrived.
-POWER_BLOCK_DTYPE = np.dtype([("first_index", "<u8"), ("n", "<u4"), ("host_s", "<f8")])
+# ``offset`` is where the block's first sample sits in /power/current_a (samples are stored
+# back to back; gaps take no space), so index -> position needs no cumulative sum.
+POWER_BLOCK_DTYPE = np.dtype(
+    [("first_index", "<u8"), ("n", "<u4"), ("host_s", "<f8"), ("offset", "<u8")]
+)
+
+# Power samples: amperes, one per sensor sample, in arrival order.
+POWER_SAMPLE_DTYPE = np.dtype("<f4")
 
 # Samples the sensor (or the pipeline) lost: explicit, never silent.
 POWER_GAP_DTYPE = np.dtype([("first_index", "<u8"), ("n_missing", "<u8"), ("host_s", "<f8")])
@@ -102,3 +109,30 @@ LINK_GAP_DTYPE = np.dtype([("lost_host_s", "<f8"), ("restored_host_s", "<f8")])
 
 # Protocol errors (rejected stretches of bytes) and firmware LOG / ERROR lines are text tables:
 # host_s, device_s (NaN when unknown), level or code, text (UTF-8, variable length).
+# The text field is a variable-length UTF-8 string; the dtype metadata is how h5py spells that
+# (``h5py.string_dtype()``), written out here so importing the schema does not import h5py.
+TEXT_DTYPE = np.dtype(
+    [
+        ("host_s", "<f8"),
+        ("device_s", "<f8"),
+        ("code", "<i4"),
+        ("text", np.dtype("O", metadata={"vlen": str})),
+    ]
+)
+
+# Row tables: name -> (dataset path, dtype). Power samples, blocks and gaps live under /power.
+TABLES: dict[str, tuple[str, np.dtype]] = {
+    "events": ("/events", EVENT_DTYPE),
+    "tokens": ("/tokens", TOKEN_DTYPE),
+    "spans": ("/spans", SPAN_DTYPE),
+    "memory": ("/memory", MEMORY_DTYPE),
+    "runs": ("/runs", RUN_DTYPE),
+    "pings": ("/pings", PING_DTYPE),
+    "power_blocks": ("/power/blocks", POWER_BLOCK_DTYPE),
+    "power_gaps": ("/power/gaps", POWER_GAP_DTYPE),
+    "link_gaps": ("/link/gaps", LINK_GAP_DTYPE),
+    "errors": ("/errors", TEXT_DTYPE),
+    "logs": ("/logs", TEXT_DTYPE),
+}
+POWER_SAMPLES_PATH = "/power/current_a"
+GROUPS = ("power", "link", "clock", "summary")

@@ -1,0 +1,519 @@
+"""Write a tinytelem HDF5 trace (schema: docs/trace-format.md).
+
+Design, driven by measurements (see the trace-format page):
+
+- **SWMR, bounded to HDF5 1.10-1.14 structures.** The file is written with
+  ``libver=("v110", "v114")`` so 1.10-era tools read it, and in SWMR mode so that a writer killed
+  with SIGKILL leaves a file that opens (with ``swmr=True``, which the reader does for you)
+  holding everything up to the last :meth:`TraceWriter.flush`. A non-SWMR file with these
+  bounds is left flagged "open for write" and does not open at all.
+- **Whole chunks.** Rows are buffered in memory and written when a chunk fills, so a chunk is
+  written once; partial buffers go out only at flush time (every ``flush_interval_s``).
+- **Checksums everywhere.** Every dataset is chunked, resizable and has the fletcher32 filter.
+- **Small, mutable tables are rewritten.** Runs and link gaps change after they are first seen
+  (a run ends, a link comes back); they are kept in memory and written whole at each flush.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+import tinytelem
+from tinytelem.errors import TraceError
+from tinytelem.trace._h5 import translate_error, write_attrs
+from tinytelem.trace.schema import (
+    GROUPS,
+    LINK_GAP_DTYPE,
+    POWER_BLOCK_DTYPE,
+    POWER_GAP_DTYPE,
+    POWER_SAMPLE_DTYPE,
+    POWER_SAMPLES_PATH,
+    RUN_DTYPE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TABLES,
+    TEXT_DTYPE,
+)
+
+LIBVER = ("v110", "v114")
+"""HDF5 format bounds: readable by HDF5 1.10+; ``latest`` would need HDF5 2.0 readers."""
+
+_ROW_CHUNK = {"events": 4096, "tokens": 4096, "spans": 8192, "errors": 256, "logs": 256}
+_DEFAULT_ROW_CHUNK = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    """What a writer has accepted so far (the recorder actor reports it)."""
+
+    rows: Mapping[str, int]
+    power_samples: int
+    power_gaps: int
+    power_missing: int
+    flushes: int
+    closed: bool
+
+
+class _Table:
+    """An append-only dataset plus the rows not yet written to it."""
+
+    def __init__(self, dataset: Any, chunk: int) -> None:
+        self.dataset = dataset
+        self.dtype: np.dtype[Any] = dataset.dtype
+        self.chunk = chunk
+        self.written = int(dataset.shape[0])
+        self._pending: list[np.ndarray] = []
+        self.n_pending = 0
+
+    @property
+    def rows(self) -> int:
+        return self.written + self.n_pending
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[0] == 0:
+            return
+        self._pending.append(rows)
+        self.n_pending += rows.shape[0]
+        end = ((self.written + self.n_pending) // self.chunk) * self.chunk
+        if end > self.written:
+            # Write up to the last whole-chunk boundary of the dataset, keep the tail buffered.
+            self._write(end - self.written)
+
+    def flush(self) -> None:
+        self._write(self.n_pending)
+
+    def _write(self, n: int) -> None:
+        if n <= 0:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        head, tail = data[:n], data[n:]
+        self.dataset.resize((self.written + n,))
+        self.dataset[self.written : self.written + n] = head
+        self.written += n
+        self._pending = [tail] if tail.shape[0] else []
+        self.n_pending = int(tail.shape[0])
+
+
+def _as_rows(rows: np.ndarray, dtype: np.dtype[Any], table: str) -> np.ndarray:
+    """Accept rows of exactly ``dtype`` or with the same field names (converted)."""
+    rows = np.asarray(rows)
+    if rows.dtype == dtype:
+        return np.ascontiguousarray(rows).reshape(-1)
+    if rows.dtype.names is None or set(rows.dtype.names) != set(dtype.names or ()):
+        raise TraceError(
+            f"{table} rows must have the schema dtype {dtype} (fields {dtype.names}); "
+            f"got {rows.dtype}; build them with tinytelem.trace.schema"
+        )
+    out = np.empty(rows.shape[0] if rows.ndim else 1, dtype=dtype)
+    for name in dtype.names or ():
+        out[name] = rows[name]
+    return out
+
+
+def _iso_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class TraceWriter:
+    """Appends telemetry to one trace file; not thread-safe (one recorder owns it).
+
+    Create with :meth:`create`. ``host_s`` values are stored as given: the recorder writes
+    host monotonic seconds minus :attr:`host_t0` (a root attribute).
+    """
+
+    def __init__(self, path: Path, h5file: Any, power_chunk: int, flush_interval_s: float):
+        self.path = path
+        self.flush_interval_s = flush_interval_s
+        self._file = h5file
+        self._closed = False
+        self._flushes = 0
+        self._last_flush = time.monotonic()
+        self.host_t0 = float(h5file.attrs["host_t0"])
+        self._tables = {
+            name: _Table(h5file[dpath], _ROW_CHUNK.get(name, _DEFAULT_ROW_CHUNK))
+            for name, (dpath, _) in TABLES.items()
+            if name not in ("runs", "link_gaps")
+        }
+        self._samples = _Table(h5file[POWER_SAMPLES_PATH], power_chunk)
+        self._runs: dict[int, np.void] = {}
+        self._link_gaps: dict[float, tuple[float, float]] = {}
+        self._dirty = False
+        self._next_index: int | None = None
+        self._gap_count = 0
+        self._missing = 0
+        self._index_resets = 0
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        attrs: Mapping[str, Any],
+        power_chunk: int = 65536,
+        flush_interval_s: float = 1.0,
+        overwrite: bool = False,
+    ) -> TraceWriter:
+        """Create a new trace file with every dataset, then switch it to SWMR mode.
+
+        Args:
+            path: the .h5 file to create; refused if it exists unless ``overwrite``.
+            attrs: root attributes (platform, device, model_name, tick_hz, ...). ``host_t0``
+                defaults to ``time.monotonic()`` now.
+            power_chunk: samples per /power/current_a chunk (one write when full).
+            flush_interval_s: the period :meth:`maybe_flush` flushes at.
+            overwrite: replace an existing file.
+        """
+        import h5py  # lazy: h5py costs 35 MB; only trace users pay
+
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise TraceError(
+                f"trace {path} already exists; pass overwrite=True (--overwrite) or choose "
+                "another name"
+            )
+        if power_chunk <= 0 or flush_interval_s <= 0:
+            raise TraceError("power_chunk and flush_interval_s must be positive")
+        try:
+            h5file = h5py.File(path, "w" if overwrite else "w-", libver=LIBVER)
+        except (OSError, ValueError) as exc:
+            raise translate_error(exc, path, "create") from exc
+        try:
+            root = {
+                "host_t0": time.monotonic(),
+                **dict(attrs),
+                "schema": SCHEMA,
+                "schema_version": SCHEMA_VERSION,
+                "tool_version": tinytelem.__version__,
+                "created": _iso_now(),
+                "complete": False,
+            }
+            write_attrs(h5file.attrs, root)
+            for group in GROUPS:
+                h5file.require_group(group)
+            for name, (dpath, dtype) in TABLES.items():
+                chunk = _ROW_CHUNK.get(name, _DEFAULT_ROW_CHUNK)
+                h5file.create_dataset(
+                    dpath,
+                    shape=(0,),
+                    maxshape=(None,),
+                    chunks=(chunk,),
+                    dtype=dtype,
+                    fletcher32=True,
+                )
+            h5file.create_dataset(
+                POWER_SAMPLES_PATH,
+                shape=(0,),
+                maxshape=(None,),
+                chunks=(power_chunk,),
+                dtype=POWER_SAMPLE_DTYPE,
+                fletcher32=True,
+            )
+            h5file["power"].attrs["units"] = "A"
+            h5file.swmr_mode = True
+            h5file.flush()
+        except (OSError, ValueError, RuntimeError) as exc:
+            h5file.close()
+            raise translate_error(exc, path, "initialise") from exc
+        return cls(path, h5file, power_chunk, flush_interval_s)
+
+    # ------------------------------------------------------------------ row tables
+
+    def _append(self, table: str, rows: np.ndarray) -> None:
+        self._check_open()
+        tab = self._tables[table]
+        data = _as_rows(rows, tab.dtype, table)
+        self._guard(tab.append, data)
+
+    def add_events(self, rows: np.ndarray) -> None:
+        """Append EVENT_DTYPE rows (every decoded frame, arrival order)."""
+        self._append("events", rows)
+
+    def add_tokens(self, rows: np.ndarray) -> None:
+        """Append TOKEN_DTYPE rows."""
+        self._append("tokens", rows)
+
+    def add_spans(self, rows: np.ndarray) -> None:
+        """Append SPAN_DTYPE rows."""
+        self._append("spans", rows)
+
+    def add_memory(self, rows: np.ndarray) -> None:
+        """Append MEMORY_DTYPE rows."""
+        self._append("memory", rows)
+
+    def add_pings(self, rows: np.ndarray) -> None:
+        """Append PING_DTYPE rows (clock-alignment round trips)."""
+        self._append("pings", rows)
+
+    def add_text(
+        self,
+        table: Literal["errors", "logs"],
+        host_s: float,
+        device_s: float,
+        code: int,
+        text: str,
+    ) -> None:
+        """Append one protocol-error or firmware log line (``device_s`` NaN when unknown)."""
+        if table not in ("errors", "logs"):
+            raise TraceError(f"text table must be 'errors' or 'logs', not {table!r}")
+        row = np.empty(1, dtype=TEXT_DTYPE)
+        row[0] = (host_s, device_s, code, text)
+        self._append(table, row)
+
+    # ------------------------------------------------------------------ runs and link gaps
+
+    def add_runs(self, rows: np.ndarray) -> None:
+        """Add or replace runs (keyed by run_id); the runs table is rewritten at each flush."""
+        self._check_open()
+        for row in _as_rows(rows, RUN_DTYPE, "runs"):
+            self._runs[int(row["run_id"])] = row.copy()
+        self._dirty = True
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Change fields of a run (e.g. at INFER_END); an unknown run_id starts a new row.
+
+        A new row starts with status -1 (not ended), zero counts and NaN times.
+        """
+        self._check_open()
+        unknown = set(fields) - set(RUN_DTYPE.names or ()) - {"run_id"}
+        if unknown:
+            raise TraceError(f"unknown runs fields {sorted(unknown)}; fields: {RUN_DTYPE.names}")
+        row = self._runs.get(run_id)
+        if row is None:
+            new = np.zeros(1, dtype=RUN_DTYPE)
+            new["run_id"] = run_id
+            new["status"] = -1
+            new["begin_s"] = new["end_s"] = math.nan
+            row = new[0]
+            self._runs[run_id] = row
+        for key, value in fields.items():
+            row[key] = value
+        self._dirty = True
+
+    def add_link_gap(self, lost_host_s: float, restored_host_s: float = math.nan) -> None:
+        """Record a link outage; call again with the same ``lost_host_s`` once it is restored."""
+        self._check_open()
+        self._link_gaps[float(lost_host_s)] = (float(lost_host_s), float(restored_host_s))
+        self._dirty = True
+
+    # ------------------------------------------------------------------ power
+
+    def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None:
+        """Append a block of samples that starts at sensor sample ``first_index``.
+
+        A jump forward in the index (relative to the end of the previous block or gap) is
+        recorded as a power gap automatically. A jump backwards (sensor restarted its counter)
+        is counted in the /power ``index_resets`` attribute and accepted.
+        """
+        self._check_open()
+        samples = np.ascontiguousarray(current_a, dtype=POWER_SAMPLE_DTYPE).reshape(-1)
+        first_index = int(first_index)
+        expected = self._next_index
+        if expected is not None:
+            if first_index > expected:
+                self._record_gap(expected, first_index - expected, host_s)
+            elif first_index < expected:
+                self._index_resets += 1
+        n = int(samples.shape[0])
+        block = np.empty(1, dtype=POWER_BLOCK_DTYPE)
+        block[0] = (first_index, n, host_s, self._samples.rows)
+        self._guard(self._samples.append, samples)
+        self._guard(self._tables["power_blocks"].append, block)
+        self._next_index = first_index + n
+
+    def add_power_gap(self, first_index: int, n_missing: int, host_s: float) -> None:
+        """Record samples known to be lost (e.g. the pipeline dropped a block)."""
+        self._check_open()
+        self._record_gap(int(first_index), int(n_missing), host_s)
+        end = int(first_index) + int(n_missing)
+        self._next_index = end if self._next_index is None else max(self._next_index, end)
+
+    def _record_gap(self, first_index: int, n_missing: int, host_s: float) -> None:
+        gap = np.empty(1, dtype=POWER_GAP_DTYPE)
+        gap[0] = (first_index, n_missing, host_s)
+        self._guard(self._tables["power_gaps"].append, gap)
+        self._gap_count += 1
+        self._missing += n_missing
+
+    # ------------------------------------------------------------------ attributes
+
+    def set_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
+        """Set attributes on a group ("/" for the root, "link", "clock", "power", ...).
+
+        A group that does not exist yet is created. Values HDF5 cannot hold become JSON.
+        """
+        self._check_open()
+        name = group.strip("/")
+        try:
+            target = self._file if not name else self._file.require_group(name)
+            write_attrs(target.attrs, attrs)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise translate_error(exc, self.path, "write attributes to") from exc
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None:
+        """Store the run summary: whole as JSON (``json`` attr), numeric leaves flattened.
+
+        Flattened keys join nested keys with dots (``energy.total_j``), so plain HDF5 tools
+        see the headline numbers without parsing JSON.
+        """
+        self._check_open()
+        _write_summary(self._file, self.path, summary)
+
+    # ------------------------------------------------------------------ flushing
+
+    def flush(self) -> None:
+        """Write every buffered row and flush the file: a crash after this keeps it all."""
+        self._check_open()
+        for table in self._tables.values():
+            self._guard(table.flush)
+        self._guard(self._samples.flush)
+        if self._dirty:
+            self._guard(self._write_mutable)
+        self._guard(self._file.flush)
+        self._flushes += 1
+        self._last_flush = time.monotonic()
+
+    def maybe_flush(self, now: float | None = None) -> bool:
+        """Flush when ``flush_interval_s`` has passed since the last flush; say whether it did.
+
+        Args:
+            now: ``time.monotonic()`` (taken when None).
+        """
+        if now is None:
+            now = time.monotonic()
+        if now - self._last_flush >= self.flush_interval_s:
+            self.flush()
+            return True
+        return False
+
+    def _write_mutable(self) -> None:
+        runs = np.array([self._runs[k] for k in sorted(self._runs)], dtype=RUN_DTYPE)
+        gaps = np.array([self._link_gaps[k] for k in sorted(self._link_gaps)], dtype=LINK_GAP_DTYPE)
+        for dpath, data in ((TABLES["runs"][0], runs), (TABLES["link_gaps"][0], gaps)):
+            dset = self._file[dpath]
+            dset.resize((data.shape[0],))
+            if data.shape[0]:
+                dset[:] = data
+        self._dirty = False
+
+    def close(self) -> None:
+        """Flush, write the final statistics, mark the trace complete and close (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+            write_attrs(self._file["power"].attrs, self._power_stats())
+            write_attrs(self._file.attrs, {"complete": True, "closed": _iso_now()})
+            self._file.flush()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise translate_error(exc, self.path, "finish") from exc
+        finally:
+            self._closed = True
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                self._file.close()  # the error that matters was raised above
+
+    def _power_stats(self) -> dict[str, Any]:
+        return {
+            "n_samples": self._samples.rows,
+            "n_blocks": self._tables["power_blocks"].rows,
+            "n_gaps": self._gap_count,
+            "n_missing": self._missing,
+            "index_resets": self._index_resets,
+        }
+
+    def statistics(self) -> WriterStatistics:
+        """An immutable snapshot of what has been accepted (buffered or written)."""
+        rows = {name: t.rows for name, t in self._tables.items()}
+        rows["runs"] = len(self._runs)
+        rows["link_gaps"] = len(self._link_gaps)
+        return WriterStatistics(
+            rows=rows,
+            power_samples=self._samples.rows,
+            power_gaps=self._gap_count,
+            power_missing=self._missing,
+            flushes=self._flushes,
+            closed=self._closed,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TraceError(f"trace writer for {self.path} is closed; create a new one")
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except (OSError, RuntimeError) as exc:
+            raise translate_error(exc, self.path, "write to") from exc
+
+
+def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> None:
+    """Store (replace) the summary of a finished, closed trace, as :meth:`set_summary` does.
+
+    Raises:
+        TraceError: the file cannot be opened for update (missing, or left open by a killed
+            recorder: run ``h5clear -s`` on it first).
+    """
+    import h5py  # lazy: h5py costs 35 MB; only trace users pay
+
+    path = Path(path)
+    try:
+        h5file = h5py.File(path, "r+", libver=LIBVER)
+    except (OSError, ValueError) as exc:
+        raise TraceError(
+            f"cannot open trace {path} to store the summary; if its recorder was killed the "
+            "file is still flagged open: run 'h5clear -s' on it, or keep the summary JSON"
+        ) from exc
+    with h5file:
+        _write_summary(h5file, path, summary)
+
+
+def _write_summary(h5file: Any, path: Path, summary: Mapping[str, Any]) -> None:
+    flat: dict[str, Any] = {"json": json.dumps(summary, default=str, sort_keys=True)}
+    _flatten(summary, "", flat)
+    try:
+        attrs = h5file.require_group("summary").attrs
+        for key in list(attrs):
+            del attrs[key]
+        write_attrs(attrs, flat)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise translate_error(exc, path, "write the summary to") from exc
+
+
+def _flatten(value: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            _flatten(item, name + ".", out)
+        elif isinstance(item, bool | int | float) and name != "json":
+            out[name] = item
