@@ -6,7 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from tinytelem.actors.link import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT, LinkActor, RawChunk
+from tinytelem.actors.link import LinkActor, RawChunk
+from tinytelem.trace.raw import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT
 from tinytelem.errors import LinkBroken, LinkClosed
 from tinytelem.protocol.codec import FrameDecoder
 from tinytelem.protocol.messages import Ping

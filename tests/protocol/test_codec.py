@@ -315,6 +315,8 @@ def test_sequence_gaps() -> None:
     assert seq_stats([65534, 1]) == (1, 2)  # 65535 and 0 lost across the wrap
     assert seq_stats([10, 9]) == (1, 65534)  # going back (11 expected) counts modulo 65536
     assert seq_stats([500, 501, 0, 1], hello_at=2) == (0, 0)  # reboot: HELLO re-anchors
+    # HELLO on a reconnect keeps counting: what the device sent meanwhile is a gap.
+    assert seq_stats([500, 501, 510, 511], hello_at=2) == (1, 8)
 
 
 def test_reset_sequence() -> None:

@@ -19,11 +19,7 @@ from tinytelem.errors import LinkBroken, LinkClosed
 from tinytelem.protocol.codec import encode_frame
 from tinytelem.protocol.messages import AnyMessage
 from tinytelem.records import LinkStatus
-
-DEVICE_TO_HOST = 0
-HOST_TO_DEVICE = 1
-LINK_EVENT = 2
-"""Raw-capture direction of link status records: data is ``b"down <reason>"`` or ``b"up"``."""
+from tinytelem.trace.raw import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -50,6 +50,14 @@ from tinytelem.trace.schema import (
     SPAN_DTYPE,
     TOKEN_DTYPE,
 )
+
+
+class RecorderExtension(Protocol):
+    """Extra per-record work done by the recorder (e.g. power summaries into the trace)."""
+
+    def handle(self, record: Record) -> None: ...
+    def flush(self) -> None: ...
+    def finish(self) -> None: ...
 
 
 class TraceSink(Protocol):
@@ -119,8 +127,10 @@ class TraceRecorder:
         flush_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         host_t0: float | None = None,
+        extensions: Sequence[RecorderExtension] = (),
     ) -> None:
         self._sink = sink
+        self._extensions = tuple(extensions)
         self._flush_interval_s = flush_interval_s
         self._clock = clock
         self.host_t0 = clock() if host_t0 is None else host_t0
@@ -166,6 +176,8 @@ class TraceRecorder:
             self._sink.add_text("errors", self.rel(record.host_s), math.nan, err.size, text)
         elif isinstance(record, LinkStatus):
             self._link(record)
+        for ext in self._extensions:
+            ext.handle(record)
         self.maybe_flush()
 
     def _device(self, r: DeviceRecord) -> None:
@@ -242,6 +254,8 @@ class TraceRecorder:
             if rows:
                 add(np.array(rows, dtype=dtype))
                 rows.clear()
+        for ext in self._extensions:
+            ext.flush()
         self._sink.flush()
         self._n_flushes += 1
         self._last_flush = self._clock()
@@ -255,6 +269,8 @@ class TraceRecorder:
             names = RUN_DTYPE.names or ()
             rows = [tuple(run[name] for name in names) for run in self.runs.values()]
             self._sink.add_runs(np.array(rows, dtype=RUN_DTYPE))
+        for ext in self._extensions:
+            ext.finish()
         self.flush()
 
     def statistics(self) -> RecorderStatistics:

@@ -18,7 +18,7 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,8 +37,11 @@ from tinytelem.protocol.messages import (
     Hello,
     InferBegin,
     InferEnd,
+    Memory,
     Ping,
     Run,
+    SpanBegin,
+    SpanEnd,
     Stop,
     Token,
     TraceLevel,
@@ -87,6 +90,8 @@ class SessionOutcome:
     n_prompt_tokens: int = 0
     link_outages: int = 0
     stopped_early: bool = False
+    run_end_lost: bool = False
+    """The run's INFER_END was sent while the link was down."""
     link: LinkStatistics | None = None
     decoder: DecoderActorStatistics | None = None
     recorder: RecorderStatistics | None = None
@@ -105,6 +110,7 @@ class _SessionState:
         self.run_ended = trio.Event()
         self.token_seen = 0
         self.changed = trio.Event()
+        self.outage_in_run = False
 
     async def follow(self, receive: trio.MemoryReceiveChannel[Record]) -> None:
         async with receive:
@@ -115,6 +121,9 @@ class _SessionState:
         if isinstance(record, LinkStatus):
             if not record.up:
                 self.outcome.link_outages += 1
+                if self.run_begun.is_set() and not self.run_ended.is_set():
+                    self.outage_in_run = True
+            self._changed()
             return
         if not isinstance(record, DeviceRecord):
             return
@@ -125,12 +134,15 @@ class _SessionState:
         elif isinstance(m, InferBegin) and m.run_id == self.run_id:
             self.outcome.run_begin_host_s = record.host_s
             self.run_begun.set()
+            self._changed()
         elif isinstance(m, Token) and self.run_begun.is_set() and not self.run_ended.is_set():
             if m.phase == 0:
                 self.outcome.n_prompt_tokens += 1
             else:
                 self.outcome.token_ids.append(m.token_id)
             self.token_seen += 1
+            self._changed()
+        elif isinstance(m, SpanBegin | SpanEnd | Memory):
             self._changed()
         elif isinstance(m, InferEnd) and m.run_id == self.run_id:
             self.outcome.run_status = m.status
@@ -144,6 +156,8 @@ class _SessionState:
 
 
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
+ExtraActor = Callable[..., Awaitable[None]]
+"""``async def actor(hub, task_status)``: a consumer of the hub started with the graph."""
 
 
 class Supervisor:
@@ -161,6 +175,8 @@ class Supervisor:
         ping_interval_s: float = 0.25,
         hello_timeout_s: float = 5.0,
         tail_s: float = 0.1,
+        extra_actors: Sequence[ExtraActor] = (),
+        outage_grace_s: float = 2.0,
     ) -> None:
         self.url = url
         self.link = LinkActor(url, connect, raw=raw, reconnect=reconnect)
@@ -171,6 +187,12 @@ class Supervisor:
         self.ping_interval_s = ping_interval_s
         self.hello_timeout_s = hello_timeout_s
         self.tail_s = tail_s
+        self.extra_actors = tuple(extra_actors)
+        """Started in the sinks nursery once the hub exists (e.g. the websocket streamer);
+        each must call ``task_status.started()`` and return when the hub's subscriptions end."""
+        self.outage_grace_s = outage_grace_s
+        """After an outage mid-run, how long a quiet run may stay quiet before its end is
+        taken as lost with the outage."""
         """How long to keep recording after the run: sensors that lag real time catch up."""
 
     async def _ping(self) -> None:
@@ -233,6 +255,8 @@ class Supervisor:
             await sinks.start(self.recorder.run, recorder_recv)
             sinks.start_soon(state.follow, session_recv)
             await sinks.start(self.hub.run, hub_recv)
+            for actor in self.extra_actors:
+                await sinks.start(actor, self.hub)
             await sinks.start(self.decoder.run, link_recv, hub_send.clone())
             async with trio.open_nursery() as sources:
                 if self.power is not None:
@@ -316,7 +340,7 @@ class Supervisor:
                 else:
                     await self._follow_tokens(state, max_tokens, on_token, until_end=False)
             waiters.cancel_scope.cancel()
-        if request is not None and not state.run_ended.is_set():
+        if request is not None and not state.run_ended.is_set() and not state.outcome.run_end_lost:
             state.outcome.stopped_early = True
             with trio.move_on_after(2.0):
                 try:
@@ -336,7 +360,13 @@ class Supervisor:
         while not (until_end and state.run_ended.is_set()):
             if max_tokens is not None and state.token_seen >= max_tokens:
                 break
-            await state.changed.wait()
+            with trio.move_on_after(self.outage_grace_s) as quiet:
+                await state.changed.wait()
+            if quiet.cancelled_caught and state.outage_in_run and self.link.connected:
+                # The link is back but the run has gone quiet: its end was sent while the link
+                # was down. Stop waiting; the summary says the end was not seen.
+                state.outcome.run_end_lost = True
+                break
             if on_token is not None and state.token_seen != reported:
                 reported = state.token_seen
                 on_token(reported)

@@ -295,8 +295,10 @@ class FrameDecoder:
             self._resyncs += 1
             return FrameError(exc.kind, str(exc), size)
         expected = self._expected_seq
-        if expected is not None and seq != expected and type(message) is not Hello:
-            # HELLO re-anchors the count: it follows a device reboot, where seq restarts at 0.
+        rebooted = seq == 0 and type(message) is Hello
+        if expected is not None and seq != expected and not rebooted:
+            # A HELLO with seq 0 re-anchors the count: the device rebooted and restarted it. A
+            # HELLO on reconnect keeps counting, so frames lost in the outage show as a gap.
             self._gaps += 1
             self._lost += (seq - expected) & 0xFFFF
         self._expected_seq = (seq + 1) & 0xFFFF

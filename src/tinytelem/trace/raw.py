@@ -30,6 +30,8 @@ MAGIC = b"TTRAW1\n"
 RECORD_HEADER = struct.Struct("<dBI")
 DEVICE_TO_HOST = 0
 HOST_TO_DEVICE = 1
+LINK_EVENT = 2
+"""Link status, not link bytes: data is ``b"down <reason>"`` or ``b"up"`` (replay needs it)."""
 _READ_SIZE = 1 << 20
 
 
@@ -82,11 +84,14 @@ class RawCaptureWriter:
         return writer
 
     def write(self, host_s: float, direction: int, data: bytes | bytearray | memoryview) -> None:
-        """Append one chunk of link bytes (direction 0 = device->host, 1 = host->device)."""
+        """Append one chunk of link bytes (0 = device->host, 1 = host->device, 2 = link event)."""
         if self._closed:
             raise TraceError(f"raw capture {self.path} is closed; create a new one")
-        if direction not in (DEVICE_TO_HOST, HOST_TO_DEVICE):
-            raise TraceError(f"direction must be 0 (device->host) or 1 (host->device): {direction}")
+        if direction not in (DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT):
+            raise TraceError(
+                f"direction must be 0 (device->host), 1 (host->device) or 2 (link event): "
+                f"{direction}"
+            )
         self._write_raw(RECORD_HEADER.pack(host_s, direction, len(data)))
         if len(data):
             self._write_raw(data)

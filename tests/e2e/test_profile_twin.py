@@ -1,0 +1,97 @@
+"""End to end: profile the device twin (a separate process) over TCP, the way users do.
+
+The twin knows its ground truth (its cost model's timings and energy); the metrics computed
+from the recorded trace must recover it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+
+from tinytelem.emulator.schedule import RunTruth
+from tinytelem.emulator.twin import TwinDevice
+from tinytelem.models.llama2c import builtin_model
+from tinytelem.platforms import get_platform
+from tinytelem.profiling import ProfileOptions, ProfileResult, run_profile
+from tinytelem.protocol.messages import Run
+from tinytelem.trace.reader import open_trace
+
+pytestmark = pytest.mark.slow
+
+
+def profile(tmp_path: Path, device: str, **kw: object) -> ProfileResult:
+    options = ProfileOptions(device=device, out_dir=tmp_path / device.replace(":", "_"), **kw)
+
+    async def main() -> ProfileResult:
+        with trio.fail_after(120):
+            return await run_profile(options)
+
+    return trio.run(main)
+
+
+def truth_for(platform: str, n_tokens: int, prompt: list[int]) -> RunTruth:
+    """The twin's ground truth for the same run: a twin built in this process, same inputs.
+
+    The twin is deterministic (its model, cost model and schedule depend only on these), so
+    this is exactly what the twin process was configured to do.
+    """
+    twin = TwinDevice(get_platform(platform), builtin_model(42), seed=42)
+    twin.start_run(Run(1, 42, 0.0, n_tokens, tuple(prompt)), 1.0)
+    return twin.truths[1]
+
+
+@pytest.mark.parametrize("platform", ["esp32s3", "stm32h7", "rp2040"])
+def test_profile_recovers_twin_timings(tmp_path: Path, platform: str) -> None:
+    result = profile(tmp_path, f"emu:{platform}", n_tokens=24)
+    s = result.summary
+    assert s["schema"] == "tinytelem.summary/1"
+    assert s["tokens"]["generated"] == 24 and s["tokens"]["prompt"] == 17
+    from tinytelem.models.tokenizer import ByteTokenizer
+
+    prompt = ByteTokenizer().encode("Once upon a time", bos=True, eos=False)
+    truth = truth_for(platform, 24, list(prompt))
+    ttft = truth.ttft_s
+    itl = np.asarray(truth.itl_s)
+    assert s["latency"]["ttft_s"] == pytest.approx(ttft, rel=0.01)
+    assert s["latency"]["itl_s"]["mean"] == pytest.approx(float(itl.mean()), rel=0.01)
+    assert s["latency"]["itl_s"]["p99"] == pytest.approx(float(np.percentile(itl, 99)), rel=0.01)
+    assert s["latency"]["e2e_s"] == pytest.approx(truth.end_s - truth.start_s, rel=0.01)
+    assert s["power"]["energy_j"] == pytest.approx(truth.energy_j, rel=0.05)
+    assert s["power"]["coverage"] == pytest.approx(1.0, abs=1e-6)
+    assert s["memory"]["kv_bytes"] > 0 and s["memory"]["peak_arena_bytes"] > 0
+    assert s["link"]["crc_errors"] == 0 and s["link"]["gaps"] == 0
+    assert json.loads(result.summary_path.read_text()) == s
+    with open_trace(result.trace_path) as tr:
+        assert tr.attrs["platform"] == platform
+        assert len(tr.tokens) == s["tokens"]["prompt"] + 24
+        assert len(tr.spans) > 0
+        assert tr.summary == s
+
+
+def test_profile_real_model_text(tmp_path: Path, stories260k: Path, tok512: Path) -> None:
+    result = profile(tmp_path, "emu:esp32s3", n_tokens=40, model=stories260k, tokenizer=tok512)
+    assert result.text is not None
+    assert result.text.startswith("Once upon a time, there was a little girl named Lily.")
+    assert result.summary["model"]["name"]
+    assert not math.isnan(result.summary["latency"]["ttft_s"])
+
+
+def test_link_dropped_twice_run_completes(tmp_path: Path) -> None:
+    # rp2040 is slow enough (ms per token) that both outages fall inside the run.
+    result = profile(tmp_path, "emu:rp2040", n_tokens=200, faults=["drop@40", "drop@120"])
+    s = result.summary
+    assert result.outcome.run_status == 0
+    assert s["link"]["reconnects"] == 2
+    assert s["link"]["gaps"] >= 2
+    with open_trace(result.trace_path) as tr:
+        gaps = tr.link_gaps
+        assert len(gaps) == 2
+        assert np.all(gaps["restored_host_s"] > gaps["lost_host_s"])
+        runs = tr.runs
+        assert runs["status"][0] == 0
