@@ -197,12 +197,14 @@ class LinkActor:
             data = encode_frame(message, self._seq, ticks)
             self._seq = (self._seq + 1) & 0xFFFF
             now = self._clock()
+            # Captured before sending: the answer may be read (and captured) while send_all
+            # waits, and replay must see the command first.
+            if self._raw is not None:
+                self._raw.write(now, HOST_TO_DEVICE, data)
             try:
                 await stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise LinkBroken(f"{self.url}: write failed: {exc}") from exc
-            if self._raw is not None:
-                self._raw.write(now, HOST_TO_DEVICE, data)
             self._bytes_out += len(data)
             self._frames_out += 1
             return now

@@ -8,9 +8,11 @@ end it cleanly with status 0.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,10 +58,13 @@ def parse_fault(text: str) -> tuple[str, int]:
 @click.option("--once", is_flag=True,
               help="Exit when the first host disconnects after a completed run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the addresses line as JSON.")
+@click.option("--exit-with-stdin", is_flag=True,
+              help="Exit when stdin reaches end of file (a parent process holding the pipe "
+                   "died); used when the profiler spawns the twin.")
 def emulate(
     platform_name: str, listen: str, power_listen: str | None, model_path: Path | None,
     seed: int, weight_bits: str, drift_ppm: float, tick_offset: int, trace_level: str,
-    faults: tuple[str, ...], once: bool, as_json: bool,
+    faults: tuple[str, ...], once: bool, as_json: bool, exit_with_stdin: bool,
 ) -> None:
     """Run a device twin: wire protocol v1 with a real token loop and a platform cost model."""
     import trio
@@ -100,8 +105,22 @@ def emulate(
                     nursery.cancel_scope.cancel()
 
                 announce(await nursery.start(run_server))
+                if exit_with_stdin:
+                    nursery.start_soon(_exit_on_stdin_eof, nursery.cancel_scope)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
 
     trio.run(main)
+
+
+async def _exit_on_stdin_eof(scope: Any) -> None:
+    """End the twin when its parent goes away (the pipe to our stdin closes), even by SIGKILL."""
+    import trio
+
+    def wait_for_eof() -> None:
+        while os.read(0, 4096):
+            pass
+
+    await trio.to_thread.run_sync(wait_for_eof, abandon_on_cancel=True)
+    scope.cancel()

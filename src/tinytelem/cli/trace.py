@@ -25,6 +25,17 @@ def info(path: Path, as_json: bool) -> None:
 
     with open_trace(path) as tr:
         data = tr.info()
+        data["link"] = tr.link_stats
+        summary = tr.summary
+    if summary:
+        latency, power = summary.get("latency", {}), summary.get("power", {})
+        data["summary"] = {
+            "ttft_s": latency.get("ttft_s"),
+            "itl_p50_s": latency.get("itl_s", {}).get("p50"),
+            "itl_p99_s": latency.get("itl_s", {}).get("p99"),
+            "decode_tok_s": latency.get("decode_tok_s"),
+            "energy_per_token_j": power.get("energy_per_token_j"),
+        }
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
