@@ -82,3 +82,7 @@ class PowerGap:
 
 
 Record = DeviceRecord | DecodeErrorRecord | PingRecord | LinkStatus | PowerBlock | PowerGap
+
+RecordBatch = tuple[Record, ...]
+"""Records that travel together (one link read's worth of frames): channels carry batches so
+that task switches are paid per batch, not per record."""

@@ -34,7 +34,8 @@ async def test_lossless_receives_everything_in_order_and_ends() -> None:
 
     async def recorder() -> None:
         async with lossless:
-            async for r in lossless:
+            async for batch in lossless:
+                (r,) = batch  # single records enter the hub as batches of one
                 assert isinstance(r, PowerGap)
                 got.append(r.first_index)
 
@@ -153,7 +154,7 @@ async def test_closing_input_closes_every_subscriber() -> None:
             await nursery.start(hub.run, receive)
             await feed(send, 3)
     for ch in (lossless_a, lossless_b):
-        got = [ch.receive_nowait() for _ in range(3)]
+        got = [ch.receive_nowait()[0] for _ in range(3)]
         assert [r.first_index for r in got] == [0, 1, 2]  # type: ignore[union-attr]
         with pytest.raises(trio.EndOfChannel):
             await ch.receive()
@@ -181,7 +182,7 @@ async def test_consumers_that_close_are_unsubscribed() -> None:
             await nursery.start(hub.run, receive)
             await send.send(rec(0))
             await trio.testing.wait_all_tasks_blocked()
-            assert (await quitter.receive()).first_index == 0  # type: ignore[union-attr]
+            assert (await quitter.receive())[0].first_index == 0  # type: ignore[union-attr]
             await quitter.aclose()
             async with live:
                 pass
@@ -246,6 +247,24 @@ async def test_stalled_lossless_subscriber_stalls_the_hub() -> None:
             assert hub.statistics().records_in == 3
             assert by_name(hub.statistics())["recorder"].high_water == 2
             async with stalled:
-                got = [await stalled.receive() for _ in range(3)]
+                got = [(await stalled.receive())[0] for _ in range(3)]
             assert [r.first_index for r in got] == [0, 1, 2]  # type: ignore[union-attr]
             await send.aclose()
+
+
+async def test_batches_are_forwarded_whole_and_counted_by_record() -> None:
+    hub = Hub()
+    lossless = hub.subscribe_lossless("recorder", 4)
+    live = hub.subscribe_live("live", 100)
+    send, receive = trio.open_memory_channel[object](8)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run, receive)
+            await send.send((rec(0), rec(1), rec(2)))
+            await send.send(rec(3))
+            await send.aclose()
+    batches = [b async for b in lossless]
+    assert [len(b) for b in batches] == [3, 1]
+    assert [r.first_index async for r, _ in live] == [0, 1, 2, 3]  # type: ignore[union-attr]
+    stats = by_name(hub.statistics())
+    assert hub.statistics().records_in == 4 and stats["recorder"].delivered == 4

@@ -124,7 +124,7 @@ async def test_actor_flushes_while_idle_and_finishes_on_close() -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as n:
             await n.start(actor.run, recv)
-            await send.send(dev(rec.host_t0, 0, InferBegin(1, 1, 1)))
+            await send.send((dev(rec.host_t0, 0, InferBegin(1, 1, 1)),))
             await trio.sleep(0.2)
             assert sink.flushes >= 2
             await send.aclose()

@@ -21,6 +21,7 @@ from tinytelem.records import (
     LinkStatus,
     PingRecord,
     Record,
+    RecordBatch,
 )
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class DecoderActor:
     async def run(
         self,
         receive: trio.MemoryReceiveChannel[RawChunk | LinkStatus],
-        send: trio.MemorySendChannel[Record],
+        send: trio.MemorySendChannel[Record | RecordBatch],
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Decode until the link side closes its channel; then close ours."""
@@ -145,13 +146,12 @@ class DecoderActor:
             task_status.started()
             async for item in receive:
                 if isinstance(item, LinkStatus):
-                    if not item.up:
-                        for record in self.decoder.link_lost(item.host_s):
-                            await send.send(record)
-                    await send.send(item)
+                    lost = self.decoder.link_lost(item.host_s) if not item.up else []
+                    await send.send((*lost, item))
                     continue
-                for record in self.decoder.feed(item.host_s, item.data):
-                    await send.send(record)
+                records = self.decoder.feed(item.host_s, item.data)
+                if records:
+                    await send.send(tuple(records))
 
     def note_ping_sent(self, nonce: int, host_s: float) -> None:
         """See :meth:`DeviceDecoder.note_ping_sent`."""

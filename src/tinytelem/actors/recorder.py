@@ -41,6 +41,7 @@ from tinytelem.records import (
     PowerBlock,
     PowerGap,
     Record,
+    RecordBatch,
 )
 from tinytelem.trace.schema import (
     EVENT_DTYPE,
@@ -297,7 +298,7 @@ class RecorderActor:
 
     async def run(
         self,
-        receive: trio.MemoryReceiveChannel[Record],
+        receive: trio.MemoryReceiveChannel[RecordBatch],
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Record until the channel closes, flushing on time even when nothing arrives."""
@@ -306,10 +307,11 @@ class RecorderActor:
             while True:
                 with trio.move_on_after(self.recorder._flush_interval_s):
                     try:
-                        record = await receive.receive()
+                        batch = await receive.receive()
                     except trio.EndOfChannel:
                         break
-                    self.recorder.handle(record)
+                    for record in batch:
+                        self.recorder.handle(record)
                     continue
                 self.recorder.flush()
         self.recorder.finish()

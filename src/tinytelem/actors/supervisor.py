@@ -46,7 +46,7 @@ from tinytelem.protocol.messages import (
     Token,
     TraceLevel,
 )
-from tinytelem.records import DeviceRecord, LinkStatus, Record
+from tinytelem.records import DeviceRecord, LinkStatus, Record, RecordBatch
 
 LINK_CHANNEL = 256
 HUB_CHANNEL = 1024
@@ -112,10 +112,11 @@ class _SessionState:
         self.changed = trio.Event()
         self.outage_in_run = False
 
-    async def follow(self, receive: trio.MemoryReceiveChannel[Record]) -> None:
+    async def follow(self, receive: trio.MemoryReceiveChannel[RecordBatch]) -> None:
         async with receive:
-            async for record in receive:
-                self._handle(record)
+            async for batch in receive:
+                for record in batch:
+                    self._handle(record)
 
     def _handle(self, record: Record) -> None:
         if isinstance(record, LinkStatus):
@@ -249,7 +250,7 @@ class Supervisor:
         state = _SessionState(outcome, request.run_id if request else -1)
         async with trio.open_nursery() as sinks:
             link_send, link_recv = trio.open_memory_channel[RawChunk | LinkStatus](LINK_CHANNEL)
-            hub_send, hub_recv = trio.open_memory_channel[Record](HUB_CHANNEL)
+            hub_send, hub_recv = trio.open_memory_channel[Record | RecordBatch](HUB_CHANNEL)
             recorder_recv = self.hub.subscribe_lossless("recorder", RECORDER_BUFFER)
             session_recv = self.hub.subscribe_lossless("session", SESSION_BUFFER)
             await sinks.start(self.recorder.run, recorder_recv)
