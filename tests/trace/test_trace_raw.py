@@ -131,7 +131,7 @@ def test_writer_rules(tmp_path: Path) -> None:
     assert path.read_bytes() == b"precious"
     w = RawCaptureWriter.create(path, {}, overwrite=True, flush_interval_s=5.0)
     with pytest.raises(TraceError, match="direction"):
-        w.write(0.0, 2, b"x")
+        w.write(0.0, 3, b"x")
     w.write(0.0, 0, memoryview(b"xyz"))
     assert not w.maybe_flush()
     assert w.maybe_flush(now=1e12)
