@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,13 @@ import trio
 
 from tinytelem import __version__
 from tinytelem.actors.recorder import TraceRecorder
-from tinytelem.actors.supervisor import PowerSource, RunRequest, SessionOutcome, Supervisor
+from tinytelem.actors.supervisor import (
+    ExtraActor,
+    PowerSource,
+    RunRequest,
+    SessionOutcome,
+    Supervisor,
+)
 from tinytelem.devices import DeviceHandle, TwinOptions, open_device
 from tinytelem.errors import ConfigError, TraceError
 from tinytelem.protocol.messages import TraceLevel
@@ -105,10 +111,13 @@ def _tokenize(options: ProfileOptions) -> tuple[list[int], Callable[[list[int]],
     """Prompt ids (BOS first) and a decoder for the generated ids, when a tokenizer is known."""
     from tinytelem.models.tokenizer import ByteTokenizer, load_tokenizer
 
+    text_known = True
     if options.tokenizer is not None:
         tok: Any = load_tokenizer(options.tokenizer)
     elif options.model is None:
+        # The built-in model has seeded random weights: its output ids are not text.
         tok = ByteTokenizer()
+        text_known = False
     else:
         raise ConfigError(
             f"--model {options.model} needs --tokenizer (the llama2.c tokenizer .bin that "
@@ -119,7 +128,7 @@ def _tokenize(options: ProfileOptions) -> tuple[list[int], Callable[[list[int]],
     def decode(generated: list[int]) -> str:
         return str(tok.decode_all(ids + generated))
 
-    return ids, decode
+    return ids, decode if text_known else None
 
 
 def _trace_attrs(options: ProfileOptions, handle: DeviceHandle, host_t0: float) -> dict[str, Any]:
@@ -190,8 +199,14 @@ async def run_profile(
     options: ProfileOptions,
     on_token: Callable[[int], None] | None = None,
     on_ready: Callable[[DeviceHandle], None] | None = None,
+    extra_actors: Sequence[ExtraActor] = (),
 ) -> ProfileResult:
-    """Profile one inference on ``options.device``; write trace, raw capture and summary."""
+    """Profile one inference on ``options.device``; write trace, raw capture and summary.
+
+    ``extra_actors`` are started beside the recorder once the hub exists (``--serve`` passes
+    the websocket streamer's ``run``); the power summaries go into the trace when a sensor runs.
+    """
+    from tinytelem.live.summaries import PowerSummaryRecorder, summary_tables
     from tinytelem.trace.raw import RawCaptureWriter
     from tinytelem.trace.writer import TraceWriter
 
@@ -219,16 +234,18 @@ async def run_profile(
             power = _TwinSensor(handle.power_url, options.sensor_rate_hz,
                                 options.sensor_drift_ppm, options.seed)
         host_t0 = time.monotonic()
-        writer = TraceWriter.create(trace_path, attrs=_trace_attrs(options, handle, host_t0))
+        writer = TraceWriter.create(trace_path, attrs=_trace_attrs(options, handle, host_t0),
+                                    extra_tables=summary_tables() if power else None)
         raw = RawCaptureWriter.create(raw_path, header={
             "url": handle.url, "link_url": handle.link_url, "tool_version": __version__,
             "host_t0": host_t0,
         })
-        recorder = TraceRecorder(writer, host_t0=host_t0)
+        recorder = TraceRecorder(writer, host_t0=host_t0,
+                                 extensions=[PowerSummaryRecorder(writer)] if power else ())
         try:
             supervisor = Supervisor(
                 handle.link_url, handle.connect, recorder, power=power, raw=raw,
-                reconnect=handle.reconnect,
+                reconnect=handle.reconnect, extra_actors=extra_actors,
                 tail_s=TWIN_SENSOR_TAIL_S if power is not None else 0.1,
             )
             request = RunRequest(prompt=prompt, n_tokens=options.n_tokens, seed=options.seed,
@@ -321,6 +338,7 @@ async def run_record(
     stop: trio.Event,
     on_token: Callable[[int], None] | None = None,
     on_ready: Callable[[DeviceHandle], None] | None = None,
+    extra_actors: Sequence[ExtraActor] = (),
 ) -> tuple[SessionOutcome, dict[str, Any]]:
     """Record a device until ``stop`` is set, ``max_tokens`` or ``duration_s`` is reached.
 
@@ -359,7 +377,7 @@ async def run_record(
         recorder = TraceRecorder(writer, host_t0=host_t0)
         try:
             supervisor = Supervisor(handle.link_url, handle.connect, recorder, raw=raw,
-                                    reconnect=handle.reconnect)
+                                    reconnect=handle.reconnect, extra_actors=extra_actors)
             outcome = await supervisor.record(
                 request, duration_s=options.duration_s, max_tokens=options.max_tokens,
                 stop=stop, on_token=on_token,

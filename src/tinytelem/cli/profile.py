@@ -90,6 +90,9 @@ def profile(
         return
     if result.text is not None:
         console.print(f"[dim]generated:[/dim] {result.text}")
+    elif model is None:
+        console.print("[dim]built-in model (seeded random weights): timing is real, text is not; "
+                      "pass --model and --tokenizer for a trained model[/dim]")
     console.print(render_table(result.summary))
     console.print(f"trace   {result.trace_path}\nsummary {result.summary_path}\n"
                   f"raw     {result.raw_path}")
