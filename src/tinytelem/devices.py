@@ -20,7 +20,14 @@ from pathlib import Path
 import trio
 
 from tinytelem.errors import ConfigError, LinkBroken
-from tinytelem.transports.url import DeviceURL, EmuURL, ExecURL, parse_device_url
+from tinytelem.transports.url import (
+    DeviceURL,
+    EmuURL,
+    ExecURL,
+    NativeURL,
+    QemuURL,
+    parse_device_url,
+)
 
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
@@ -98,7 +105,6 @@ async def _spawn_twin(url: EmuURL, options: TwinOptions) -> AsyncIterator[Device
                         break
                     line += chunk
             if not line.endswith(b"\n"):
-                await proc.wait() if proc.poll() is not None else None
                 errlog.seek(0)
                 detail = errlog.read().decode("utf-8", "replace").strip().splitlines()
                 raise ConfigError(
@@ -129,6 +135,45 @@ async def _spawn_twin(url: EmuURL, options: TwinOptions) -> AsyncIterator[Device
                         await pipe.aclose()
 
 
+def _once(stream: trio.abc.Stream, what: str) -> Connector:
+    """A connector that hands out ``stream`` once: a QEMU UART cannot be re-dialled."""
+    handed = False
+
+    async def connect() -> trio.abc.Stream:
+        nonlocal handed
+        if handed:
+            raise LinkBroken(f"the link to {what} closed and cannot be reopened (QEMU has one "
+                             "UART connection); start a new session")
+        handed = True
+        return stream
+
+    return connect
+
+
+@asynccontextmanager
+async def _start_firmware(url: QemuURL | NativeURL) -> AsyncIterator[DeviceHandle]:
+    """Build the firmware if needed, then run it under QEMU or as a host process."""
+    from tinytelem.firmware.build import build
+    from tinytelem.firmware.targets import get_target
+
+    target = get_target("native" if isinstance(url, NativeURL) else url.target)
+    if not target.native and target.qemu is None:
+        raise ConfigError(f"target {target.name} does not run under QEMU; use qemu:cortex-m4, "
+                          "qemu:cortex-m7, qemu:stm32f405 or qemu:riscv32")
+    result = await trio.to_thread.run_sync(build, target)
+    if target.native:
+        exe = ExecURL((str(result.elf),))
+        yield DeviceHandle(url=url.format(), link_url=exe.format(), connect=_connector(exe),
+                           reconnect=False, platform=target.platform)
+        return
+    from tinytelem.firmware.qemu import run_qemu
+
+    async with run_qemu(target, result.elf) as stream:
+        yield DeviceHandle(url=url.format(), link_url=f"{url.format()} ({result.elf.name})",
+                           connect=_once(stream, url.format()), reconnect=False,
+                           platform=target.platform)
+
+
 @asynccontextmanager
 async def open_device(
     url: str, twin: TwinOptions | None = None
@@ -143,6 +188,10 @@ async def open_device(
         raise ConfigError(
             f"--model is for the device twin (emu:...); {url} runs whatever model its firmware has"
         )
+    if isinstance(parsed, (QemuURL, NativeURL)):
+        async with _start_firmware(parsed) as handle:
+            yield handle
+        return
     yield DeviceHandle(
         url=parsed.format(),
         link_url=parsed.format(),

@@ -1,0 +1,116 @@
+"""``tinytelem model quantize / generate / inspect`` through click, plus a subprocess smoke."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tinytelem.cli import model as model_cli
+from tinytelem.cli.main import cli
+from tinytelem.errors import ConfigError, ModelError
+from tinytelem.models.tlm import read_tlm
+
+
+def _ok(args: list[str]) -> str:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result.output
+
+
+def test_quantize_then_generate_and_inspect(tmp_path: Path) -> None:
+    out = tmp_path / "b.tlm"
+    facts = json.loads(_ok(["model", "quantize", "builtin:3", "--bits", "3", "--asym",
+                            "--method", "search", "--group", "16", "--align", "32",
+                            "-o", str(out), "--json"]))
+    assert facts["bytes"] == out.stat().st_size and facts["format"] == "tlm"
+    qm = read_tlm(out)
+    assert qm.metadata["method"] == "search" and qm.metadata["symmetric"] is False
+    gen = json.loads(_ok(["model", "generate", str(out), "--prompt", "hi", "--steps", "12",
+                          "--json"]))
+    assert gen["engine"] == "integer" and gen["prompt_ids"] == [1, ord("h") + 3, ord("i") + 3]
+    assert len(gen["ids"]) == 13 and gen["ms_per_token"] > 0
+    again = json.loads(_ok(["model", "generate", str(out), "--prompt", "hi", "--steps", "12",
+                            "--json"]))
+    assert again["ids"] == gen["ids"]
+    info = json.loads(_ok(["model", "inspect", str(out), "--json"]))
+    assert info["types"]["q3_asym"]["tensors"] == 35 and info["types"]["q8_asym"]["tensors"] == 1
+    assert info["file_bytes"] == out.stat().st_size and info["params"] == qm.param_count()
+    text = _ok(["model", "inspect", str(out)])
+    assert "q3_asym" in text and "bits/weight" in text
+    assert "f32" in _ok(["model", "inspect", "builtin"])
+    c_out = tmp_path / "sub" / "m.c"
+    assert "header" in _ok(["model", "quantize", "builtin", "--bits", "4", "-o", str(c_out)])
+    assert c_out.is_file() and c_out.with_suffix(".h").is_file()
+
+
+def test_generate_reproduces_llama2c_and_runs_the_integer_path(
+        tmp_path: Path, stories260k: Path, tok512: Path) -> None:
+    text = _ok(["model", "generate", str(stories260k), "--prompt", "Once upon a time",
+                "--steps", "64"])
+    assert text.startswith("Once upon a time, there was a little girl named Lily.")
+    out = tmp_path / "s8.tlm"
+    _ok(["model", "quantize", str(stories260k), "--bits", "8", "--group", "64", "-o", str(out)])
+    q = json.loads(_ok(["model", "generate", str(out), "--tokenizer", str(tok512), "--prompt",
+                        "Once upon a time", "--steps", "24", "--json"]))
+    assert q["text"].startswith("Once upon a time, there was a little girl named Lily.")
+
+
+def test_errors_are_typed(tmp_path: Path) -> None:
+    runner = CliRunner()
+    cases = [
+        (["model", "quantize", "builtin", "--bits", "4", "-o", str(tmp_path / "x.xyz")],
+         ConfigError, "cannot write '.xyz'"),
+        (["model", "quantize", "builtin", "-o", str(tmp_path / "x.tlm")], ConfigError,
+         "exactly one of"),
+        (["model", "quantize", "builtin", "--type", "q9_9", "-o", str(tmp_path / "x.tlm")],
+         ConfigError, "unknown --type"),
+        (["model", "quantize", "builtin", "--bits", "4", "--group", "12",
+          "-o", str(tmp_path / "x.tlm")], ModelError, "group size 12"),
+        (["model", "inspect", str(tmp_path / "nope.bin")], ModelError, "does not exist"),
+        (["model", "inspect", str(tmp_path / "model.xyz")], ConfigError, "unknown model format"),
+        (["model", "inspect", "builtin:x"], ConfigError, "builtin:SEED"),
+    ]
+    for args, kind, needle in cases:
+        result = runner.invoke(cli, args)
+        assert isinstance(result.exception, kind), (args, result.output)
+        assert needle in str(result.exception)
+
+
+def test_registration_hook(tmp_path: Path) -> None:
+    """Part B's formats plug in without touching this module."""
+    seen: dict[str, object] = {}
+
+    def writer(req: model_cli.QuantizeRequest, out: Path) -> dict[str, object]:
+        seen["qtype"] = req.qtype
+        with pytest.raises(ConfigError, match="--bits B"):
+            req.quantize()
+        out.write_bytes(b"x")
+        return {"output": str(out), "bytes": 1}
+
+    model_cli.register_output_format(".fake", writer)
+    model_cli.register_quant_type("f_0", "a fake type", (".fake",))
+    try:
+        _ok(["model", "quantize", "builtin", "--type", "F_0", "-o", str(tmp_path / "m.fake")])
+        assert seen["qtype"] == "f_0"
+        result = CliRunner().invoke(cli, ["model", "quantize", "builtin", "--type", "f_0",
+                                          "-o", str(tmp_path / "m.tlm")])
+        assert "written to .fake files only" in str(result.exception)
+    finally:
+        del model_cli.OUTPUT_FORMATS[".fake"]
+        del model_cli.QUANT_TYPES["f_0"]
+
+
+def test_subprocess_error_exit_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tlm"
+    bad.write_bytes(b"TLM1" + b"\0" * 300)
+    done = subprocess.run(
+        [sys.executable, "-c", "from tinytelem.cli.main import main; main()", "model",
+         "inspect", str(bad)], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "error:" in done.stderr and "at file offset" in done.stderr
+    assert "Traceback" not in done.stderr
