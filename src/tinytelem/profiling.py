@@ -40,6 +40,7 @@ SENSORS = ("sim", "none")
 # the segments covering each block; after the run, recording goes on this long so the sensor
 # has sampled all of it.
 TWIN_SENSOR_TAIL_S = 0.3
+SIM_SENSOR_TRANSPORT_S = 0.001
 
 
 @dataclass
@@ -62,6 +63,8 @@ class ProfileOptions:
     faults: list[str] = field(default_factory=list)
     overwrite: bool = False
     run_timeout_s: float = 300.0
+    calibration: Path | None = None
+    """Per-unit calibration file (TOML) applied to a real sensor's samples."""
 
 
 @dataclass
@@ -77,7 +80,7 @@ class ProfileResult:
     text: str | None
 
 
-class _TwinSensor:
+class TwinSensor:
     """The simulated sensor wired to the twin's power waveform (what a shunt would see)."""
 
     def __init__(self, power_url: str, rate_hz: float, drift_ppm: float, seed: int) -> None:
@@ -87,7 +90,7 @@ class _TwinSensor:
         self.waveform = SegmentWaveform()
         self.sensor = SimulatedPowerSensor(
             self.waveform, rate_hz=rate_hz, drift_ppm=drift_ppm, noise_a=1e-5, seed=seed,
-            transport_s=0.001,
+            transport_s=SIM_SENSOR_TRANSPORT_S,
         )
 
     async def run(
@@ -107,7 +110,7 @@ class _TwinSensor:
         return self.sensor.statistics()
 
 
-def _tokenize(options: ProfileOptions) -> tuple[list[int], Callable[[list[int]], str] | None]:
+def tokenize_prompt(options: ProfileOptions) -> tuple[list[int], Callable[[list[int]], str] | None]:
     """Prompt ids (BOS first) and a decoder for the generated ids, when a tokenizer is known."""
     from tinytelem.models.tokenizer import ByteTokenizer, load_tokenizer
 
@@ -139,6 +142,9 @@ def _trace_attrs(options: ProfileOptions, handle: DeviceHandle, host_t0: float) 
         "platform": handle.platform or "",
         "sensor": options.sensor,
         "calibration_id": "none (simulated sensor)" if options.sensor == "sim" else "none",
+        # The simulated sensor's blocks reach the host 1 ms after their last sample (plus
+        # one-sided jitter); the clock fit cannot see a constant delay, so it is declared.
+        **({"sensor_latency_s": SIM_SENSOR_TRANSPORT_S} if options.sensor == "sim" else {}),
         "prompt": options.prompt,
         "tool": f"tinytelem {__version__}",
         "trace_level": options.trace_level.name.lower(),
@@ -154,13 +160,18 @@ def _model_attrs(options: ProfileOptions) -> dict[str, Any]:
     """
     from dataclasses import asdict
 
+    from tinytelem.models.cost import param_count
     from tinytelem.models.llama2c import STORIES260K_SHAPE, load_checkpoint
 
     out: dict[str, Any] = {}
+    config = None
     if options.model is not None:
-        out["model_config"] = json.dumps(asdict(load_checkpoint(options.model).config))
+        config = load_checkpoint(options.model).config
     elif options.device.startswith("emu:"):
-        out["model_config"] = json.dumps(asdict(STORIES260K_SHAPE))
+        config = STORIES260K_SHAPE
+    if config is not None:
+        out["model_config"] = json.dumps(asdict(config))
+        out["model_params"] = param_count(config)
     if options.device.startswith("emu:"):
         out["weight_bits"] = options.weight_bits
     return out
@@ -210,11 +221,10 @@ async def run_profile(
     from tinytelem.trace.raw import RawCaptureWriter
     from tinytelem.trace.writer import TraceWriter
 
-    if options.sensor not in SENSORS:
-        raise ConfigError(f"unknown sensor {options.sensor!r}; choose one of {', '.join(SENSORS)}")
+    calibration = _check_sensor(options)
     if options.n_tokens < 1:
         raise ConfigError("--tokens must be at least 1")
-    prompt, decode = _tokenize(options)
+    prompt, decode = tokenize_prompt(options)
     trace_path, summary_path, raw_path = _prepare_out(options)
     twin = TwinOptions(
         model=options.model, seed=options.seed, weight_bits=options.weight_bits,
@@ -231,10 +241,17 @@ async def run_profile(
                     "--sensor sim samples the device twin's power waveform, so it needs an "
                     "emu:<platform> device; use --sensor none for other devices"
                 )
-            power = _TwinSensor(handle.power_url, options.sensor_rate_hz,
+            power = TwinSensor(handle.power_url, options.sensor_rate_hz,
                                 options.sensor_drift_ppm, options.seed)
+        elif options.sensor != "none":
+            from tinytelem.sensors import open_sensor
+
+            power = open_sensor(options.sensor, calibration=calibration)
         host_t0 = time.monotonic()
-        writer = TraceWriter.create(trace_path, attrs=_trace_attrs(options, handle, host_t0),
+        attrs = _trace_attrs(options, handle, host_t0)
+        if calibration is not None:
+            attrs["calibration_id"] = calibration.id
+        writer = TraceWriter.create(trace_path, attrs=attrs,
                                     extra_tables=summary_tables() if power else None)
         raw = RawCaptureWriter.create(raw_path, header={
             "url": handle.url, "link_url": handle.link_url, "tool_version": __version__,
@@ -253,7 +270,7 @@ async def run_profile(
                                  trace_level=options.trace_level)
             outcome = await supervisor.record(request, run_timeout_s=options.run_timeout_s,
                                               on_token=on_token)
-            _store_session(writer, recorder, outcome, power)
+            store_session(writer, recorder, outcome, power, calibration)
         finally:
             writer.close()
             raw.close()
@@ -263,8 +280,26 @@ async def run_profile(
                          text)
 
 
-def _store_session(
-    writer: Any, recorder: TraceRecorder, outcome: SessionOutcome, power: PowerSource | None
+def _check_sensor(options: ProfileOptions) -> Any:
+    """Validate ``--sensor`` early (before any device starts); load ``--calibration``."""
+    calibration = None
+    if options.sensor not in SENSORS:
+        from tinytelem.sensors import parse_sensor_spec
+
+        parse_sensor_spec(options.sensor)  # ConfigError naming the accepted forms
+    if options.calibration is not None:
+        from tinytelem.sensors.calibration import Calibration
+
+        if options.sensor in SENSORS:
+            raise ConfigError("--calibration applies to a real sensor (ppk2:, ina:, ...), "
+                              f"not --sensor {options.sensor}")
+        calibration = Calibration.load(options.calibration)
+    return calibration
+
+
+def store_session(
+    writer: Any, recorder: TraceRecorder, outcome: SessionOutcome, power: PowerSource | None,
+    calibration: Any = None,
 ) -> None:
     """Root and group attributes known only at the end: HELLO facts, link and sensor stats."""
     hello = recorder.hello or outcome.hello
@@ -285,12 +320,16 @@ def _store_session(
             "lost_frames": d.lost_frames, "resyncs": d.resyncs, "reconnects": link.reconnects,
             "outages": link.outages, "down_s": link.down_s, "bytes_out": link.bytes_out,
         })
-    if isinstance(power, _TwinSensor):
+    if isinstance(power, TwinSensor):
         s = power.sensor
         writer.set_attrs("power", {
             "sample_rate_hz": s.rate_hz, "voltage_v": s.voltage_v, "sensor": "sim",
             "dropped_samples": int(getattr(outcome.power, "dropped_samples", 0) or 0),
         })
+    elif power is not None:
+        from tinytelem.sensors import record_sensor
+
+        record_sensor(writer, power, calibration)
     writer.set_attrs("session", {
         "run_status": -1 if outcome.run_status is None else outcome.run_status,
         "stopped_early": outcome.stopped_early,
@@ -357,7 +396,7 @@ async def run_record(
         sub = ProfileOptions(device=options.device, out_dir=options.out.parent,
                              prompt=options.prompt, model=options.model,
                              tokenizer=options.tokenizer)
-        prompt, _ = _tokenize(sub)
+        prompt, _ = tokenize_prompt(sub)
         request = RunRequest(prompt=prompt, n_tokens=options.n_tokens, seed=options.seed,
                              trace_level=options.trace_level)
     is_emu = options.device.startswith("emu:")
@@ -382,7 +421,7 @@ async def run_record(
                 request, duration_s=options.duration_s, max_tokens=options.max_tokens,
                 stop=stop, on_token=on_token,
             )
-            _store_session(writer, recorder, outcome, None)
+            store_session(writer, recorder, outcome, None)
         finally:
             writer.close()
             raw.close()

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinytelem.actors.decoder import DecoderActorStatistics, DeviceDecoder
-from tinytelem.trace.raw import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT
 from tinytelem.actors.recorder import RecorderStatistics, TraceRecorder
 from tinytelem.protocol.codec import Frame, FrameDecoder
 from tinytelem.protocol.messages import Ping
 from tinytelem.records import LinkStatus
+from tinytelem.trace.raw import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ Each document's ```console lines starting with ``$ `` are run in order by bash i
 directory per document (so later commands see the files earlier ones wrote), with this
 environment's ``tinytelem`` and ``python`` first on PATH (``.venv/bin/`` prefixes are dropped).
 ``python`` blocks run with the same interpreter. Lines (and python blocks) that need what a
-test cannot have are left out: the set-up scripts (tested by CI itself), hardware ports (``/dev/tty``, ``COM``),
-placeholders (``<...>``), and ESP-IDF (``idf.py``).
+test cannot have are left out: the set-up scripts (tested by CI itself), hardware ports
+(``/dev/tty``, ``COM``), placeholders (``<...>``), and ESP-IDF (``idf.py``).
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ def examples(doc: Path) -> list[tuple[str, str]]:
 def test_examples_run(doc: Path, tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "tinytelem").write_text(
-        f"#!/bin/sh\nexec {sys.executable} -c 'from tinytelem.cli.main import main; main()' \"$@\"\n"
-    )
+    main = "from tinytelem.cli.main import main; main()"
+    (bindir / "tinytelem").write_text(f"#!/bin/sh\nexec {sys.executable} -c '{main}' \"$@\"\n")
     (bindir / "tinytelem").chmod(0o755)
     (bindir / "python").symlink_to(sys.executable)
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",

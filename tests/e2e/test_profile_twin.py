@@ -95,3 +95,37 @@ def test_link_dropped_twice_run_completes(tmp_path: Path) -> None:
         assert np.all(gaps["restored_host_s"] > gaps["lost_host_s"])
         runs = tr.runs
         assert runs["status"][0] == 0
+
+
+def test_profile_with_emulated_ppk2(tmp_path: Path) -> None:
+    """--sensor ppk2:PORT runs the real PPK2 driver (here against the PPK2 emulator's pty)."""
+    from tinytelem.sensors.ppk2_emulator import PPK2Emulator
+
+    async def main() -> ProfileResult:
+        emu = PPK2Emulator()
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(emu.run)
+                options = ProfileOptions(device="emu:stm32f4", out_dir=tmp_path / "ppk2",
+                                         n_tokens=16, sensor=f"ppk2:{emu.path}")
+                result = await run_profile(options)
+                nursery.cancel_scope.cancel()
+        return result
+
+    result = trio.run(main)
+    s = result.summary
+    assert s["power"]["sample_rate_hz"] == pytest.approx(100_000)
+    assert s["power"]["n_samples"] > 10_000
+    assert s["power"]["avg_w"] > 0 and s["power"]["energy_per_token_j"] > 0
+    with open_trace(result.trace_path) as tr:
+        assert str(tr.attrs["sensor"]).startswith("ppk2:")
+        assert tr.n_power_samples == s["power"]["n_samples"] or tr.n_power_samples > 0
+
+
+def test_unknown_sensor_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from tinytelem.errors import ConfigError
+
+    options = ProfileOptions(device="emu:esp32s3", out_dir=tmp_path / "x", sensor="ppk3:/dev/x")
+    with pytest.raises(ConfigError):
+        trio.run(run_profile, options)
+    assert not (tmp_path / "x").exists()

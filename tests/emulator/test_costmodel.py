@@ -61,7 +61,13 @@ def test_nothing_fits_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="weights fit in no memory"):
         cost("rp2040", 32, flash_bytes=1000)
     with pytest.raises(ConfigError, match="weight_bits"):
-        cost("esp32s3", 3)
+        cost("esp32s3", 5)
+
+
+def test_three_bit_weights_move_fewer_bytes_than_four() -> None:
+    three, four = cost("esp32s3", 3), cost("esp32s3", 4)
+    assert three.placement.weight_bytes < four.placement.weight_bytes
+    assert three.token_seconds(10) <= four.token_seconds(10)
 
 
 def test_memory_bound_and_compute_bound_ops() -> None:

@@ -203,6 +203,7 @@ def test_type_codes_and_enums_are_the_documented_values() -> None:
         "ERROR": 11,
         "HEARTBEAT": 12,
         "PONG": 13,
+        "POWER_SAMPLES": 14,
         "PING": 0x80,
         "RUN": 0x81,
         "STOP": 0x82,

@@ -128,8 +128,10 @@ def test_bare_names_get_a_hint(text: str, hint: str) -> None:
     assert hint in str(info.value)
 
 
-@pytest.mark.parametrize("text", ["qemu:mps2-an385", "native:", "QEMU:sifive_e"])
-def test_future_schemes_are_recognised_but_refused(text: str) -> None:
-    with pytest.raises(ConfigError, match="firmware work") as info:
-        parse_device_url(text)
-    assert "emu:<platform>" in str(info.value)
+def test_firmware_schemes() -> None:
+    from tinytelem.transports.url import NativeURL, QemuURL
+
+    assert parse_device_url("qemu:cortex-m4") == QemuURL("cortex-m4")
+    assert parse_device_url("native:") == NativeURL()
+    for url in (QemuURL("riscv32"), NativeURL()):
+        assert parse_device_url(url.format()) == url

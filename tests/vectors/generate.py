@@ -52,6 +52,7 @@ from tinytelem.protocol.messages import (
     Phase,
     Ping,
     Pong,
+    PowerSamples,
     Run,
     SpanBegin,
     SpanEnd,
@@ -89,7 +90,7 @@ def message_from_fields(type_code: int, fields: dict[str, Any]) -> AnyMessage:
         value = fields[f.name]
         if f.name == "model_hash":
             value = bytes.fromhex(value)
-        elif f.name == "prompt":
+        elif f.name in ("prompt", "shunt", "bus"):
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
@@ -199,6 +200,14 @@ def frame_cases() -> list[tuple[str, str, int, int, AnyMessage]]:
         ("error", "", 11, 8_000, DeviceError(code=3, text="arena exhausted")),
         ("heartbeat", "", 12, 9_000, Heartbeat(uptime_ms=123_456, tx_dropped=0)),
         ("pong", "", 13, 9_500, Pong(nonce=0x11223344)),
+        (
+            "power_samples",
+            "INA226 bridge: 3 raw (shunt i16, bus u16) pairs, one negative shunt",
+            16,
+            11_000,
+            PowerSamples(first_index=1000, period_ns=280_000, chip=1,
+                         shunt=(1200, -3, 32767), bus=(2640, 2641, 0xFFFF)),
+        ),
         ("infer_end", "", 14, 10_000, InferEnd(run_id=7, n_generated=29, status=InferStatus.OK)),
         (
             "infer_end_stopped",

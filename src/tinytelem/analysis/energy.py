@@ -11,7 +11,7 @@ callers report coverage and an unbiased average power.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -78,11 +78,19 @@ class PowerTrace:
         t_s: start of each sample's interval, device seconds (ascending).
         dt_s: sample period in device seconds.
         power_w: watts per sample (finite).
+        cum_energy_j: energy before each sample (``size + 1`` values, starting at 0), computed
+            once at construction: a report integrates thousands of windows over millions of
+            samples, and recomputing the running sum per call made that quadratic.
     """
 
     t_s: FloatArray
     dt_s: float
     power_w: FloatArray
+    cum_energy_j: FloatArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cum = np.concatenate(([0.0], np.cumsum(np.asarray(self.power_w) * self.dt_s)))
+        object.__setattr__(self, "cum_energy_j", cum)
 
     @classmethod
     def build(
@@ -129,7 +137,7 @@ class PowerTrace:
         if self.size == 0:
             zero = np.zeros_like(at)
             return zero, zero
-        cum_e = np.concatenate(([0.0], np.cumsum(self.power_w * self.dt_s)))
+        cum_e = self.cum_energy_j
         k = np.searchsorted(self.t_s, at, side="right") - 1
         kc = np.clip(k, 0, self.size - 1)
         frac = np.where(k >= 0, np.clip(at - self.t_s[kc], 0.0, self.dt_s), 0.0)

@@ -45,6 +45,8 @@ __all__ = [
     "RunMetrics",
     "Summary",
     "compute_metrics",
+    "device_clock",
+    "power_trace",
 ]
 
 PREFILL = 0
@@ -201,6 +203,8 @@ class Summary:
     device_clock: ClockFit
     sensor_clock: ClockFit
     warnings: tuple[str, ...]
+    power_trace: PowerTrace | None = field(default=None, repr=False, compare=False)
+    """The power samples on the device clock the energies came from (reports plot it)."""
 
 
 def _pos(x: float) -> float | None:
@@ -378,6 +382,29 @@ def _device_clock(data: RunData, warnings: list[str]) -> ClockFit:
     return fit
 
 
+def device_clock(data: RunData, warnings: list[str] | None = None) -> ClockFit:
+    """The device -> host clock fit every device-time figure is placed with.
+
+    PING/PONG round trips when the trace has at least two, else the lower hull of token
+    arrivals (a warning says so). Appends to ``warnings`` when given.
+    """
+    return _device_clock(data, [] if warnings is None else warnings)
+
+
+def power_trace(data: RunData, device: ClockFit | None = None,
+                warnings: list[str] | None = None) -> PowerTrace | None:
+    """The trace's power samples on the device clock; None without usable power.
+
+    The same placement :func:`compute_metrics` uses (sensor fit, then the inverse of
+    ``device``, which defaults to :func:`device_clock`), so energies integrated over it add up
+    to the summary's. Callers that also need the metrics should read
+    ``compute_metrics(data).power_trace`` instead of placing the samples a second time.
+    """
+    notes = [] if warnings is None else warnings
+    fit = _device_clock(data, notes) if device is None else device
+    return _power_trace(data, fit, notes)[0]
+
+
 def _sensor_fit(blocks: np.ndarray, rate: float, latency: float) -> ClockFit:
     fit = fit_sensor_clock(blocks, rate)
     if fit.usable and latency:
@@ -547,4 +574,5 @@ def compute_metrics(data: RunData, run_id: int | None = None) -> Summary:
         device_clock=device,
         sensor_clock=sensor,
         warnings=tuple(warnings),
+        power_trace=power,
     )

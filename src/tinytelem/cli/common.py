@@ -14,8 +14,9 @@ def device_option(default: str | None = None) -> Callable[[F], F]:
     """``--device URL`` with the accepted forms in its help."""
     return click.option(
         "--device", default=default, required=default is None, show_default=True,
-        help="Device URL: emu:<platform>, tcp://host:port, serial:///dev/ttyACM0?baud=921600, "
-             "exec:<command>.",
+        help="Device URL: emu:<platform> (device twin), qemu:<target> (real firmware under "
+             "QEMU), native: (firmware built for this host), tcp://host:port, "
+             "serial:///dev/ttyACM0?baud=921600, exec:<command>.",
     )
 
 

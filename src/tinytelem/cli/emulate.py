@@ -45,7 +45,7 @@ def parse_fault(text: str) -> tuple[str, int]:
               default=None, help="llama2.c checkpoint (default: built-in random 260K model).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the built-in model.")
-@click.option("--weight-bits", type=click.Choice(["2", "4", "8", "16", "32"]), default="4",
+@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default="4",
               show_default=True, help="Stored weight width the cost model assumes.")
 @click.option("--drift-ppm", type=float, default=25.0, show_default=True,
               help="Device crystal error relative to host time.")

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
     AnyModel = LlamaModel | QuantizedModel
 
-__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "QUANT_TYPES", "QuantizeRequest", "load_model",
-           "model", "register_input_format", "register_output_format", "register_quant_type"]
+__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "PLAN_SCHEMAS", "QUANT_TYPES", "QuantPlan",
+           "QuantizeRequest", "load_model", "model", "read_plan", "register_input_format",
+           "register_output_format", "register_quant_type"]
 
 
 @dataclass
@@ -51,7 +52,10 @@ class QuantizeRequest:
         qtype: ``--type`` value (None when ``--bits`` was given).
         alignment: ``--align`` (for container formats that align tensors).
         progress: Call with a tensor name as each is quantized (drives the progress bar).
-        total: Number of tensors the writer will report through ``progress``.
+        source_path: The file IN came from (None for ``builtin``), so a writer can embed
+            what sits beside it (the GGUF writer stores the llama2.c tokenizer it finds there).
+        per_tensor_bits: From ``--plan``: width per tensor (32 = float32), else None.
+        per_tensor_group: From ``--plan``: group size per tensor, else None.
     """
 
     source: LlamaModel
@@ -62,6 +66,9 @@ class QuantizeRequest:
     qtype: str | None
     alignment: int = 16
     progress: Callable[[str], None] = field(default=lambda name: None)
+    source_path: str | None = None
+    per_tensor_bits: dict[str, int] | None = None
+    per_tensor_group: dict[str, int] | None = None
 
     def quantize(self) -> QuantizedModel:
         """The group-wise quantized model (``--bits`` path) for writers that need one."""
@@ -72,7 +79,8 @@ class QuantizeRequest:
                               "--bits B for .tlm and .c outputs")
         method: Method = "search" if self.method == "search" else "rtn"
         return quantize_model(self.source, self.bits, self.group_size, self.symmetric, method,
-                              progress=self.progress)
+                              per_tensor_bits=self.per_tensor_bits, progress=self.progress,
+                              per_tensor_group=self.per_tensor_group)
 
 
 Loader = Callable[[Path], "AnyModel"]
@@ -165,6 +173,64 @@ def _write_c(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 
 
 register_output_format(".tlm", _write_tlm)
+
+PLAN_SCHEMAS = ("tinytelem.plan/1",)
+"""Plan schemas ``quantize --plan`` reads (written by ``model optimize -o``)."""
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """The quantization part of a ``model optimize`` plan file."""
+
+    group_size: int
+    symmetric: bool
+    method: str
+    per_tensor_bits: dict[str, int]
+    per_tensor_group: dict[str, int] | None
+
+
+def _int_map(plan: dict[str, Any], key: str, path: Path) -> dict[str, int] | None:
+    value = plan.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in value.items()):
+        raise ConfigError(f"{path}: plan field {key!r} must map tensor names to integers")
+    return dict(value)
+
+
+def read_plan(path: Path) -> QuantPlan:
+    """Read and check a plan file written by ``tinytelem model optimize -o``.
+
+    Raises:
+        ConfigError: Unreadable file, not JSON, unknown schema, or a missing/ill-typed field;
+            the message names the field.
+    """
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read plan {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not a JSON plan ({exc}); write one with "
+                          "`tinytelem model optimize MODEL --platform P -o plan.json`") from exc
+    if not isinstance(plan, dict) or plan.get("schema") not in PLAN_SCHEMAS:
+        schema = plan.get("schema") if isinstance(plan, dict) else None
+        raise ConfigError(f"{path}: plan schema {schema!r} is not one of {list(PLAN_SCHEMAS)}; "
+                          "write it with `tinytelem model optimize ... -o plan.json`")
+    bits = _int_map(plan, "per_tensor_bits", path)
+    if not bits:
+        raise ConfigError(f"{path}: plan has no 'per_tensor_bits'; re-run model optimize")
+    group, sym, method = plan.get("group_size"), plan.get("symmetric", True), \
+        plan.get("method", "rtn")
+    if not isinstance(group, int) or isinstance(group, bool):
+        raise ConfigError(f"{path}: plan field 'group_size' must be an integer, got {group!r}")
+    if not isinstance(sym, bool):
+        raise ConfigError(f"{path}: plan field 'symmetric' must be true or false, got {sym!r}")
+    if method not in ("rtn", "search"):
+        raise ConfigError(f"{path}: plan field 'method' must be 'rtn' or 'search', "
+                          f"got {method!r}")
+    return QuantPlan(group, sym, method, bits, _int_map(plan, "per_tensor_group", path))
 register_output_format(".c", _write_c)
 
 
@@ -180,6 +246,9 @@ def model() -> None:
 @model.command("quantize")
 @click.argument("source", metavar="IN")
 @click.option("--bits", type=int, help="Weight bits: 2, 3, 4 or 8 (embedding stays 8-bit).")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A plan from `model optimize -o plan.json`: per-tensor bits and group "
+              "sizes (instead of --bits/--group/--asym/--method).")
 @click.option("--type", "qtype", help="A named quantization type (see --help of the "
               "format, e.g. q4_0 for .gguf); instead of --bits.")
 @click.option("--group", "group_size", type=int, default=32, show_default=True,
@@ -192,8 +261,9 @@ def model() -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output file; its extension picks the format.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
-def quantize(source: str, bits: int | None, qtype: str | None, group_size: int, asym: bool,
-             method: str, alignment: int, out: Path, as_json: bool) -> None:
+def quantize(source: str, bits: int | None, plan_path: Path | None, qtype: str | None,
+             group_size: int, asym: bool, method: str, alignment: int, out: Path,
+             as_json: bool) -> None:
     """Quantize IN group-wise and write OUT (.tlm, .c, or a registered format)."""
     from rich.progress import Progress
 
@@ -201,8 +271,12 @@ def quantize(source: str, bits: int | None, qtype: str | None, group_size: int, 
     if writer is None:
         known = ", ".join(sorted(OUTPUT_FORMATS))
         raise ConfigError(f"{out}: cannot write {out.suffix!r} files; use one of {known}")
-    if (bits is None) == (qtype is None):
-        raise ConfigError("give exactly one of --bits B or --type NAME")
+    if sum(x is not None for x in (bits, qtype, plan_path)) != 1:
+        raise ConfigError("give exactly one of --bits B, --type NAME or --plan plan.json")
+    plan = read_plan(plan_path) if plan_path is not None else None
+    if plan is not None:
+        # Every matrix is named in per_tensor_bits; 8 is only the fallback quantize_model needs.
+        bits, group_size, asym, method = 8, plan.group_size, not plan.symmetric, plan.method
     if qtype is not None:
         entry = QUANT_TYPES.get(qtype.lower())
         if entry is None:
@@ -220,8 +294,11 @@ def quantize(source: str, bits: int | None, qtype: str | None, group_size: int, 
         def advance(name: str) -> None:
             bar.update(task, advance=1, description=f"quantizing {name}")
 
-        req = QuantizeRequest(src, bits, group_size, not asym, method,
-                              qtype.lower() if qtype else None, alignment, advance)
+        req = QuantizeRequest(
+            src, bits, group_size, not asym, method, qtype.lower() if qtype else None,
+            alignment, advance, source_path=None if source.startswith("builtin") else source,
+            per_tensor_bits=plan.per_tensor_bits if plan else None,
+            per_tensor_group=plan.per_tensor_group if plan else None)
         facts = writer(req, out)
     facts["seconds"] = round(time.perf_counter() - started, 3)
     if as_json:

@@ -24,11 +24,15 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
               help="Sampling seed (used when --temperature > 0).")
 @click.option("--temperature", type=click.FloatRange(0.0), default=0.0, show_default=True)
 @trace_level_option()
-@click.option("--sensor", type=click.Choice(["sim", "none"]), default="sim", show_default=True,
-              help="Power sensor: 'sim' samples the twin's power waveform.")
+@click.option("--sensor", default="sim", show_default=True, metavar="SPEC",
+              help="Power sensor: sim (samples the twin's power waveform), none, "
+                   "ppk2:/dev/ttyACM0, ina:/dev/ttyUSB0, joulescope[:PATH], rapl, "
+                   "hwmon:NAME, jetson, rpi5-pmic (see docs/sensors.md).")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Sensor sample rate in samples/s.")
-@click.option("--weight-bits", type=click.Choice(["2", "4", "8", "16", "32"]), default="4",
+@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default="4",
               show_default=True, help="Weight precision the twin's cost model assumes.")
 @click.option("--fault", "faults", multiple=True, metavar="drop@N",
               help="Twin fault injection (repeatable): drop the link after the N-th token.")
@@ -38,7 +42,8 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of a table.")
 def profile(
     device: str, model: Path | None, tokenizer: Path | None, prompt: str, n_tokens: int,
-    seed: int, temperature: float, trace_level: str, sensor: str, sensor_rate: float,
+    seed: int, temperature: float, trace_level: str, sensor: str, calibration: Path | None,
+    sensor_rate: float,
     weight_bits: str, faults: tuple[str, ...], out_dir: Path, overwrite: bool, as_json: bool,
 ) -> None:
     """Profile one inference: TTFT, inter-token latency, memory, power and energy per token.
@@ -60,6 +65,7 @@ def profile(
         tokenizer=tokenizer, seed=seed, temperature=temperature,
         trace_level=TraceLevel[trace_level.upper()], sensor=sensor, sensor_rate_hz=sensor_rate,
         weight_bits=int(weight_bits), faults=list(faults), overwrite=overwrite,
+        calibration=calibration,
     )
     console = Console(stderr=as_json)
     show_progress = sys.stderr.isatty() and not as_json

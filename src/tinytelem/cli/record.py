@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tinytelem.cli.common import device_option, run_trio, trace_level_option
+from tinytelem.cli.serve import stream_server_options
 
 
 @click.command("record")
@@ -32,10 +34,12 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
               help="Twin fault injection (emu: devices only).")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
+@stream_server_options(listen_flag="--serve")
 def record(
     device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
     prompt: str, n_tokens: int, model: Path | None, tokenizer: Path | None, seed: int,
     trace_level: str, faults: tuple[str, ...], overwrite: bool, as_json: bool,
+    listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:
     """Record everything a device sends into an HDF5 trace (Ctrl-C stops cleanly).
 
@@ -57,6 +61,14 @@ def record(
         trace_level=TraceLevel[trace_level.upper()], overwrite=overwrite, faults=list(faults),
     )
     console = Console(stderr=True)
+    extra: list[Any] = []
+    if listen is not None:  # --serve: stream live while recording (docs/streaming.md)
+        from tinytelem.live.session import make_streamer
+
+        streamer = make_streamer(listen, token, tls_cert, tls_key,
+                                 session={"device": device, "trace": str(out)},
+                                 on_listening=lambda url: console.print(f"streaming on {url}"))
+        extra.append(streamer.run)
 
     async def main() -> object:
         stop = trio.Event()
@@ -70,7 +82,7 @@ def record(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_signals)
             result = await run_record(
-                options, stop,
+                options, stop, extra_actors=extra,
                 on_ready=lambda h: console.print(f"recording {h.url} -> {out} (Ctrl-C stops)"),
             )
             nursery.cancel_scope.cancel()

@@ -197,8 +197,8 @@ class CostModel:
         trace_level: TraceLevel = TraceLevel.SPANS,
         context: int | None = None,
     ) -> None:
-        if weight_bits not in (2, 4, 8, 16, 32):
-            raise ConfigError(f"weight_bits={weight_bits}; use one of 2, 4, 8, 16 or 32")
+        if weight_bits not in (2, 3, 4, 8, 16, 32):
+            raise ConfigError(f"weight_bits={weight_bits}; use one of 2, 3, 4, 8, 16 or 32")
         platform = main_memory_view(platform)
         self.platform = platform
         self.config = config

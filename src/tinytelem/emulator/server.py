@@ -163,8 +163,12 @@ class _Server:
         await self._write(b"".join(chunks), len(chunks))
 
     def _fault_fires(self) -> bool:
+        # A drop needs a connection to drop: while the host is still reconnecting it waits
+        # for the first token after the n-th that goes to a connected host.
+        if self.sink is None:
+            return False
         for k, (kind, n) in enumerate(self.faults):
-            if kind == "drop" and self.run_tokens == n:
+            if kind == "drop" and self.run_tokens >= n:
                 del self.faults[k]
                 return True
         return False
@@ -339,8 +343,8 @@ async def serve(
         device: the twin; its time 0 is ``boot_s`` on ``time.monotonic()`` (default: now).
         listen_url: ``tcp://HOST:PORT`` (port 0 = any) or ``pty``.
         power_listen_url: ``tcp://HOST:PORT`` for the power side channel, or None.
-        faults: ``("drop", n)`` closes the host connection after the n-th TOKEN frame of a run
-            (each fault fires once).
+        faults: ``("drop", n)`` closes the host connection after the n-th TOKEN frame of a run,
+            or the first one after it while a host is connected (each fault fires once).
         once: return after the first host disconnects following a completed run.
         task_status: receives the :class:`ServerAddresses` once listening.
 

@@ -461,7 +461,8 @@ def _pad_columns(matrix: F32, group_size: int) -> F32:
 
 def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: bool = True,
                    method: Method = "rtn", per_tensor_bits: Mapping[str, int] | None = None,
-                   progress: Callable[[str], None] | None = None) -> QuantizedModel:
+                   progress: Callable[[str], None] | None = None,
+                   per_tensor_group: Mapping[str, int] | None = None) -> QuantizedModel:
     """Quantize every matrix of a llama2.c model group-wise.
 
     Norm gains stay float32 (a few hundred numbers that scale every activation). The token
@@ -469,7 +470,8 @@ def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: boo
     one row at a time (cheap to dequantize) and its errors hit every logit, so low bits cost
     the most accuracy there per byte saved. ``per_tensor_bits`` overrides any matrix, by exact
     name (``layers.3.w2``) or by kind (``w2``, ``tok_embeddings``, ``output``); 32 keeps a
-    matrix in float32.
+    matrix in float32. ``per_tensor_group`` overrides the group size the same way (a plan from
+    ``model optimize`` picks it per tensor: a sensitive matrix may pay for smaller groups).
 
     A matrix whose input width is not a multiple of ``group_size`` (``w2`` when hidden_dim is
     172) is stored with zero columns appended; its QuantTensor shape is the padded one and the
@@ -482,6 +484,7 @@ def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: boo
         symmetric: Symmetric or asymmetric levels.
         method: ``"rtn"`` or ``"search"``.
         per_tensor_bits: Overrides, see above.
+        per_tensor_group: Group-size overrides by exact name or kind (``group_size`` elsewhere).
         progress: Called with each tensor name before it is quantized (progress bars).
 
     Raises:
@@ -494,6 +497,12 @@ def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: boo
     for key, value in table.items():
         if value not in BITS + FLOAT_BITS:
             raise ModelError(f"per-tensor bits {key}={value} is not one of {BITS + FLOAT_BITS}")
+    groups = dict(per_tensor_group or {})
+    lo, hi = GROUP_SIZES
+    for key, value in groups.items():
+        if not isinstance(value, int) or not lo <= value <= hi or value % 8:
+            raise ModelError(f"per-tensor group size {key}={value} is invalid; use a multiple "
+                             f"of 8 in {lo}..{hi}")
 
     def convert(name: str, matrix: F32, default: int) -> Tensor:
         if progress is not None:
@@ -501,8 +510,8 @@ def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: boo
         b = _bits_for(name, default, table)
         if b == 32:
             return np.array(matrix, dtype=np.float32)
-        return quantize_matrix(_pad_columns(matrix, group_size), b, group_size, symmetric,
-                               method)
+        g = _bits_for(name, group_size, groups)
+        return quantize_matrix(_pad_columns(matrix, g), b, g, symmetric, method)
 
     out: dict[str, Tensor] = {"tok_embeddings": convert("tok_embeddings", w.token_embedding, 8)}
     for i in range(cfg.n_layers):
@@ -519,6 +528,8 @@ def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: boo
                                "method": method}
     if table:
         meta["per_tensor_bits"] = table
+    if groups:
+        meta["per_tensor_group"] = groups
     return QuantizedModel(cfg, out, name=model.name, source_sha256=model.sha256, metadata=meta)
 
 

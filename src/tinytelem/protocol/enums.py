@@ -19,6 +19,7 @@ __all__ = [
     "MsgType",
     "Op",
     "Phase",
+    "PowerChip",
     "TraceLevel",
 ]
 
@@ -39,6 +40,7 @@ class MsgType(enum.IntEnum):
     ERROR = 0x0B
     HEARTBEAT = 0x0C
     PONG = 0x0D
+    POWER_SAMPLES = 0x0E
     PING = 0x80
     RUN = 0x81
     STOP = 0x82
@@ -87,6 +89,13 @@ class Op(enum.IntEnum):
 
 NO_LAYER = 0xFFFF
 """Layer id of spans that are not inside a transformer layer (embedding, classifier, sampling)."""
+
+
+class PowerChip(enum.IntEnum):
+    """Which current-sense chip produced POWER_SAMPLES (fixes the register LSBs)."""
+
+    INA219 = 0
+    INA226 = 1
 
 
 class Capability(enum.IntFlag):

@@ -26,6 +26,7 @@ from tinytelem.protocol.enums import (
     MsgType,
     Op,
     Phase,
+    PowerChip,
     TraceLevel,
 )
 
@@ -61,6 +62,8 @@ __all__ = [
     "Phase",
     "Ping",
     "Pong",
+    "PowerChip",
+    "PowerSamples",
     "Run",
     "SpanBegin",
     "SpanEnd",
@@ -440,6 +443,51 @@ class Ping:
 _RUN = struct.Struct("<IIfHH")
 
 
+_POWER_HEAD = struct.Struct("<IIBB")
+_POWER_SAMPLE = struct.Struct("<hH")
+MAX_POWER_SAMPLES = (MAX_PAYLOAD - _POWER_HEAD.size) // _POWER_SAMPLE.size
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSamples:
+    """Raw INA219/INA226 register pairs from a power bridge (shunt i16, bus u16 each).
+
+    ``first_index`` counts samples since the bridge booted (mod 2^32), so the host sees loss;
+    ``period_ns`` is the nominal sample period. The host converts with the chip's LSBs.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.POWER_SAMPLES
+    first_index: int
+    period_ns: int
+    chip: int
+    shunt: tuple[int, ...] = ()
+    bus: tuple[int, ...] = ()
+
+    def pack(self) -> bytes:
+        n = len(self.shunt)
+        if n != len(self.bus):
+            raise ProtocolError(f"POWER_SAMPLES has {n} shunt but {len(self.bus)} bus values")
+        if n > MAX_POWER_SAMPLES:
+            raise ProtocolError(f"POWER_SAMPLES carries at most {MAX_POWER_SAMPLES} samples")
+        head = _pack(_POWER_HEAD, "POWER_SAMPLES", self.first_index, self.period_ns,
+                     self.chip, n)
+        body = b"".join(_pack(_POWER_SAMPLE, "POWER_SAMPLES", s, b)
+                        for s, b in zip(self.shunt, self.bus, strict=True))
+        return head + body
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> PowerSamples:
+        if len(payload) < _POWER_HEAD.size:
+            raise ProtocolError(f"POWER_SAMPLES payload of {len(payload)} bytes is too short")
+        first, period, chip, n = _POWER_HEAD.unpack_from(payload)
+        if len(payload) != _POWER_HEAD.size + n * _POWER_SAMPLE.size:
+            raise ProtocolError(
+                f"POWER_SAMPLES with count {n} must be {_POWER_HEAD.size + 4 * n} bytes, "
+                f"got {len(payload)}")
+        pairs = [_POWER_SAMPLE.unpack_from(payload, _POWER_HEAD.size + 4 * k) for k in range(n)]
+        return cls(first, period, chip, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+
+
 def _check_temperature(temperature: float) -> None:
     if not (math.isfinite(temperature) and temperature >= 0.0):
         raise ProtocolError(f"RUN temperature {temperature} must be finite and >= 0 (0 = greedy)")
@@ -532,6 +580,7 @@ AnyMessage = (
     | DeviceError
     | Heartbeat
     | Pong
+    | PowerSamples
     | Ping
     | Run
     | Stop
@@ -554,6 +603,7 @@ MESSAGE_CLASSES: dict[int, type[AnyMessage]] = {
         DeviceError,
         Heartbeat,
         Pong,
+        PowerSamples,
         Ping,
         Run,
         Stop,

@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -133,7 +133,10 @@ class TraceWriter:
     host monotonic seconds minus :attr:`host_t0` (a root attribute).
     """
 
-    def __init__(self, path: Path, h5file: Any, power_chunk: int, flush_interval_s: float):
+    def __init__(
+        self, path: Path, h5file: Any, power_chunk: int, flush_interval_s: float,
+        extra_tables: Sequence[str] = (),
+    ):
         self.path = path
         self.flush_interval_s = flush_interval_s
         self._file = h5file
@@ -147,6 +150,7 @@ class TraceWriter:
             if name not in ("runs", "link_gaps")
         }
         self._samples = _Table(h5file[POWER_SAMPLES_PATH], power_chunk)
+        self._extra = {p: _Table(h5file[p], _DEFAULT_ROW_CHUNK) for p in extra_tables}
         self._runs: dict[int, np.void] = {}
         self._link_gaps: dict[float, tuple[float, float]] = {}
         self._dirty = False
@@ -166,6 +170,7 @@ class TraceWriter:
         power_chunk: int = 65536,
         flush_interval_s: float = 1.0,
         overwrite: bool = False,
+        extra_tables: Mapping[str, np.dtype[Any]] | None = None,
     ) -> TraceWriter:
         """Create a new trace file with every dataset, then switch it to SWMR mode.
 
@@ -176,6 +181,9 @@ class TraceWriter:
             power_chunk: samples per /power/current_a chunk (one write when full).
             flush_interval_s: the period :meth:`maybe_flush` flushes at.
             overwrite: replace an existing file.
+            extra_tables: additional append-only datasets (path -> row dtype), e.g. the power
+                summaries; created now because a SWMR file gets no new datasets later.
+                Append to them with :meth:`add_rows`.
         """
         import h5py  # lazy: h5py costs 35 MB; only trace users pay
 
@@ -223,12 +231,17 @@ class TraceWriter:
                 fletcher32=True,
             )
             h5file["power"].attrs["units"] = "A"
+            for dpath, dtype in (extra_tables or {}).items():
+                h5file.create_dataset(
+                    dpath, shape=(0,), maxshape=(None,), chunks=(_DEFAULT_ROW_CHUNK,),
+                    dtype=dtype, fletcher32=True,
+                )
             h5file.swmr_mode = True
             h5file.flush()
         except (OSError, ValueError, RuntimeError) as exc:
             h5file.close()
             raise translate_error(exc, path, "initialise") from exc
-        return cls(path, h5file, power_chunk, flush_interval_s)
+        return cls(path, h5file, power_chunk, flush_interval_s, tuple(extra_tables or ()))
 
     # ------------------------------------------------------------------ row tables
 
@@ -272,6 +285,17 @@ class TraceWriter:
         row = np.empty(1, dtype=TEXT_DTYPE)
         row[0] = (host_s, device_s, code, text)
         self._append(table, row)
+
+    def add_rows(self, dpath: str, rows: np.ndarray) -> None:
+        """Append rows to an extra table declared with ``create(extra_tables=...)``."""
+        self._check_open()
+        tab = self._extra.get(dpath)
+        if tab is None:
+            raise TraceError(
+                f"{dpath} is not an extra table of {self.path}; declare it in "
+                "TraceWriter.create(extra_tables=...)"
+            )
+        self._guard(tab.append, _as_rows(rows, tab.dtype, dpath))
 
     # ------------------------------------------------------------------ runs and link gaps
 
@@ -380,6 +404,8 @@ class TraceWriter:
         for table in self._tables.values():
             self._guard(table.flush)
         self._guard(self._samples.flush)
+        for extra in self._extra.values():
+            self._guard(extra.flush)
         if self._dirty:
             self._guard(self._write_mutable)
         self._guard(self._file.flush)

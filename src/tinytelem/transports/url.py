@@ -8,7 +8,9 @@ Accepted forms::
     serial:COM3?baud=N                a serial port (Windows name)
     exec:<command line>               a child process speaking the protocol on stdin/stdout
 
-``qemu:<target>`` and ``native:`` are recognised but refused until the firmware work lands.
+    qemu:<target>                     the firmware under QEMU (cortex-m4, cortex-m7, stm32f405,
+                                      riscv32); the caller builds it and starts QEMU
+    native:                           the firmware built for this host, run as a child process
 Parsing is pure (no I/O, no trio) so the CLI can validate options cheaply; opening is
 :func:`tinytelem.transports.open_stream`.
 """
@@ -28,6 +30,8 @@ __all__ = [
     "DeviceURL",
     "EmuURL",
     "ExecURL",
+    "NativeURL",
+    "QemuURL",
     "SerialURL",
     "TcpURL",
     "parse_device_url",
@@ -37,7 +41,8 @@ DEFAULT_BAUD = 921600
 
 ACCEPTED_FORMS = (
     "emu:<platform> (e.g. emu:esp32s3), tcp://host:port, "
-    "serial:///dev/ttyACM0?baud=921600, serial:COM3?baud=921600, exec:<command line>"
+    "serial:///dev/ttyACM0?baud=921600, serial:COM3?baud=921600, exec:<command line>, "
+    "qemu:<target> (e.g. qemu:cortex-m4), native:"
 )
 
 _PLATFORM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
@@ -111,6 +116,29 @@ class ExecURL(DeviceURL):
         return "exec:" + shlex.join(self.argv)
 
 
+@dataclass(frozen=True)
+class QemuURL(DeviceURL):
+    """The real firmware under QEMU; the target name is validated by the firmware registry."""
+
+    target: str
+    scheme: ClassVar[str] = "qemu"
+
+    def format(self) -> str:
+        """The canonical URL string."""
+        return f"qemu:{self.target}"
+
+
+@dataclass(frozen=True)
+class NativeURL(DeviceURL):
+    """The firmware built for this host, speaking the protocol on its stdin/stdout."""
+
+    scheme: ClassVar[str] = "native"
+
+    def format(self) -> str:
+        """The canonical URL string."""
+        return "native:"
+
+
 def _bad(url: str, why: str) -> ConfigError:
     return ConfigError(f"bad device URL {url!r}: {why}; accepted forms: {ACCEPTED_FORMS}")
 
@@ -179,11 +207,11 @@ def _parse_exec(url: str, rest: str) -> ExecURL:
 
 def parse_device_url(url: str) -> DeviceURL:
     """Parse a device URL into one of :class:`EmuURL`, :class:`TcpURL`, :class:`SerialURL`,
-    :class:`ExecURL`.
+    :class:`ExecURL`, :class:`QemuURL`, :class:`NativeURL`.
 
     Raises:
         ConfigError: the URL is malformed, names an unknown scheme (the message lists the
-            accepted forms), or names a scheme that is not available yet (qemu:, native:).
+            accepted forms).
     """
     url = url.strip()
     scheme, sep, rest = url.partition(":")
@@ -198,9 +226,12 @@ def parse_device_url(url: str) -> DeviceURL:
         return _parse_serial(url)
     if scheme == "exec":
         return _parse_exec(url, rest)
-    if scheme in ("qemu", "native"):
-        raise ConfigError(
-            f"device URL {url!r}: {scheme}: devices come with the firmware work and are not "
-            "available yet; use emu:<platform> for the device twin meanwhile"
-        )
+    if scheme == "qemu":
+        if not _PLATFORM_RE.fullmatch(rest):
+            raise _bad(url, "qemu: needs a firmware target, e.g. qemu:cortex-m4")
+        return QemuURL(rest.lower())
+    if scheme == "native":
+        if rest not in ("", "//"):
+            raise _bad(url, "native: takes nothing after the colon")
+        return NativeURL()
     raise _bad(url, _hint_for_bare(url))

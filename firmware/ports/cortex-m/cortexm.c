@@ -1,0 +1,134 @@
+/*
+ * Reset handler, vector table, SysTick time base and stack painting for ARMv6-M / ARMv7-M.
+ *
+ * The clock: DWT CYCCNT is absent on Cortex-M0+ and reads 0 under QEMU, so the time base is
+ * SysTick at the core clock with a 1 ms reload; the interrupt counts periods and port_ticks()
+ * combines them with the current value. Runs start on a SysTick edge (cm_align), which makes
+ * every timestamp of a run reproducible under QEMU's -icount.
+ */
+#include <stdint.h>
+
+#include "cortexm.h"
+#include "tt_device.h"
+
+#define SYST_CSR 0xE000E010u
+#define SYST_RVR 0xE000E014u
+#define SYST_CVR 0xE000E018u
+#define SCB_CPACR 0xE000ED88u
+#define SCB_ICSR 0xE000ED04u
+#define ICSR_PENDSTSET (1u << 26)
+#define STACK_PAINT 0xA5A5A5A5u
+
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _stack_bottom, _stack_top;
+int main(void);
+
+static volatile uint32_t periods_;
+static uint32_t period_ticks_;
+
+void Reset_Handler(void);
+void Default_Handler(void);
+void SysTick_Handler(void);
+
+void Reset_Handler(void)
+{
+    uint32_t *src = &_sidata, *dst = &_sdata;
+    uint32_t sp;
+    while (dst < &_edata) *dst++ = *src++;
+    for (dst = &_sbss; dst < &_ebss; dst++) *dst = 0;
+    /* Paint the stack below the current frame; cm_stack_peak() finds the deepest write. */
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    for (dst = &_stack_bottom; (uint32_t)dst < sp - 64u; dst++) *dst = STACK_PAINT;
+#if defined(__ARM_FP)
+    /* CP10/CP11 full access before any floating-point instruction runs. */
+    TT_REG(SCB_CPACR) |= (0xFu << 20);
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
+    main();
+    for (;;) {}
+}
+
+void Default_Handler(void)
+{
+    for (;;) {}
+}
+
+void SysTick_Handler(void) { periods_++; }
+
+void NMI_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void HardFault_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void SVC_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void PendSV_Handler(void) __attribute__((weak, alias("Default_Handler")));
+
+__attribute__((section(".vectors"), used))
+static void (*const vectors_[16 + 32])(void) = {
+    (void (*)(void))(&_stack_top), Reset_Handler, NMI_Handler, HardFault_Handler,
+    Default_Handler, Default_Handler, Default_Handler, 0, 0, 0, 0, SVC_Handler,
+    Default_Handler, 0, PendSV_Handler, SysTick_Handler,
+    /* external interrupts: none used (the link is polled) */
+    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler,
+};
+
+void cm_systick_start(uint32_t cpu_hz)
+{
+    period_ticks_ = cpu_hz / 1000u;
+    TT_REG(SYST_RVR) = period_ticks_ - 1u;
+    TT_REG(SYST_CVR) = 0;
+    TT_REG(SYST_CSR) = 7u; /* core clock, interrupt, enable */
+}
+
+static uint64_t cycles_now(void)
+{
+    /* SysTick may reload a few instructions before its interrupt is taken (QEMU takes
+     * interrupts at translation-block boundaries), so a pending SysTick counts as one more
+     * period; a reload between the two reads of VAL (it counts down) means retry. */
+    uint32_t p, v, v2, pending;
+    do {
+        p = periods_;
+        v = TT_REG(SYST_CVR);
+        pending = TT_REG(SCB_ICSR) & ICSR_PENDSTSET;
+        v2 = TT_REG(SYST_CVR);
+    } while (p != periods_ || v2 > v);
+    if (pending) p++;
+    return (uint64_t)p * period_ticks_ + (period_ticks_ - 1u - v);
+}
+
+uint32_t cm_ticks(void) { return (uint32_t)cycles_now(); }
+uint64_t cm_cycles(void) { return cycles_now(); }
+uint32_t cm_uptime_ms(void) { return periods_; }
+
+void cm_align(void)
+{
+    uint32_t p = periods_;
+    while (periods_ == p) __asm__ volatile("wfi");
+}
+
+uint32_t cm_stack_peak(void)
+{
+    /* The deepest write is the lowest word no longer holding the paint. The first call scans
+     * up from the bottom; later calls only walk down from the previous mark, so a MEMORY report
+     * costs a few instructions instead of a scan of the whole stack. */
+    static const uint32_t *mark;
+    const uint32_t *w = mark;
+    if (!w) {
+        w = &_stack_bottom;
+        while (w < &_stack_top && *w == STACK_PAINT) w++;
+    }
+    while (w > &_stack_bottom && w[-1] != STACK_PAINT) w--;
+    mark = w;
+    return (uint32_t)((const uint8_t *)&_stack_top - (const uint8_t *)w);
+}
+
+void cm_semihost_exit(int code)
+{
+    uint32_t block[2];
+    block[0] = 0x20026u; /* ADP_Stopped_ApplicationExit */
+    block[1] = (uint32_t)code;
+    __asm__ volatile("mov r0, %0\n\tmov r1, %1\n\tbkpt 0xAB"
+                     : : "r"(0x20u), "r"(block) : "r0", "r1", "memory");
+}

@@ -1,0 +1,192 @@
+"""Runs side by side: latency, throughput, memory, energy and accuracy, best value marked.
+
+Each input is a trace (``.h5``), a ``summary.json``, or a directory written by ``tinytelem
+profile`` (holding both). Accuracy comes from evaluation results (``--eval``), matched to runs
+by model name or SHA-256 prefix and, when given, by weight width. The accepted eval shape
+(docs/reports.md)::
+
+    {"results": [{"model": "stories260K", "weight_bits": 4, "perplexity": 9.8,
+                  "accuracy": 0.41}]}
+
+(a bare list of those objects, or one such object, is accepted too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinytelem.errors import ConfigError, TraceError
+
+__all__ = ["METRICS", "Comparison", "Metric", "compare_runs", "load_eval", "load_run_summary"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A compared figure: its key, column label, unit and which direction is better."""
+
+    key: str
+    label: str
+    unit: str
+    better: str  # "min" or "max"
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("ttft_s", "TTFT", "s", "min"),
+    Metric("itl_p50_s", "ITL p50", "s", "min"),
+    Metric("itl_p99_s", "ITL p99", "s", "min"),
+    Metric("decode_tok_s", "decode", "tok/s", "max"),
+    Metric("ram_bytes", "RAM", "B", "min"),
+    Metric("flash_bytes", "flash", "B", "min"),
+    Metric("energy_per_token_j", "energy/token", "J", "min"),
+    Metric("avg_w", "avg power", "W", "min"),
+    Metric("accuracy", "accuracy", "", "max"),
+    Metric("perplexity", "perplexity", "", "min"),
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Rows (one per run) and, per metric key, the index of the best row (or None)."""
+
+    rows: tuple[dict[str, Any], ...]
+    best: dict[str, int | None]
+    metrics: tuple[Metric, ...] = field(default=METRICS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: rows, and the label of the best run per metric."""
+        return {
+            "schema": "tinytelem.compare/1",
+            "metrics": [m.__dict__ for m in self.metrics],
+            "rows": list(self.rows),
+            "best": {k: (self.rows[i]["label"] if i is not None else None)
+                     for k, i in self.best.items()},
+        }
+
+
+def _weights_bytes(attrs: Mapping[str, Any]) -> int | None:
+    from tinytelem.analysis.bottleneck import model_config_of, weight_bits_of
+
+    config, bits = model_config_of(attrs), weight_bits_of(attrs)
+    if config is None or bits is None:
+        return None
+    c = config
+    kv_dim = c.dim * c.n_kv_heads // c.n_heads
+    per_layer = 2 * c.dim * c.dim + 2 * c.dim * kv_dim + 3 * c.dim * c.hidden_dim
+    params = c.vocab_size * c.dim + c.n_layers * per_layer
+    if not c.shared_classifier:
+        params += c.vocab_size * c.dim
+    return math.ceil(params * bits / 8) + (2 * c.n_layers + 1) * c.dim * 4
+
+
+def load_run_summary(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(summary, trace root attrs) of a trace, a summary.json or a profile directory."""
+    p = Path(path)
+    trace = summary_file = None
+    if p.is_dir():
+        trace = p / "trace.h5" if (p / "trace.h5").is_file() else None
+        summary_file = p / "summary.json" if (p / "summary.json").is_file() else None
+        if trace is None and summary_file is None:
+            raise ConfigError(f"{p} holds neither trace.h5 nor summary.json; pass a run directory "
+                              "written by 'tinytelem profile', a trace or a summary file")
+    elif p.suffix == ".json":
+        summary_file = p
+    else:
+        trace = p
+    attrs: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    if trace is not None:
+        from tinytelem.trace.reader import open_trace
+
+        with open_trace(trace) as tr:
+            attrs = dict(tr.attrs)
+            summary = tr.summary
+    if summary_file is not None:
+        try:
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TraceError(f"cannot read summary {summary_file}: {exc}") from exc
+    elif not summary and trace is not None:
+        from tinytelem.analysis.loader import summary_of_trace
+
+        summary = summary_of_trace(trace)
+    if summary.get("schema") != "tinytelem.summary/1":
+        raise TraceError(f"{path} is not a tinytelem summary (schema tinytelem.summary/1)")
+    return summary, attrs
+
+
+def load_eval(path: str | Path) -> list[dict[str, Any]]:
+    """Evaluation results: list of {model, weight_bits?, accuracy?, perplexity?}."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read eval results {path}: {exc}") from exc
+    items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(x, dict) and "model" in x
+                                              for x in items):
+        raise ConfigError(f"{path}: eval results must be {{'results': [{{'model': ..., "
+                          "'weight_bits': 4, 'accuracy': 0.4, 'perplexity': 9.8}]}}")
+    return items
+
+
+def _eval_for(row: Mapping[str, Any], evals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    for e in evals:
+        m = str(e["model"]).lower()
+        names = {str(row.get("model") or "").lower()}
+        sha = str(row.get("model_sha256") or "").lower()
+        if m not in names and not (len(m) >= 8 and sha.startswith(m)):
+            continue
+        bits = e.get("weight_bits")
+        if bits is not None and row.get("weight_bits") is not None and int(bits) != int(
+                row["weight_bits"]):
+            continue
+        return {k: e.get(k) for k in ("accuracy", "perplexity")}
+    return {}
+
+
+def _row(path: str | Path, summary: Mapping[str, Any], attrs: Mapping[str, Any]) -> dict[str, Any]:
+    lat, mem, pw = summary["latency"], summary["memory"], summary["power"]
+    heap, stack = mem.get("peak_heap_bytes"), mem.get("stack_peak_bytes")
+    bits = attrs.get("weight_bits")
+    model = summary["model"].get("name")
+    label = " · ".join(str(x) for x in (summary.get("platform"), model,
+                                        f"{bits}-bit" if bits else None) if x)
+    return {
+        "label": label, "path": str(path), "platform": summary.get("platform"),
+        "model": model, "model_sha256": summary["model"].get("sha256"),
+        "weight_bits": int(bits) if bits else None,
+        "ttft_s": lat.get("ttft_s"), "itl_p50_s": lat["itl_s"].get("p50"),
+        "itl_p99_s": lat["itl_s"].get("p99"), "decode_tok_s": lat.get("decode_tok_s"),
+        "ram_bytes": heap + stack if heap is not None and stack is not None else heap,
+        "flash_bytes": _weights_bytes(attrs),
+        "energy_per_token_j": pw.get("energy_per_token_j"), "avg_w": pw.get("avg_w"),
+        "accuracy": None, "perplexity": None,
+    }
+
+
+def compare_runs(paths: Sequence[str | Path], evals: Sequence[Mapping[str, Any]] = ()
+                 ) -> Comparison:
+    """Load every run and find the best value per metric."""
+    rows = []
+    for p in paths:
+        summary, attrs = load_run_summary(p)
+        row = _row(p, summary, attrs)
+        row.update({k: v for k, v in _eval_for(row, evals).items() if v is not None})
+        rows.append(row)
+    labels = [r["label"] for r in rows]
+    for i, r in enumerate(rows):  # make labels unique so tables and charts can name rows
+        if labels.count(r["label"]) > 1:
+            r["label"] = f"{r['label']} #{i + 1}"
+    best: dict[str, int | None] = {}
+    for m in METRICS:
+        vals = [(i, r[m.key]) for i, r in enumerate(rows) if isinstance(r[m.key], int | float)]
+        if len(vals) < 1:
+            best[m.key] = None
+            continue
+        pick = min if m.better == "min" else max
+        best[m.key] = pick(vals, key=lambda iv: iv[1])[0]
+    return Comparison(tuple(rows), best)

@@ -1,0 +1,89 @@
+"""``tinytelem compare``: runs side by side, best value per metric marked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _html(comp: Any) -> str:
+    from html import escape
+
+    from tinytelem.report import svg
+    from tinytelem.report.html import fmt, page, table_html
+
+    used = [m for m in comp.metrics if any(r[m.key] is not None for r in comp.rows)]
+    labels = [r["label"] for r in comp.rows]
+    rows = [[escape(r["label"])] + [escape(fmt(r[m.key], m.unit)) for m in used]
+            for r in comp.rows]
+    best = [[False] + [comp.best[m.key] == i for m in used] for i in range(len(comp.rows))]
+    table = table_html(["run"] + [f"{m.label} ({'↓' if m.better == 'min' else '↑'})"
+                                  for m in used], rows, best)
+    def chart(m: Any) -> str:
+        def show(v: float) -> str:
+            return fmt(v, m.unit)
+
+        return svg.bar_chart(
+            f"compare-{m.key}", labels, [r[m.key] for r in comp.rows],
+            title=f"{m.label} ({'lower' if m.better == 'min' else 'higher'} is better)",
+            fmt=show, best=comp.best[m.key], width=560)
+
+    charts = "".join(chart(m) for m in used)
+    body = (f'<section class="trace"><h2>Comparison</h2>{table}'
+            f'<div class="grid2" style="margin-top:16px">{charts}</div></section>')
+    return page("tinytelem compare", f"{len(comp.rows)} runs", body)
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Evaluation results JSON (accuracy / perplexity per model and weight width).")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Also write a CSV.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
+              help="Also write an HTML page with bar charts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(runs: tuple[Path, ...], eval_path: Path | None, csv_path: Path | None,
+            html_path: Path | None, as_json: bool) -> None:
+    """Compare runs (traces, summary.json files or profile directories) side by side.
+
+    The best value of each metric is marked (★ in the table, green in HTML).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from tinytelem.analysis.compare import compare_runs, load_eval
+    from tinytelem.report.html import fmt
+
+    comp = compare_runs(runs, load_eval(eval_path) if eval_path else ())
+    used = [m for m in comp.metrics if any(r[m.key] is not None for r in comp.rows)]
+    if csv_path is not None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["label", "path", "platform", "model", "weight_bits"]
+                   + [m.key for m in comp.metrics] + [f"best_{m.key}" for m in comp.metrics])
+        for i, r in enumerate(comp.rows):
+            w.writerow([r["label"], r["path"], r["platform"], r["model"], r["weight_bits"]]
+                       + ["" if r[m.key] is None else r[m.key] for m in comp.metrics]
+                       + [int(comp.best[m.key] == i) for m in comp.metrics])
+        csv_path.write_text(buf.getvalue(), encoding="utf-8")
+    if html_path is not None:
+        html_path.write_text(_html(comp), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(comp.to_dict(), indent=1, allow_nan=False))
+        return
+    table = Table(title="runs compared (★ = best)")
+    table.add_column("metric", style="bold")
+    for r in comp.rows:
+        table.add_column(r["label"], justify="right")
+    for m in used:
+        cells = []
+        for i, r in enumerate(comp.rows):
+            text = fmt(r[m.key], m.unit)
+            cells.append(f"[bold green]{text} ★[/]" if comp.best[m.key] == i else text)
+        table.add_row(f"{m.label} {'↓' if m.better == 'min' else '↑'}", *cells)
+    Console().print(table)

@@ -1,0 +1,80 @@
+"""``tinytelem firmware``: build the firmware for a target and report its footprint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tinytelem.firmware.targets import TARGETS
+
+
+def _targets() -> click.Choice[str]:
+    return click.Choice(sorted(TARGETS))
+
+
+@click.group("firmware")
+def firmware() -> None:
+    """Build the C firmware (telemetry + engine) and inspect its images."""
+
+
+@firmware.command("build")
+@click.option("--target", "target", type=_targets(), required=True, help="Firmware target.")
+@click.option("--model", "model", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help=".tlm model to link in (llama engine).")
+@click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Output directory (default build/firmware/<target>).")
+@click.option("--trace-level", type=click.IntRange(0, 2), default=1, show_default=True,
+              help="Trace level after boot (0 off, 1 tokens, 2 spans); hosts send CONFIG anyway.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build_cmd(target: str, model: Path | None, build_dir: Path | None, trace_level: int,
+              as_json: bool) -> None:
+    """Compile the firmware for TARGET with its toolchain (make; deterministic output)."""
+    from tinytelem.firmware.build import build
+    from tinytelem.firmware.footprint import footprint
+
+    result = build(target, model, build_dir=build_dir, trace_level=trace_level)
+    fp = footprint(result.elf)
+    if as_json:
+        click.echo(json.dumps({"target": target, "elf": str(result.elf),
+                               "bin": str(result.bin) if result.bin else None,
+                               "footprint": fp.as_dict()}, indent=2))
+        return
+    click.echo(f"built {result.elf}")
+    click.echo(f"flash {fp.flash} B, static RAM {fp.static_ram} B, stack {fp.stack} B")
+
+
+@firmware.command("footprint")
+@click.option("--target", "targets", type=_targets(), multiple=True, required=True,
+              help="Firmware target (repeat for a table).")
+@click.option("--model", "model", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help=".tlm model linked in.")
+@click.option("--json", "as_json", is_flag=True, help="Print the footprints as JSON.")
+def footprint_cmd(targets: tuple[str, ...], model: Path | None, as_json: bool) -> None:
+    """Flash / static RAM / stack per target, from the ELF sections (builds when needed)."""
+    from tinytelem.firmware.build import build
+    from tinytelem.firmware.footprint import footprint
+
+    rows = []
+    for target in targets:
+        result = build(target, model)
+        rows.append({"target": target, "model": str(model) if model else "demo",
+                     **footprint(result.elf).as_dict()})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("target", "model", "flash B", "static RAM B", ".text", ".rodata", ".data",
+                  ".bss", "stack B")
+    for r in rows:
+        table.add_row(str(r["target"]), str(r["model"]), str(r["flash"]), str(r["static_ram"]),
+                      str(r["text"]), str(r["rodata"]), str(r["data"]), str(r["bss"]),
+                      str(r["stack"]))
+    Console().print(table)
+
+
+build_cmd.name = "build"
+footprint_cmd.name = "footprint"

@@ -1,0 +1,149 @@
+"""``tinytelem monitor``: a live terminal view of a stream (or of a device, streamed locally)."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tinytelem.live.session import run_unwrapped
+
+
+@click.command("monitor")
+@click.argument("url", required=False)
+@click.option("--device", default=None,
+              help="Watch a device directly (starts a private loopback stream): emu:<platform>, "
+                   "tcp://..., serial://...")
+@click.option("--token", default=None, help="Bearer token of URL (default: $TINYTELEM_TOKEN).")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trust this PEM certificate for wss:// (self-signed servers).")
+@click.option("--level", default="100ms", show_default=True,
+              help="Power summary level: 1ms, 10ms, 100ms or 1s.")
+@click.option("--rate", type=click.FloatRange(0.1, 100.0), default=5.0, show_default=True,
+              help="Summary batches per second.")
+@click.option("--interval", type=click.FloatRange(0.05), default=1.0, show_default=True,
+              help="Seconds between plain lines when stdout is not a terminal.")
+@click.option("--duration", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Stop after this many seconds (default: the end of the stream, or Ctrl-C).")
+@click.option("--reconnect/--no-reconnect", default=True, show_default=True,
+              help="Retry a lost connection to URL.")
+@click.option("--run", "start_run", is_flag=True, help="With --device: start one inference.")
+@click.option("--prompt", default="Once upon a time", show_default=True)
+@click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
+              show_default=True, help="Tokens to generate with --run.")
+def monitor(
+    url: str | None, device: str | None, token: str | None, cafile: Path | None, level: str,
+    rate: float, interval: float, duration: float | None, reconnect: bool, start_run: bool,
+    prompt: str, n_tokens: int,
+) -> None:
+    """Watch power, tokens/s, TTFT, ITL percentiles, memory and link health live.
+
+    Give the URL of `tinytelem serve` (or `record --serve`), or --device to watch a device
+    directly. When stdout is not a terminal, plain status lines are printed every --interval.
+
+    \b
+    Examples:
+      tinytelem monitor ws://127.0.0.1:8765
+      tinytelem monitor --device emu:esp32s3 --run --tokens 32
+    """
+    import trio
+
+    from tinytelem.errors import ConfigError
+    from tinytelem.live.security import client_ssl_context, resolve_token
+
+    if (url is None) == (device is None):
+        raise click.UsageError("give either a stream URL or --device (not both)")
+    tty = sys.stdout.isatty()
+    ssl_context = client_ssl_context(cafile) if cafile is not None else None
+
+    async def watch(stream_url: str, stream_token: str | None, stop: trio.Event) -> None:
+        from tinytelem.live.client import connect
+        from tinytelem.live.monitor import MonitorState
+
+        state = MonitorState()
+        t0 = time.monotonic()
+        async with connect(stream_url, token=stream_token, ssl_context=ssl_context,
+                           reconnect=reconnect and device is None) as stream:
+            await stream.subscribe(level=level, rate_hz=rate)
+
+            async def consume() -> None:
+                async for message in stream:
+                    state.update(message)
+                stop.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                if tty:
+                    await _live_view(state, t0, stop)
+                else:
+                    await _plain_lines(state, t0, stop, interval)
+                nursery.cancel_scope.cancel()
+        if not tty:
+            click.echo(state.line(time.monotonic() - t0))
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            if duration is not None:
+                async def timer() -> None:
+                    await trio.sleep(duration)
+                    stop.set()
+                nursery.start_soon(timer)
+            if url is not None:
+                await watch(url, resolve_token(token), stop)
+            else:
+                assert device is not None
+                from tinytelem.live.session import ServeOptions, serve_device
+
+                private = secrets.token_urlsafe(24)
+                listening: list[str] = []
+                ready = trio.Event()
+
+                def on_listening(u: str) -> None:
+                    listening.append(u)
+                    ready.set()
+
+                options = ServeOptions(device=device, listen="ws://127.0.0.1:0", token=private,
+                                       run=start_run, prompt=prompt, n_tokens=n_tokens)
+
+                async def serve() -> None:
+                    await serve_device(options, stop, on_listening=on_listening)
+                    ready.set()
+
+                nursery.start_soon(serve)
+                await ready.wait()
+                if not listening:
+                    raise ConfigError(f"could not start a stream for {device}")
+                await watch(listening[0], private, stop)
+                stop.set()  # the device session ends with the view
+            nursery.cancel_scope.cancel()
+
+    run_unwrapped(main)
+
+
+async def _plain_lines(state: Any, t0: float, stop: Any, interval: float) -> None:
+    import trio
+
+    while not stop.is_set():
+        with trio.move_on_after(interval):
+            await stop.wait()
+        if not stop.is_set():
+            click.echo(state.line(time.monotonic() - t0))
+
+
+async def _live_view(state: Any, t0: float, stop: Any) -> None:
+    import trio
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    with Live(state.renderable(0.0, console.width), console=console, refresh_per_second=8,
+              transient=False) as live:
+        while not stop.is_set():
+            with trio.move_on_after(0.125):
+                await stop.wait()
+            live.update(state.renderable(time.monotonic() - t0, console.width))

@@ -1,0 +1,132 @@
+"""``tinytelem serve``: run a device's actor graph and stream it live over websocket."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tinytelem.cli.common import device_option, trace_level_option
+from tinytelem.live.session import run_unwrapped
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stream_server_options(listen_flag: str = "--listen", default: str | None = None
+                          ) -> Callable[[F], F]:
+    """``--listen/--serve URL --token --tls-cert --tls-key``, shared by serve and record."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed([
+            click.option(listen_flag, "listen", default=default, show_default=True,
+                         metavar="ws://HOST:PORT",
+                         help="Websocket address to stream on (wss:// with --tls-cert). A "
+                              "non-loopback address needs a token."),
+            click.option("--token", default=None, metavar="TOKEN",
+                         help="Bearer token clients must send (default: $TINYTELEM_TOKEN). "
+                              "Required unless listening on loopback."),
+            click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False,
+                                                       path_type=Path),
+                         help="PEM certificate (chain) for wss://."),
+            click.option("--tls-key", type=click.Path(exists=True, dir_okay=False,
+                                                      path_type=Path),
+                         help="PEM private key for --tls-cert."),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+@click.command("serve")
+@device_option()
+@stream_server_options(default="ws://127.0.0.1:8765")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also record an HDF5 trace (with power summaries) to this file.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--run", "start_run", is_flag=True,
+              help="Start one inference (RUN); the stream ends after it.")
+@click.option("--prompt", default="Once upon a time", show_default=True)
+@click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
+              show_default=True, help="Tokens to generate with --run.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--seed", type=click.IntRange(1, 2**32 - 1), default=42, show_default=True)
+@trace_level_option()
+@click.option("--duration", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Stop after this many seconds (default: Ctrl-C, or the end of --run).")
+@click.option("--sensor", type=click.Choice(["sim", "none"]), default="sim", show_default=True,
+              help="'sim' samples the twin's power waveform (emu: devices).")
+@click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
+              show_default=True, help="Simulated sensor rate in samples/s.")
+@click.option("--client-queue", type=click.IntRange(1), default=1024, show_default=True,
+              help="Messages queued per client before its oldest are dropped.")
+@click.option("--fault", "faults", multiple=True, metavar="drop@N",
+              help="Twin fault injection (emu: devices only).")
+@click.option("--json", "as_json", is_flag=True, help="Print streamer statistics as JSON.")
+def serve(
+    device: str, listen: str, token: str | None, tls_cert: Path | None, tls_key: Path | None,
+    out: Path | None, overwrite: bool, start_run: bool, prompt: str, n_tokens: int,
+    model: Path | None, tokenizer: Path | None, seed: int, trace_level: str,
+    duration: float | None, sensor: str, sensor_rate: float, client_queue: int,
+    faults: tuple[str, ...], as_json: bool,
+) -> None:
+    """Stream a device live: power summaries, tokens, spans, memory, link health.
+
+    Clients: `tinytelem monitor URL`, the Python API `tinytelem.client.connect`, or any
+    websocket client speaking docs/streaming.md (msgpack or JSON subprotocol).
+
+    \b
+    Example:
+      tinytelem serve --device emu:esp32s3 --run --listen ws://127.0.0.1:8765
+    """
+    import trio
+    from rich.console import Console
+
+    from tinytelem.live.security import check_listen_security, parse_listen, resolve_token
+    from tinytelem.live.session import ServeOptions, serve_device
+    from tinytelem.protocol.messages import TraceLevel
+
+    # Refuse an unsafe configuration before opening the device.
+    check_listen_security(parse_listen(listen), resolve_token(token), tls_cert, tls_key)
+    options = ServeOptions(
+        device=device, listen=listen, token=token, tls_cert=tls_cert, tls_key=tls_key, out=out,
+        overwrite=overwrite, run=start_run, prompt=prompt, n_tokens=n_tokens, model=model,
+        tokenizer=tokenizer, seed=seed, trace_level=TraceLevel[trace_level.upper()],
+        duration_s=duration, sensor="sim" if sensor == "sim" else "none",
+        sensor_rate_hz=sensor_rate, client_queue=client_queue, faults=list(faults),
+    )
+    console = Console(stderr=True)
+
+    async def main() -> Any:
+        stop = trio.Event()
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    console.print("stopping: saying bye to clients ...")
+                    stop.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_signals)
+            result = await serve_device(
+                options, stop,
+                on_listening=lambda url: console.print(f"streaming {device} on {url}"),
+            )
+            nursery.cancel_scope.cancel()
+        return result
+
+    result = run_unwrapped(main)
+    stats = result.streamer
+    if as_json:
+        click.echo(json.dumps({"url": result.url, "trace": str(result.trace or ""),
+                               "streamer": dataclasses.asdict(stats)}, indent=2))
+    else:
+        console.print(f"served {stats.records_in} records to {stats.clients_total} client(s); "
+                      f"dropped for slow clients: {sum(c.dropped for c in stats.clients)}; "
+                      f"refused: {stats.rejected}")

@@ -1,0 +1,357 @@
+"""Incremental multi-level power summaries: mean, std, min, max per bucket at 1 ms ... 1 s.
+
+A live view (or an analysis tool reading the trace) zooms by choosing a level instead of
+rereading raw samples: one hour at 1 MS/s is 3.6 G samples but only 3600 one-second buckets.
+
+How it works, per sample block (``first_index``, ``current_a``):
+
+1. The block is cut at level-1 bucket boundaries (boundaries are multiples of the bucket size
+   in *sensor sample index*, so buckets line up across blocks and across runs). One pass over
+   each piece gives (count, mean, M2, min, max) -- the "segment kernel".
+2. Each level is a :class:`_Combiner`: it merges consecutive rows that fall into the same
+   bucket of its level (Chan et al.'s parallel variance formula, so std stays exact and
+   numerically stable) and emits a bucket as soon as a row of a later bucket arrives. Level
+   ``k+1`` is fed by what level ``k`` emits, never by raw samples.
+
+Samples missing inside a bucket (sensor gaps) just make its ``n`` smaller; a bucket is never
+invented for a stretch with no samples. Bucket sizes are whole multiples of the level below
+(``samples_per_bucket``), so the real duration of a level is ``samples / sample_rate_hz``.
+
+Two segment kernels exist: numpy (several vectorised passes) and numba (one fused pass, JIT
+compiled on first use, ~100 MB of RSS for LLVM). ``bench/streaming.py`` measures both in the
+same run; the default backend is numpy because at the rates sensors reach (<= 1 MS/s) it costs
+well under 1 % of a core, so numba's memory is not worth paying in every process -- pass
+``backend="numba"`` where the benchmark shows it matters (e.g. replaying hours of raw data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from tinytelem.errors import ConfigError
+from tinytelem.records import PowerBlock, Record
+
+__all__ = [
+    "DEFAULT_LEVELS_S",
+    "STATS_DTYPE",
+    "SUMMARY_DTYPE",
+    "Level",
+    "MultiLevelSummary",
+    "PowerSummaryRecorder",
+    "level_name",
+    "segment_stats_numba",
+    "segment_stats_numpy",
+    "summary_tables",
+]
+
+DEFAULT_LEVELS_S: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+
+SUMMARY_DTYPE = np.dtype([
+    ("first_index", "<u8"),
+    ("n", "<u4"),
+    ("mean", "<f8"),
+    ("std", "<f4"),
+    ("min", "<f4"),
+    ("max", "<f4"),
+])
+"""One bucket as stored in the trace and sent to clients (std: population, amperes)."""
+
+STATS_DTYPE = np.dtype([
+    ("first_index", "<u8"),
+    ("n", "<u8"),
+    ("mean", "<f8"),
+    ("m2", "<f8"),
+    ("min", "<f4"),
+    ("max", "<f4"),
+])
+"""Mergeable partial statistics (M2 = sum of squared deviations from the mean)."""
+
+Backend = Literal["numpy", "numba"]
+SegmentKernel = Callable[[npt.NDArray[np.float32], npt.NDArray[np.int64]], tuple[Any, ...]]
+
+
+def level_name(seconds: float) -> str:
+    """``0.001`` -> ``"1ms"``, ``1.0`` -> ``"1s"`` (dataset and schema names)."""
+    if seconds >= 1.0 and float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    ms = seconds * 1e3
+    if abs(ms - round(ms)) < 1e-9:
+        return f"{round(ms)}ms"
+    return f"{seconds * 1e6:g}us"
+
+
+def summary_tables(levels_s: Sequence[float] = DEFAULT_LEVELS_S) -> dict[str, np.dtype[Any]]:
+    """Trace datasets the summaries are written to: ``/power/summary/<level>``."""
+    return {f"/power/summary/{level_name(s)}": SUMMARY_DTYPE for s in levels_s}
+
+
+# ---------------------------------------------------------------------------- kernels
+
+
+def segment_stats_numpy(
+    x: npt.NDArray[np.float32], starts: npt.NDArray[np.int64]
+) -> tuple[Any, ...]:
+    """(count, mean, M2, min, max) of ``x[starts[i]:starts[i+1]]`` for each segment (numpy)."""
+    counts = np.diff(np.append(starts, x.shape[0]))
+    x64 = x.astype(np.float64)
+    means = np.add.reduceat(x64, starts) / counts
+    dev = x64 - np.repeat(means, counts)
+    m2 = np.add.reduceat(dev * dev, starts)
+    return counts, means, m2, np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
+
+
+_NUMBA_KERNEL: list[SegmentKernel] = []
+
+
+def _numba_kernel() -> SegmentKernel:
+    if _NUMBA_KERNEL:
+        return _NUMBA_KERNEL[0]
+    import numba  # lazy: ~100 MB RSS, only paid by who asks for it
+
+    @numba.njit(cache=True, nogil=True)  # type: ignore[misc,unused-ignore]
+    def kernel(x: Any, starts: Any) -> tuple[Any, ...]:  # pragma: no cover - compiled
+        k = starts.shape[0]
+        total = x.shape[0]
+        counts = np.empty(k, np.int64)
+        means = np.empty(k, np.float64)
+        m2 = np.empty(k, np.float64)
+        mins = np.empty(k, np.float32)
+        maxs = np.empty(k, np.float32)
+        for i in range(k):
+            a = starts[i]
+            b = starts[i + 1] if i + 1 < k else total
+            mean = 0.0
+            acc = 0.0
+            lo = x[a]
+            hi = x[a]
+            for j in range(a, b):  # Welford: one pass, stable
+                v = x[j]
+                d = v - mean
+                mean += d / (j - a + 1)
+                acc += d * (v - mean)
+                lo = min(lo, v)
+                hi = max(hi, v)
+            counts[i] = b - a
+            means[i] = mean
+            m2[i] = acc
+            mins[i] = lo
+            maxs[i] = hi
+        return counts, means, m2, mins, maxs
+
+    _NUMBA_KERNEL.append(kernel)
+    return kernel
+
+
+def segment_stats_numba(
+    x: npt.NDArray[np.float32], starts: npt.NDArray[np.int64]
+) -> tuple[Any, ...]:
+    """Same result as :func:`segment_stats_numpy`, one fused JIT-compiled pass."""
+    return _numba_kernel()(np.ascontiguousarray(x, dtype=np.float32),
+                           np.ascontiguousarray(starts, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------- combining
+
+
+def _merge_groups(rows: np.ndarray, starts: npt.NDArray[np.int64], size: int) -> np.ndarray:
+    """Merge each group ``rows[starts[i]:starts[i+1]]`` into one STATS row (Chan's formula)."""
+    counts_per_group = np.diff(np.append(starts, rows.shape[0]))
+    n = rows["n"].astype(np.float64)
+    total = np.add.reduceat(n, starts)
+    mean = np.add.reduceat(n * rows["mean"], starts) / total
+    dev = rows["mean"] - np.repeat(mean, counts_per_group)
+    out = np.empty(starts.shape[0], dtype=STATS_DTYPE)
+    out["first_index"] = (rows["first_index"][starts] // size) * size
+    out["n"] = total
+    out["mean"] = mean
+    out["m2"] = np.add.reduceat(rows["m2"] + n * dev * dev, starts)
+    out["min"] = np.minimum.reduceat(rows["min"], starts)
+    out["max"] = np.maximum.reduceat(rows["max"], starts)
+    return out
+
+
+class _Combiner:
+    """One level: merges rows of the same bucket, emits a bucket once a later one starts."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pending = np.empty(0, dtype=STATS_DTYPE)
+
+    def feed(self, rows: np.ndarray) -> np.ndarray:
+        if rows.shape[0] == 0:
+            return rows
+        rows = np.concatenate((self.pending, rows)) if self.pending.shape[0] else rows
+        bucket = rows["first_index"] // self.size
+        change = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
+        starts = np.concatenate(([0], change)).astype(np.int64)
+        last = int(starts[-1])
+        self.pending = rows[last:].copy()
+        if last == 0:
+            return np.empty(0, dtype=STATS_DTYPE)
+        return _merge_groups(rows[:last], starts[:-1], self.size)
+
+    def finish(self) -> np.ndarray:
+        rows, self.pending = self.pending, np.empty(0, dtype=STATS_DTYPE)
+        if rows.shape[0] == 0:
+            return rows
+        return _merge_groups(rows, np.zeros(1, dtype=np.int64), self.size)
+
+
+def to_summary(stats: np.ndarray) -> np.ndarray:
+    """STATS rows -> SUMMARY rows (std = sqrt(M2 / n))."""
+    out = np.empty(stats.shape[0], dtype=SUMMARY_DTYPE)
+    out["first_index"] = stats["first_index"]
+    out["n"] = stats["n"]
+    out["mean"] = stats["mean"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["std"] = np.sqrt(np.maximum(stats["m2"], 0.0) / stats["n"])
+    out["min"] = stats["min"]
+    out["max"] = stats["max"]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One zoom level."""
+
+    name: str
+    """``"1ms"``, ``"10ms"``, ... (as requested, also the dataset name)."""
+    requested_s: float
+    samples: int
+    """Samples per bucket (a multiple of the level below)."""
+    seconds: float
+    """Actual bucket duration: ``samples / sample_rate_hz``."""
+
+
+class MultiLevelSummary:
+    """Incremental summaries of one power stream at several levels (see module docstring)."""
+
+    def __init__(
+        self,
+        sample_rate_hz: float,
+        levels_s: Sequence[float] = DEFAULT_LEVELS_S,
+        *,
+        backend: Backend = "numpy",
+    ) -> None:
+        if sample_rate_hz <= 0:
+            raise ConfigError(f"sample rate must be positive, got {sample_rate_hz}")
+        if not levels_s or list(levels_s) != sorted(set(levels_s)) or levels_s[0] <= 0:
+            raise ConfigError(f"summary levels must be increasing and positive: {levels_s}")
+        if backend not in ("numpy", "numba"):
+            raise ConfigError(f"summary backend must be 'numpy' or 'numba', not {backend!r}")
+        self.sample_rate_hz = float(sample_rate_hz)
+        self.backend = backend
+        self._kernel: SegmentKernel = (
+            segment_stats_numba if backend == "numba" else segment_stats_numpy
+        )
+        levels: list[Level] = []
+        below = 1
+        for s in levels_s:
+            want = max(1, round(s * sample_rate_hz))
+            samples = max(below, below * round(want / below))
+            levels.append(Level(level_name(s), float(s), samples, samples / sample_rate_hz))
+            below = samples
+        self.levels: tuple[Level, ...] = tuple(levels)
+        self._combiners = [_Combiner(level.samples) for level in self.levels]
+        self.samples_in = 0
+        self.buckets_out = [0] * len(self.levels)
+
+    def add_block(self, first_index: int, current_a: npt.ArrayLike) -> list[np.ndarray]:
+        """Feed a block; return, per level, the buckets it completed (SUMMARY_DTYPE rows)."""
+        x = np.ascontiguousarray(current_a, dtype=np.float32).reshape(-1)
+        m = int(x.shape[0])
+        if m == 0:
+            return [np.empty(0, dtype=SUMMARY_DTYPE) for _ in self.levels]
+        size = self.levels[0].samples
+        first_index = int(first_index)
+        b0 = (-first_index) % size
+        starts = np.arange(b0, m, size, dtype=np.int64)
+        if starts.shape[0] == 0 or starts[0] != 0:
+            starts = np.concatenate((np.zeros(1, dtype=np.int64), starts))
+        counts, means, m2, mins, maxs = self._kernel(x, starts)
+        rows = np.empty(starts.shape[0], dtype=STATS_DTYPE)
+        rows["first_index"] = first_index + starts
+        rows["n"] = counts
+        rows["mean"] = means
+        rows["m2"] = m2
+        rows["min"] = mins
+        rows["max"] = maxs
+        self.samples_in += m
+        return self._cascade(rows, final=False)
+
+    def finish(self) -> list[np.ndarray]:
+        """Emit every partly filled bucket (end of stream); the summary can be fed again after."""
+        return self._cascade(np.empty(0, dtype=STATS_DTYPE), final=True)
+
+    def _cascade(self, rows: np.ndarray, *, final: bool) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for i, combiner in enumerate(self._combiners):
+            done = combiner.feed(rows)
+            if final:
+                done = np.concatenate((done, combiner.finish()))
+            out.append(to_summary(done))
+            self.buckets_out[i] += int(done.shape[0])
+            rows = done
+        return out
+
+    def level_index(self, seconds_or_name: float | str) -> int:
+        """The index of a level by name (``"10ms"``) or by requested seconds."""
+        for i, level in enumerate(self.levels):
+            if seconds_or_name in (level.name, level.requested_s):
+                return i
+        known = ", ".join(level.name for level in self.levels)
+        raise ConfigError(f"no summary level {seconds_or_name!r}; levels are {known}")
+
+
+class PowerSummaryRecorder:
+    """Writes the summaries of every power block into the trace (a recorder extension).
+
+    The trace writer must have been created with ``extra_tables=summary_tables(levels)``:
+    HDF5 SWMR files get all their datasets before SWMR mode starts.
+    """
+
+    def __init__(
+        self, writer: Any, levels_s: Sequence[float] = DEFAULT_LEVELS_S,
+        *, backend: Backend = "numpy",
+    ) -> None:
+        self.writer = writer
+        self.levels_s = tuple(levels_s)
+        self.backend: Backend = backend
+        self.summary: MultiLevelSummary | None = None
+
+    def handle(self, record: Record) -> None:
+        """Summarise power blocks; other records are ignored."""
+        if not isinstance(record, PowerBlock):
+            return
+        if self.summary is None:
+            self.summary = MultiLevelSummary(record.sample_rate_hz, self.levels_s,
+                                             backend=self.backend)
+        self._write(self.summary.add_block(record.first_index, record.current_a))
+
+    def _write(self, per_level: list[np.ndarray]) -> None:
+        assert self.summary is not None
+        for level, rows in zip(self.summary.levels, per_level, strict=True):
+            if rows.shape[0]:
+                self.writer.add_rows(f"/power/summary/{level.name}", rows)
+
+    def flush(self) -> None:
+        """Nothing to do: the writer buffers rows and writes them at its own flush."""
+
+    def finish(self) -> None:
+        """Write the partly filled last buckets and describe the levels in attributes."""
+        if self.summary is None:
+            return
+        self._write(self.summary.finish())
+        s = self.summary
+        self.writer.set_attrs("/power/summary", {
+            "sample_rate_hz": s.sample_rate_hz,
+            "levels": ",".join(level.name for level in s.levels),
+            "level_seconds": [level.seconds for level in s.levels],
+            "samples_per_bucket": [level.samples for level in s.levels],
+            "std": "population",
+        })

@@ -1,0 +1,170 @@
+"""Synthetic traces with a known bottleneck, and real traces from the device twin."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from tinytelem.emulator.costmodel import CostModel
+from tinytelem.models.llama2c import LlamaConfig
+from tinytelem.platforms import get_platform
+from tinytelem.protocol.enums import NO_LAYER, MsgType, Op, TraceLevel
+from tinytelem.trace.schema import EVENT_DTYPE, MEMORY_DTYPE, PING_DTYPE, SPAN_DTYPE, TOKEN_DTYPE
+from tinytelem.trace.writer import TraceWriter
+
+CONFIG = LlamaConfig(dim=96, hidden_dim=256, n_layers=3, n_heads=6, n_kv_heads=3,
+                     vocab_size=256, seq_len=128, shared_classifier=True)
+TICK_HZ = 10_000_000  # 0.1 µs ticks keep span rounding negligible
+FFN_SLOWDOWN = 2.0
+FFN_WATTS, OTHER_WATTS = 1.0, 0.2
+
+
+def write_synthetic(path: Path, *, platform: str = "esp32s3", bits: int = 8, n_prompt: int = 4,
+                    n_gen: int = 6, extra_frames: int = 1000) -> dict[str, float]:
+    """A trace whose op spans follow the cost model except FFN, which takes FFN_SLOWDOWN x
+    longer and draws FFN_WATTS (others OTHER_WATTS). Device, host and sensor clocks agree.
+
+    Returns the truth: run begin/end, total FFN time and energy, and the number of extra
+    SPAN_BEGIN frames placed inside the run (for the tracing overhead).
+    """
+    cm = CostModel(get_platform(platform), CONFIG, bits, TraceLevel.SPANS)
+    t = 0.010
+    begin = t
+    spans, tokens, watts_at = [], [], []
+    ffn_time = 0.0
+    for pos in range(n_prompt + n_gen - 1):
+        layer_start = None
+        for timing in cm.forward_ops(pos):
+            dur = timing.duration_s * (FFN_SLOWDOWN if timing.op == Op.FFN else 1.0)
+            if timing.layer != NO_LAYER and layer_start is None:
+                layer_start = t
+            spans.append((timing.layer, int(timing.op), t, t + dur))
+            watts_at.append((t, t + dur, FFN_WATTS if timing.op == Op.FFN else OTHER_WATTS))
+            if timing.op == Op.FFN:
+                ffn_time += dur
+                spans.append((timing.layer, int(Op.LAYER), layer_start, t + dur))
+                layer_start = None
+            t += dur
+        phase = 0 if pos < n_prompt - 1 else 1
+        if pos >= n_prompt - 1:
+            s = cm.sample_op().duration_s
+            spans.append((NO_LAYER, int(Op.SAMPLE), t, t + s))
+            watts_at.append((t, t + s, OTHER_WATTS))
+            t += s
+        tokens.append((pos, phase, t))
+    end = t + 1e-5
+    rate = 1_000_000.0
+    n_samples = int((end + 0.005) * rate)
+    ts = np.arange(n_samples) / rate
+    power = np.full(n_samples, 0.05)
+    for a, b, w in watts_at:
+        power[(ts >= a) & (ts < b)] = w
+    with TraceWriter.create(path, attrs={
+        "platform": platform, "device": f"synthetic:{platform}", "tick_hz": TICK_HZ,
+        "model_name": "synthetic", "model_sha256": "00" * 32, "sensor": "synthetic",
+        "model_config": json.dumps(asdict(CONFIG)), "weight_bits": bits,
+        "trace_level": "spans", "cpu_hz": get_platform(platform).cpu_hz,
+    }) as w:
+        rows = np.zeros(len(spans), dtype=SPAN_DTYPE)
+        for i, (layer, op, a, b) in enumerate(spans):
+            rows[i] = (1, layer, op, round(a * TICK_HZ), round(b * TICK_HZ), a, b)
+        w.add_spans(rows)
+        tok = np.zeros(len(tokens), dtype=TOKEN_DTYPE)
+        for i, (idx, phase, tt) in enumerate(tokens):
+            tok[i] = (1, idx, 5 + idx, phase, round(tt * TICK_HZ), tt, tt + 1e-4)
+        w.add_tokens(tok)
+        mem = np.zeros(len(tokens), dtype=MEMORY_DTYPE)
+        for i, (_, _, tt) in enumerate(tokens):
+            mem[i] = (round(tt * TICK_HZ), tt, 5000 + 100 * i, 6000 + 100 * i, 1024, 40000,
+                      100 * i)
+        w.add_memory(mem)
+        pings = np.zeros(40, dtype=PING_DTYPE)
+        send = np.linspace(0.0, end + 0.004, 40)
+        pings["nonce"] = np.arange(40)
+        pings["send_host_s"] = send
+        pings["recv_host_s"] = send + 2e-5
+        pings["ticks"] = np.round((send + 1e-5) * TICK_HZ).astype(np.uint64)
+        w.add_pings(pings)
+        ev = np.zeros(extra_frames, dtype=EVENT_DTYPE)
+        ev["type"] = int(MsgType.SPAN_BEGIN)
+        ev["device_s"] = np.linspace(begin, end, extra_frames + 2)[1:-1]
+        w.add_events(ev)
+        w.update_run(1, n_prompt=n_prompt, n_tokens=n_prompt + n_gen, n_generated=n_gen,
+                     status=0, begin_s=begin, end_s=end, begin_ticks=round(begin * TICK_HZ),
+                     end_ticks=round(end * TICK_HZ))
+        block = 1000
+        for k in range(0, n_samples, block):
+            chunk = (power[k:k + block] / 5.0).astype(np.float32)
+            w.add_power(k, chunk, host_s=(k + chunk.size) / rate + 1e-6)
+        w.set_attrs("power", {"sample_rate_hz": rate, "voltage_v": 5.0, "sensor": "synthetic"})
+        w.set_attrs("link", {"frames": 1234, "crc_errors": 0, "gaps": 0})
+    return {"begin": begin, "end": end, "ffn_time": ffn_time,
+            "ffn_energy": ffn_time * FFN_WATTS, "extra_frames": extra_frames}
+
+
+def profile_twin(platform: str, out: Path, n_tokens: int, bits: int = 4) -> Path:
+    """A real trace from the device twin (the same path as `tinytelem profile`)."""
+    from tinytelem.profiling import ProfileOptions, run_profile
+
+    options = ProfileOptions(device=f"emu:{platform}", out_dir=out, n_tokens=n_tokens,
+                             prompt="Once", weight_bits=bits, sensor_rate_hz=50_000.0)
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            await run_profile(options)
+
+    trio.run(main)
+    return out / "trace.h5"
+
+
+def read_png(path: Path) -> np.ndarray:
+    """Decode an 8-bit RGB/RGBA non-interlaced PNG (what Chromium writes) to (h, w, c)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert header is not None
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and interlace == 0 and color in (2, 6), header
+    ch = 3 if color == 2 else 4
+    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * ch)
+    out = np.zeros((height, width * ch), dtype=np.int32)
+    prev = np.zeros(width * ch, dtype=np.int32)
+    for y in range(height):
+        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
+        cur = np.zeros_like(line)
+        if f == 0:
+            cur = line
+        elif f == 2:
+            cur = (line + prev) & 0xFF
+        else:
+            for x in range(line.size):
+                a = cur[x - ch] if x >= ch else 0
+                b = prev[x]
+                c = prev[x - ch] if x >= ch else 0
+                if f == 1:
+                    pred = a
+                elif f == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                cur[x] = (line[x] + pred) & 0xFF
+        out[y] = cur
+        prev = cur
+    return out.reshape(height, width, ch)[:, :, :3].astype(np.uint8)
