@@ -119,3 +119,46 @@ def test_counter_restart_each_segment_fitted() -> None:
     # Idle = every sample before INFER_BEGIN: 2 s at 1 W (segment 1) + 0.5 s at 2 W.
     assert s.power.idle_w == pytest.approx((2.0 * 1 + 0.5 * 2) / 2.5, rel=0.01)
     assert any("restarted 1 time" in w for w in s.warnings)
+
+
+def test_cumulative_energy_is_computed_once_and_kept() -> None:
+    t = PowerTrace(np.array([0.0, 1.0, 2.0]), 1.0, np.array([1.0, 2.0, 4.0]))
+    assert t.cum_energy_j.tolist() == [0.0, 1.0, 3.0, 7.0]
+    first = t.cum_energy_j
+    e, c = t.integrate([0.0, 0.5], [3.0, 2.5])
+    assert e.tolist() == pytest.approx([7.0, 0.5 * 1 + 2 + 0.5 * 4])
+    assert c.tolist() == pytest.approx([3.0, 2.0])
+    assert t.cum_energy_j is first  # integrating does not rebuild the running sum
+    assert PowerTrace.merge([t]).cum_energy_j is first
+    merged = PowerTrace.merge([t, PowerTrace(np.array([3.0]), 1.0, np.array([8.0]))])
+    assert merged.cum_energy_j.tolist() == [0.0, 1.0, 3.0, 7.0, 15.0]
+    # not part of equality or repr: two traces of the same samples are equal
+    assert t == PowerTrace(t.t_s, 1.0, t.power_w) and "cum_energy" not in repr(t)
+
+
+def test_public_power_trace_matches_compute_metrics() -> None:
+    from tinytelem.analysis.metrics import device_clock, power_trace
+
+    data = RunData(
+        attrs={"tick_hz": TICK_HZ},
+        runs=run_row(1, 0.5, 1.5, 1, 1),
+        pings=make_pings(Clock(0.0, 1.0), span_s=4.0, every_s=0.5,
+                         rng=np.random.default_rng(1), scale=0.0001),
+        power_current_a=np.full(2000, 0.2, dtype=np.float32),
+        power_voltage_v=5.0,
+        power_rate_hz=1000.0,
+        power_blocks=blocks_of([(0, 1000), (1000, 1000)]),
+    )
+    data.power_blocks["host_s"] = [0.9995, 1.9995]
+    s = compute_metrics(data)
+    fit = device_clock(data)
+    assert fit == s.device_clock
+    p = power_trace(data)
+    assert p is not None and s.power_trace is not None
+    assert np.array_equal(p.t_s, s.power_trace.t_s)
+    assert np.array_equal(p.power_w, s.power_trace.power_w)
+    assert p.window(0.5, 1.5)[0] == pytest.approx(s.power.energy_j)
+    same = power_trace(data, fit, warnings := [])
+    assert same is not None and np.array_equal(same.t_s, p.t_s) and warnings == []
+    bare = RunData(attrs={"tick_hz": TICK_HZ}, runs=run_row(1, 0.5, 1.5, 1, 1))
+    assert power_trace(bare) is None and compute_metrics(bare).power_trace is None

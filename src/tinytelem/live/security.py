@@ -37,7 +37,8 @@ __all__ = [
     "token_matches",
 ]
 
-TOKEN_ENV = "TINYTELEM_TOKEN"
+# The environment variable's name, not a secret.
+TOKEN_ENV = "TINYTELEM_TOKEN"  # nosec B105
 REDACTED = "<redacted>"
 _REDACT_LOGGERS = ("tinytelem.live", "trio-websocket")
 

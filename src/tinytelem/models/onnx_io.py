@@ -342,7 +342,8 @@ def _hf_name(canon: str) -> str:
     m = re.match(r"blk\.(\d+)\.(\w+)\.weight", canon)
     if m:
         return f"model.layers.{m.group(1)}.{_HF_NAMES[m.group(2)]}.weight"
-    return {"token_embd.weight": "model.embed_tokens.weight",
+    # Tensor names, not secrets.
+    return {"token_embd.weight": "model.embed_tokens.weight",  # nosec B105
             "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}[canon]
 
 

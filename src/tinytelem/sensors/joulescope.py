@@ -14,6 +14,7 @@ own thread. Those callbacks are handed to trio through the run's trio token; a j
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -27,6 +28,8 @@ import trio
 
 from tinytelem.errors import SensorError
 from tinytelem.records import PowerBlock, PowerGap, Record
+
+log = logging.getLogger(__name__)
 
 __all__ = ["JoulescopeSensor", "driver_available"]
 
@@ -130,8 +133,8 @@ class JoulescopeSensor:
                         driver.unsubscribe(f"{dev}/s/{sig}/!data", on_data)
                         driver.publish(f"{dev}/s/{sig}/ctrl", 0, timeout=0.25)
                     driver.close(dev)
-                except Exception:
-                    pass
+                except Exception as exc:  # best-effort cleanup of a device that is gone
+                    log.debug("joulescope %s: cleanup failed: %s", dev, exc)
 
     async def _handle(self, topic: str, value: dict[str, Any],
                       send: trio.MemorySendChannel[Record]) -> None:
