@@ -151,8 +151,10 @@ def _once(stream: trio.abc.Stream, what: str) -> Connector:
 
 
 @asynccontextmanager
-async def _start_firmware(url: QemuURL | NativeURL) -> AsyncIterator[DeviceHandle]:
-    """Build the firmware if needed, then run it under QEMU or as a host process."""
+async def _start_firmware(url: QemuURL | NativeURL, model: Path | None = None
+                          ) -> AsyncIterator[DeviceHandle]:
+    """Build the firmware if needed (with ``model``, a .tlm, on the llama engine), then run it
+    under QEMU or as a host process."""
     from tinytelem.firmware.build import build
     from tinytelem.firmware.targets import get_target
 
@@ -160,7 +162,7 @@ async def _start_firmware(url: QemuURL | NativeURL) -> AsyncIterator[DeviceHandl
     if not target.native and target.qemu is None:
         raise ConfigError(f"target {target.name} does not run under QEMU; use qemu:cortex-m4, "
                           "qemu:cortex-m7, qemu:stm32f405 or qemu:riscv32")
-    result = await trio.to_thread.run_sync(build, target)
+    result = await trio.to_thread.run_sync(build, target, model)
     if target.native:
         exe = ExecURL((str(result.elf),))
         yield DeviceHandle(url=url.format(), link_url=exe.format(), connect=_connector(exe),
@@ -176,9 +178,13 @@ async def _start_firmware(url: QemuURL | NativeURL) -> AsyncIterator[DeviceHandl
 
 @asynccontextmanager
 async def open_device(
-    url: str, twin: TwinOptions | None = None
+    url: str, twin: TwinOptions | None = None, firmware_model: Path | None = None
 ) -> AsyncIterator[DeviceHandle]:
-    """Open the device named by ``url`` for the duration of the ``async with`` block."""
+    """Open the device named by ``url`` for the duration of the ``async with`` block.
+
+    ``firmware_model`` (a .tlm) is linked into the firmware that ``qemu:`` and ``native:``
+    devices build; other devices run whatever model their firmware has.
+    """
     parsed = parse_device_url(url)
     if isinstance(parsed, EmuURL):
         async with _spawn_twin(parsed, twin or TwinOptions()) as handle:
@@ -189,9 +195,12 @@ async def open_device(
             f"--model is for the device twin (emu:...); {url} runs whatever model its firmware has"
         )
     if isinstance(parsed, (QemuURL, NativeURL)):
-        async with _start_firmware(parsed) as handle:
+        async with _start_firmware(parsed, firmware_model) as handle:
             yield handle
         return
+    if firmware_model is not None:
+        raise ConfigError(f"a model can only be linked into qemu: or native: firmware; {url} "
+                          "runs whatever model its firmware has")
     yield DeviceHandle(
         url=parsed.format(),
         link_url=parsed.format(),

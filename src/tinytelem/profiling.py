@@ -152,6 +152,16 @@ def _trace_attrs(options: ProfileOptions, handle: DeviceHandle, host_t0: float) 
     }
 
 
+def _firmware_model(device: str, model: Path | None) -> Path | None:
+    """The .tlm to link into ``qemu:`` / ``native:`` firmware (None: the demo engine)."""
+    if model is None or not device.startswith(("qemu:", "native:")):
+        return None
+    if model.suffix != ".tlm":
+        raise ConfigError(f"{device} runs the firmware's integer engine, which needs a .tlm "
+                          f"model; quantize {model} first (tinytelem model quantize ... -o M.tlm)")
+    return model
+
+
 def _model_attrs(options: ProfileOptions) -> dict[str, Any]:
     """Model shape and weight width, so reports can compute rooflines from the trace alone.
 
@@ -165,7 +175,11 @@ def _model_attrs(options: ProfileOptions) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     config = None
-    if options.model is not None:
+    if options.model is not None and options.model.suffix == ".tlm":
+        from tinytelem.models.tlm import read_tlm
+
+        config = read_tlm(options.model).config
+    elif options.model is not None:
         config = load_checkpoint(options.model).config
     elif options.device.startswith("emu:"):
         config = STORIES260K_SHAPE
@@ -230,7 +244,8 @@ async def run_profile(
         model=options.model, seed=options.seed, weight_bits=options.weight_bits,
         faults=tuple(options.faults),
     )
-    async with open_device(options.device, twin if options.device.startswith("emu:") else None
+    async with open_device(options.device, twin if options.device.startswith("emu:") else None,
+                           firmware_model=_firmware_model(options.device, options.model)
                            ) as handle:
         if on_ready is not None:
             on_ready(handle)
@@ -401,7 +416,9 @@ async def run_record(
                              trace_level=options.trace_level)
     is_emu = options.device.startswith("emu:")
     twin = TwinOptions(model=options.model, seed=options.seed, faults=tuple(options.faults))
-    async with open_device(options.device, twin if is_emu else None) as handle:
+    async with open_device(options.device, twin if is_emu else None,
+                           firmware_model=_firmware_model(options.device, options.model)
+                           ) as handle:
         if on_ready is not None:
             on_ready(handle)
         host_t0 = time.monotonic()

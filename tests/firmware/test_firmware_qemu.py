@@ -158,32 +158,52 @@ async def test_firmware_runs_under_qemu(target: str, tmp_path: Path) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("target", ["stm32f405", "riscv32"])
-async def test_two_runs_give_the_same_frames_and_timestamps(target: str, tmp_path: Path) -> None:
-    """Same frames; timestamps relative to INFER_BEGIN agree within 0.1 % of the run.
+def _shape(r: list[Any]) -> list[Any]:
+    """Frames without what legitimately differs between runs of one boot image.
 
-    Not bit-identical yet: QEMU 7.2 shifts virtual time by ~15-50 ns around some UART writes,
-    and the shifts add up over a run (docs/firmware.md, "Determinism").
+    COUNTER values count since boot (cycles, bytes sent) and the stack high-water includes
+    interrupt frames pushed wherever the 1 kHz SysTick lands, so those two may differ.
     """
+    return [f.message.counter_id if isinstance(f.message, CounterValue) else
+            dataclasses.replace(f.message, stack_peak=0) if isinstance(f.message, Memory)
+            else f.message for f in r]
+
+
+async def _two_runs(target: str, tmp_path: Path) -> tuple[list[list[Any]], list[list[int]]]:
     _need(target)
     elf = build(target, build_dir=tmp_path).elf
     with trio.fail_after(40):
         runs = [await _session(target, elf) for _ in range(2)]
-    # COUNTER values count since boot (cycles, bytes sent), and the stack high-water includes
-    # interrupt frames pushed wherever the 1 kHz SysTick lands, so those two may differ.
-    def shape(r: list[Any]) -> list[Any]:
-        return [f.message.counter_id if isinstance(f.message, CounterValue) else
-                dataclasses.replace(f.message, stack_peak=0) if isinstance(f.message, Memory)
-                else f.message for f in r]
-
-    assert shape(runs[0]) == shape(runs[1])
+    assert _shape(runs[0]) == _shape(runs[1])
     assert len(runs[0]) > 100
-    tick_hz = {"stm32f405": 168e6, "riscv32": 1e9}[target]
-    rel = [[f.ticks - r[0].ticks for f in r] for r in runs]
+    return runs, [[f.ticks - r[0].ticks for f in r] for r in runs]
+
+
+TICK_HZ = {"cortex-m4": 25e6, "cortex-m7": 25e6, "stm32f405": 168e6, "riscv32": 1e9}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", QEMU_TARGETS)
+async def test_two_runs_give_the_same_frames_and_close_timestamps(target: str,
+                                                                  tmp_path: Path) -> None:
+    """Same frames; timestamps relative to INFER_BEGIN agree within 0.1 % of the run."""
+    _, rel = await _two_runs(target, tmp_path)
     worst = max(abs(a - b) for a, b in zip(rel[0], rel[1], strict=True))
-    assert rel[0][-1] > 1e-3 * tick_hz  # more than 1 ms of virtual time
+    assert rel[0][-1] > 1e-3 * TICK_HZ[target]  # more than 1 ms of virtual time
     assert worst <= 1e-3 * rel[0][-1], f"worst deviation {worst} ticks"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "needs the constant-cost COBS encoder in firmware/telemetry/tt_proto.c: tt_cobs_write's "
+    "instruction count depends on the zero bytes of each frame, i.e. on the absolute "
+    "timestamps and CRC being sent (docs/firmware.md, Determinism); ARM runs often match by "
+    "chance. Drop this marker when the encoder lands"))
+@pytest.mark.parametrize("target", QEMU_TARGETS)
+async def test_two_runs_give_identical_device_timestamps(target: str, tmp_path: Path) -> None:
+    """Every frame of a run has the same device timestamp (relative to INFER_BEGIN) twice."""
+    _, rel = await _two_runs(target, tmp_path)
+    assert rel[0] == rel[1]
 
 
 @pytest.mark.slow

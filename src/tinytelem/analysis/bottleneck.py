@@ -86,12 +86,9 @@ def power_on_device_clock(data: RunData) -> PowerTrace | None:
     The same placement the summary uses (sensor fit, then inverse device fit), so energies here
     add up to the summary's.
     """
-    from tinytelem.analysis import metrics
+    from tinytelem.analysis.metrics import power_trace
 
-    warnings: list[str] = []
-    device = metrics._device_clock(data, warnings)
-    power, _ = metrics._power_trace(data, device, warnings)
-    return power
+    return power_trace(data)
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,14 @@ def _serial_ports() -> list[dict[str, Any]]:
     return rows
 
 
-def _linux_power() -> list[str]:
+HWMON_DIR = Path("/sys/class/hwmon")
+"""Where Linux exposes hardware monitors (a parameter so tests can point at a fake tree)."""
+
+
+def _linux_power(hwmon: Path | None = None) -> list[str]:
     """Power readings the kernel exposes (INA2xx through hwmon, batteries, Jetson rails)."""
     found = []
-    hwmon = Path("/sys/class/hwmon")
+    hwmon = HWMON_DIR if hwmon is None else hwmon
     if hwmon.is_dir():
         for h in sorted(hwmon.iterdir()):
             name = (h / "name").read_text().strip() if (h / "name").is_file() else ""
@@ -83,9 +87,9 @@ def _linux_power() -> list[str]:
 
 def collect() -> dict[str, Any]:
     """Everything doctor reports, as plain data."""
-    return {"tools": _tools(), "targets": _targets(), "serial_ports": _serial_ports(),
-            "power_sensors": [p["sensor"] for p in _serial_ports() if p["sensor"]] +
-            _linux_power()}
+    ports = _serial_ports()
+    return {"tools": _tools(), "targets": _targets(), "serial_ports": ports,
+            "power_sensors": [p["sensor"] for p in ports if p["sensor"]] + _linux_power()}
 
 
 @click.command("doctor")

@@ -39,10 +39,13 @@ def build_cmd(target: str, model: Path | None, build_dir: Path | None, trace_lev
     if as_json:
         click.echo(json.dumps({"target": target, "elf": str(result.elf),
                                "bin": str(result.bin) if result.bin else None,
-                               "footprint": fp.as_dict()}, indent=2))
+                               "footprint": fp.as_dict(), "context": result.context,
+                               "arena_bytes": result.arena_bytes}, indent=2))
         return
     click.echo(f"built {result.elf}")
     click.echo(f"flash {fp.flash} B, static RAM {fp.static_ram} B, stack {fp.stack} B")
+    if model is not None:
+        click.echo(f"peak arena {result.arena_bytes} B (context {result.context} positions)")
 
 
 @firmware.command("footprint")
@@ -52,7 +55,11 @@ def build_cmd(target: str, model: Path | None, build_dir: Path | None, trace_lev
               default=None, help=".tlm model linked in.")
 @click.option("--json", "as_json", is_flag=True, help="Print the footprints as JSON.")
 def footprint_cmd(targets: tuple[str, ...], model: Path | None, as_json: bool) -> None:
-    """Flash / static RAM / stack per target, from the ELF sections (builds when needed)."""
+    """Flash / static RAM / stack per target, from the ELF sections (builds when needed).
+
+    With --model the llama engine is linked; its peak arena (activations + KV cache at the
+    context that fits the board) is part of static RAM.
+    """
     from tinytelem.firmware.build import build
     from tinytelem.firmware.footprint import footprint
 
@@ -60,7 +67,8 @@ def footprint_cmd(targets: tuple[str, ...], model: Path | None, as_json: bool) -
     for target in targets:
         result = build(target, model)
         rows.append({"target": target, "model": str(model) if model else "demo",
-                     **footprint(result.elf).as_dict()})
+                     **footprint(result.elf).as_dict(), "arena": result.arena_bytes,
+                     "context": result.context})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -68,11 +76,12 @@ def footprint_cmd(targets: tuple[str, ...], model: Path | None, as_json: bool) -
     from rich.table import Table
 
     table = Table("target", "model", "flash B", "static RAM B", ".text", ".rodata", ".data",
-                  ".bss", "stack B")
+                  ".bss", "stack B", "peak arena B", "context")
     for r in rows:
-        table.add_row(str(r["target"]), str(r["model"]), str(r["flash"]), str(r["static_ram"]),
+        table.add_row(str(r["target"]), Path(str(r["model"])).name, str(r["flash"]),
+                      str(r["static_ram"]),
                       str(r["text"]), str(r["rodata"]), str(r["data"]), str(r["bss"]),
-                      str(r["stack"]))
+                      str(r["stack"]), str(r["arena"]), str(r["context"]))
     Console().print(table)
 
 

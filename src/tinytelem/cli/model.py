@@ -122,19 +122,20 @@ register_input_format(".tlm", _load_tlm)
 
 
 def load_model(spec: str) -> AnyModel:
-    """A model from a path (format by extension) or ``builtin[:SEED]`` (random 260K shape).
+    """A model from a path (format by extension) or ``builtin[:SHAPE][:SEED]`` (seeded random
+    weights; shapes 260k (default), 1m, 8m).
 
     Raises:
         ConfigError: For an unknown extension or seed.
         ModelError: When the file is unreadable or invalid.
     """
     if spec == "builtin" or spec.startswith("builtin:"):
-        from tinytelem.models.llama2c import builtin_model
+        from tinytelem.models.llama2c import builtin_from_spec
 
-        seed_text = spec.partition(":")[2] or "0"
-        if not seed_text.isdigit():
-            raise ConfigError(f"{spec!r}: use builtin or builtin:SEED with an integer seed")
-        return builtin_model(int(seed_text))
+        try:
+            return builtin_from_spec(spec)
+        except ModelError as exc:
+            raise ConfigError(str(exc)) from exc
     path = Path(spec)
     loader = INPUT_FORMATS.get(path.suffix.lower())
     if loader is None:
@@ -321,7 +322,7 @@ def _find_tokenizer(model_spec: str, vocab: int, explicit: Path | None) -> TextC
             if (folder / name).is_file():
                 return load_tokenizer(folder / name, vocab)
     if vocab >= 259:
-        return ByteTokenizer()
+        return ByteTokenizer(vocab)
     raise ConfigError(f"no tokenizer found for {model_spec}; pass --tokenizer tok{vocab}.bin")
 
 

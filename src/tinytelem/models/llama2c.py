@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -30,13 +32,16 @@ import numpy.typing as npt
 from tinytelem.errors import ModelError
 
 __all__ = [
+    "BUILTIN_SHAPES",
     "MAGIC",
     "STORIES260K_SHAPE",
     "LlamaConfig",
     "LlamaModel",
     "LlamaWeights",
+    "builtin_from_spec",
     "builtin_model",
     "load_checkpoint",
+    "parse_builtin_spec",
     "parse_checkpoint",
     "serialize_checkpoint",
 ]
@@ -330,6 +335,22 @@ def _rope_tables(cfg: LlamaConfig) -> tuple[F32, F32]:
     return np.cos(angles), np.sin(angles)
 
 
+def _v0_chunks(model: LlamaModel) -> Iterator[bytes]:
+    """The v0 file piece by piece, so a hash of a large model needs no whole-file copy."""
+    cfg, w = model.config, model.weights
+    le = "<f4"
+    vocab = cfg.vocab_size if cfg.shared_classifier else -cfg.vocab_size
+    yield _HEADER7.pack(cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads,
+                        vocab, cfg.seq_len)
+    for n in _V0_ORDER:
+        yield np.ascontiguousarray(getattr(w, n), dtype=le).tobytes()
+    cos, sin = _rope_tables(cfg)
+    yield cos.astype(le).tobytes()
+    yield sin.astype(le).tobytes()
+    if not cfg.shared_classifier:
+        yield np.ascontiguousarray(w.wcls, dtype=le).tobytes()
+
+
 def serialize_checkpoint(model: LlamaModel, version: int = 0, group_size: int = 64) -> bytes:
     """Write a model in llama2.c layout, so tests and the firmware can get files from Python.
 
@@ -346,14 +367,7 @@ def serialize_checkpoint(model: LlamaModel, version: int = 0, group_size: int = 
     out: list[bytes] = []
     fields = (cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads)
     if version == 0:
-        vocab = cfg.vocab_size if cfg.shared_classifier else -cfg.vocab_size
-        out.append(_HEADER7.pack(*fields, vocab, cfg.seq_len))
-        out.extend(np.ascontiguousarray(getattr(w, n), dtype=le).tobytes() for n in _V0_ORDER)
-        cos, sin = _rope_tables(cfg)
-        out += [cos.astype(le).tobytes(), sin.astype(le).tobytes()]
-        if not cfg.shared_classifier:
-            out.append(np.ascontiguousarray(w.wcls, dtype=le).tobytes())
-        return b"".join(out)
+        return b"".join(_v0_chunks(model))
     if version not in (1, 2):
         raise ModelError(f"cannot write llama2.c version {version}; use 0, 1 or 2")
     while cfg.dim % group_size:
@@ -387,24 +401,91 @@ STORIES260K_SHAPE = LlamaConfig(
 )
 
 
-def builtin_model(seed: int = 0) -> LlamaModel:
-    """A random model with stories260K's exact shape, so the device twin needs no model file.
+#: Shapes of the generated models, by the name used in ``builtin:SHAPE[:SEED]``. "1m" is a
+#: llama2.c-style model of 1.16 M parameters (4.6 MB as fp32); "8m" has 7.35 M parameters so its
+#: 8-bit files (Q8_0 GGUF 7.8 MB, int8 .tlm ~7.6 MB) exercise "models up to 8 MB". Every row
+#: length of "8m" is a multiple of 256, so GGUF K-quants (256-weight blocks) apply to all of it.
+BUILTIN_SHAPES: Final[dict[str, LlamaConfig]] = {
+    "260k": STORIES260K_SHAPE,
+    "1m": LlamaConfig(dim=128, hidden_dim=344, n_layers=6, n_heads=8, n_kv_heads=4,
+                      vocab_size=512, seq_len=512, shared_classifier=True),
+    "8m": LlamaConfig(dim=256, hidden_dim=768, n_layers=8, n_heads=8, n_kv_heads=4,
+                      vocab_size=4096, seq_len=512, shared_classifier=True),
+}
+
+
+def builtin_model(seed: int = 0, shape: str = "260k") -> LlamaModel:
+    """A random llama2.c-shaped model, so the device twin and tests need no model file.
 
     Weights are normal with std 1/sqrt(fan_in) (so each matmul keeps activations near unit
-    scale), norm gains are 1, and the shared embedding has std 0.5 so logits are neither flat
-    nor one-hot. The same seed always gives the same bytes and therefore the same sha256.
+    scale), norm gains are 1, and the shared embedding has std 4/sqrt(dim) (0.5 for the 260K
+    shape) so logits, whose std is then about 4 at every width, are neither flat nor one-hot.
+    The same seed and shape always give the same bytes and therefore the same sha256; the 260K
+    shape's bytes are those of earlier versions (its traces keep their model hash).
+
+    Args:
+        seed: Seed of numpy's default generator.
+        shape: A key of :data:`BUILTIN_SHAPES`: "260k" (stories260K's shape), "1m" or "8m".
+
+    Raises:
+        ModelError: For an unknown shape.
     """
-    cfg = STORIES260K_SHAPE
+    cfg = BUILTIN_SHAPES.get(shape.lower())
+    if cfg is None:
+        known = ", ".join(BUILTIN_SHAPES)
+        raise ModelError(f"unknown builtin model shape {shape!r}; use one of {known}")
     rng = np.random.default_rng(seed)
     arrays: dict[str, F32] = {}
-    for name, shape in _shapes(cfg).items():
+    for name, dims in _shapes(cfg).items():
         if name in _NORMS:
-            arrays[name] = np.ones(shape, dtype=np.float32)
+            arrays[name] = np.ones(dims, dtype=np.float32)
             continue
-        std = 0.5 if name == "token_embedding" else 1.0 / np.sqrt(shape[-1])
-        arrays[name] = (rng.standard_normal(shape, dtype=np.float32) * np.float32(std))
+        fan = cfg.dim if name == "token_embedding" else dims[-1]
+        std = (4.0 if name == "token_embedding" else 1.0) / np.sqrt(fan)
+        a = rng.standard_normal(dims, dtype=np.float32)
+        a *= np.float32(std)  # in place: the 8m model is 29 MB of float32 already
+        arrays[name] = a
     arrays["wcls"] = arrays["token_embedding"]
     weights = LlamaWeights(**{k: _frozen(v) for k, v in arrays.items()})
-    model = LlamaModel(cfg, weights, name="builtin-260k", sha256="", source=f"builtin:seed={seed}")
-    model.sha256 = hashlib.sha256(serialize_checkpoint(model)).hexdigest()
+    key = shape.lower()
+    name = f"builtin-{key}"
+    source = f"builtin:seed={seed}" if key == "260k" else f"builtin:{key}:seed={seed}"
+    model = LlamaModel(cfg, weights, name=name, sha256="", source=source)
+    digest = hashlib.sha256()
+    for chunk in _v0_chunks(model):
+        digest.update(chunk)
+    model.sha256 = digest.hexdigest()
     return model
+
+
+def parse_builtin_spec(spec: str) -> tuple[str, int]:
+    """``builtin``, ``builtin:SEED``, ``builtin:SHAPE`` or ``builtin:SHAPE:SEED`` -> (shape, seed).
+
+    One parser for every MODEL argument, so the command line names generated models the same
+    way everywhere. The shape defaults to "260k" and the seed to 0.
+
+    Raises:
+        ModelError: When the text is not of that form (the message shows the accepted forms).
+    """
+    head, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    shape, seed_text = "260k", "0"
+    if parts and parts[0].lower() in BUILTIN_SHAPES:
+        shape = parts.pop(0).lower()
+    if parts:
+        seed_text = parts.pop(0) or "0"
+    if head != "builtin" or parts or not seed_text.isdigit():
+        shapes = "|".join(BUILTIN_SHAPES)
+        raise ModelError(f"{spec!r}: builtin models are named builtin:SEED or "
+                         f"builtin:SHAPE[:SEED] with SHAPE {shapes} and an integer SEED")
+    return shape, int(seed_text)
+
+
+def builtin_from_spec(spec: str) -> LlamaModel:
+    """The model a ``builtin[:SHAPE][:SEED]`` MODEL argument names (see parse_builtin_spec).
+
+    Raises:
+        ModelError: When the text is not of that form.
+    """
+    shape, seed = parse_builtin_spec(spec)
+    return builtin_model(seed, shape)

@@ -291,6 +291,8 @@ def parse_tlm(data: bytes, source: str = "<bytes>") -> tuple[QuantizedModel,
                 spans.append((roff, rsize, at))
         tensors[name] = _decode(data, code, shape, group, regions)
         infos.append(TlmTensorInfo(name, code, shape, group, *regions))
+    _check_against_config(cfg, tensors, {i.name: table_off + k * esize
+                                         for k, i in enumerate(infos)}, source)
     spans.sort()
     for (a_off, a_size, _), (b_off, _, b_at) in itertools.pairwise(spans):
         if a_off + a_size > b_off:
@@ -309,6 +311,43 @@ def parse_tlm(data: bytes, source: str = "<bytes>") -> tuple[QuantizedModel,
                                                                                     "replace"),
                            source_sha256=sha, metadata=meta)
     return model, infos, align
+
+
+def _expected_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, int] | tuple[int]]:
+    """Logical (rows, cols) of every tensor the header's config implies (rope tables aside)."""
+    d, h, kv, v = cfg.dim, cfg.hidden_dim, cfg.kv_dim, cfg.vocab_size
+    per_layer: dict[str, tuple[int, int] | tuple[int]] = {
+        "attention_norm": (d,), "wq": (d, d), "wk": (kv, d), "wv": (kv, d), "wo": (d, d),
+        "ffn_norm": (d,), "w1": (h, d), "w2": (d, h), "w3": (h, d)}
+    out: dict[str, tuple[int, int] | tuple[int]] = {"tok_embeddings": (v, d), "norm": (d,)}
+    if not cfg.shared_classifier:
+        out["output"] = (v, d)
+    for i in range(cfg.n_layers):
+        out.update({f"layers.{i}.{k}": s for k, s in per_layer.items()})
+    return out
+
+
+def _check_against_config(cfg: LlamaConfig, tensors: dict[str, Tensor], at: dict[str, int],
+                          source: str) -> None:
+    """Every tensor the header's config needs is present with that shape.
+
+    A file whose header and tensors disagree (a patched header with a valid CRC, a buggy
+    writer) would otherwise load and run with silently wrong widths. Quantized matrices may
+    carry zero padding up to a whole group in their input columns.
+    """
+    for name, want in _expected_shapes(cfg).items():
+        t = tensors.get(name)
+        if t is None:
+            raise _fail(source, 28, f"tensor {name!r} required by the header's config is "
+                        "missing from the tensor table")
+        got = tuple(t.shape)
+        group = t.group_size if isinstance(t, QuantTensor) else 1
+        ok = len(got) == len(want) and got[0] == want[0] and (
+            len(want) == 1 or want[1] <= got[1] < want[1] + max(group, 1))
+        if not ok:
+            raise _fail(source, at[name], f"tensor {name!r} has shape {got} but the header's "
+                        f"config (dim={cfg.dim}, hidden_dim={cfg.hidden_dim}, "
+                        f"kv_dim={cfg.kv_dim}, vocab_size={cfg.vocab_size}) needs {want}")
 
 
 def _decode(data: bytes, code: int, shape: tuple[int, ...], group: int,

@@ -115,22 +115,21 @@ def _find_tokenizer(path: Path, vocab: int) -> TextCodec | None:
 
 
 def open_model(spec: str | Path) -> LoadedModel:
-    """Open ``builtin:SEED``, a llama2.c ``.bin``, ``.gguf``, ``.onnx`` or ``.tlm`` file.
+    """Open a generated model or a llama2.c ``.bin``, ``.gguf``, ``.onnx`` or ``.tlm`` file.
+
+    Generated models are ``builtin[:SEED]`` (stories260K's shape) and ``builtin:1m[:SEED]`` /
+    ``builtin:8m[:SEED]`` (see :data:`tinytelem.models.llama2c.BUILTIN_SHAPES`).
 
     Raises:
         ModelError: The file is unreadable, of an unknown kind or inconsistent.
     """
     s = str(spec)
-    if s.startswith("builtin:"):
-        from tinytelem.models.llama2c import builtin_model
+    if s == "builtin" or s.startswith("builtin:"):
+        from tinytelem.models.llama2c import builtin_from_spec
         from tinytelem.models.tokenizer import ByteTokenizer
 
-        try:
-            seed = int(s.split(":", 1)[1] or 0)
-        except ValueError as exc:
-            raise ModelError(f"{s}: builtin models are named builtin:SEED (an integer)") from exc
-        m = builtin_model(seed)
-        return LoadedModel(s, "builtin", m, _float_infos(m), ByteTokenizer())
+        m = builtin_from_spec(s)
+        return LoadedModel(s, "builtin", m, _float_infos(m), ByteTokenizer(m.config.vocab_size))
     path = Path(s)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check the path")

@@ -1,0 +1,246 @@
+"""Benchmark of the real firmware: instructions per token and tracing overhead per target.
+
+Usage::
+
+    python bench/firmware.py [--json] [--tokens 16] [--target cortex-m4 ...] [--native-repeat 5]
+                             [--model M.tlm]
+
+For every QEMU target (cortex-m4, cortex-m7, stm32f405, riscv32) the firmware boots under
+``-icount shift=0,sleep=off``, gets ``CONFIG`` with trace level 0 (off), 1 (tokens) or 2 (spans)
+and one greedy ``RUN`` of ``--tokens`` tokens. The figures come from the device's own frames:
+
+* **instructions**: under ``-icount shift=0`` each guest instruction advances virtual time by
+  exactly 1 ns, so a run's instruction count is ``(INFER_END.ticks - INFER_BEGIN.ticks) *
+  1e9 / tick_hz`` (tick_hz from HELLO). RISC-V counts mcycle (1 GHz: exact); the Cortex-M
+  boards count SysTick at 25 MHz (mps2, 40 instructions per tick) or 168 MHz (netduinoplus2),
+  so those are exact to one tick. Instructions include everything the core executed during
+  the run: the engine, the telemetry encoder, UART writes and the 1 kHz SysTick handler.
+* ``instructions_per_token``: run instructions / forward passes (prompt + generated - 1).
+* ``tokens_per_s_virtual``: generated tokens / run duration in virtual seconds, i.e. at 1e9
+  instructions per second; scale by the real core's instructions per second for an estimate.
+* ``overhead``: (instructions at the level / instructions with tracing off) - 1.
+
+``native`` runs the host build as a process (stdio link); it has no instruction counter, so its
+figures are host time (CLOCK_MONOTONIC microseconds), medians of ``--native-repeat`` runs, and
+its overheads are as noisy as the host.
+
+With ``--model`` (a ``.tlm``) the llama engine is benchmarked too; when that build is not
+possible yet, the result says why instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tinytelem.errors import ConfigError, TinyTelemError
+from tinytelem.firmware.build import BuildResult, build
+from tinytelem.firmware.qemu import run_qemu
+from tinytelem.firmware.targets import get_target, missing_tools
+from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, encode_frame
+from tinytelem.protocol.messages import Config, Hello, InferBegin, InferEnd, Run
+
+QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32"]
+LEVELS = {0: "off", 1: "tokens", 2: "spans"}
+PROMPT = (1,)
+SESSION_TIMEOUT_S = 120.0
+
+Opener = Callable[[], AbstractAsyncContextManager[trio.abc.Stream]]
+
+
+class _Frames:
+    """Frames from a stream, in order."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.dec = FrameDecoder()
+
+    async def until(self, kind: type) -> list[Any]:
+        got = []
+        while True:
+            ev = self.dec.next_event()
+            if ev is NEED_DATA:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    raise ConfigError("the firmware closed the link in the middle of a run")
+                self.dec.receive_data(data)
+                continue
+            got.append(ev)
+            if isinstance(ev.message, kind):
+                return got
+
+
+async def _one_run(open_link: Opener, level: int, n_tokens: int) -> dict[str, Any]:
+    """Boot, CONFIG ``level``, one greedy RUN; the run's tick figures."""
+    async with open_link() as stream:
+        frames = _Frames(stream)
+        await frames.until(Hello)
+        await stream.send_all(encode_frame(Config(level), 0, 0))
+        hello = (await frames.until(Hello))[-1].message
+        await stream.send_all(encode_frame(Run(1, 42, 0.0, n_tokens, PROMPT), 1, 0))
+        run = await frames.until(InferEnd)
+    begin = next(f for f in run if isinstance(f.message, InferBegin))
+    end = run[-1]
+    if end.message.status != 0:
+        raise ConfigError(f"the firmware ended the run with status {end.message.status}")
+    ticks = (end.ticks - begin.ticks) & 0xFFFFFFFF
+    generated = int(end.message.n_generated)
+    return {"ticks": ticks, "tick_hz": int(hello.tick_hz), "platform": hello.platform,
+            "generated": generated, "forwards": len(PROMPT) + generated - 1,
+            "frames": len(run)}
+
+
+def _qemu_opener(target: str, elf: Path) -> Opener:
+    return lambda: run_qemu(target, elf)
+
+
+def _native_opener(exe: Path) -> Opener:
+    @asynccontextmanager
+    async def open_native() -> AsyncIterator[trio.abc.Stream]:
+        proc = await trio.lowlevel.open_process([str(exe)], stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            yield trio.StapledStream(proc.stdin, proc.stdout)
+        finally:
+            with trio.CancelScope(shield=True):
+                proc.kill()
+                await proc.wait()
+
+    return open_native
+
+
+async def _measure(open_link: Opener, n_tokens: int, repeat: int, icount: bool
+                   ) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    base = 0.0
+    for level, name in LEVELS.items():
+        runs = []
+        for _ in range(repeat):
+            with trio.fail_after(SESSION_TIMEOUT_S):
+                runs.append(await _one_run(open_link, level, n_tokens))
+        r0 = runs[0]
+        ticks = statistics.median(r["ticks"] for r in runs)
+        seconds = ticks / r0["tick_hz"]
+        row: dict[str, Any] = {"generated": r0["generated"], "frames": r0["frames"],
+                               "run_s": seconds,
+                               "tokens_per_s": r0["generated"] / seconds if seconds else None}
+        if icount:
+            instructions = round(ticks * 1e9 / r0["tick_hz"])
+            row["instructions"] = instructions
+            row["instructions_per_token"] = round(instructions / max(r0["forwards"], 1))
+            cost = float(instructions)
+        else:
+            row["us_per_token"] = seconds * 1e6 / max(r0["forwards"], 1)
+            cost = seconds
+        if level == 0:
+            base = cost
+        row["overhead"] = cost / base - 1.0 if base else None
+        levels[name] = row
+    return {"platform": r0["platform"], "tick_hz": r0["tick_hz"],
+            "clock": "virtual (icount shift=0: 1 instruction = 1 ns)" if icount else
+            "host CLOCK_MONOTONIC", "levels": levels}
+
+
+def _build(target: str, model: Path | None, root: Path) -> BuildResult:
+    variant = "demo" if model is None else model.stem
+    return build(target, model, build_dir=root / f"{target}-{variant}")
+
+
+async def bench(targets: list[str], n_tokens: int, native_repeat: int, model: Path | None,
+                root: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Every target's figures (or the reason it was skipped)."""
+    out: dict[str, Any] = {"tokens": n_tokens, "prompt": list(PROMPT), "engines": {}}
+    engines: list[tuple[str, Path | None]] = [("demo", None)]
+    if model is not None:
+        engines.append((f"llama:{model.name}", model))
+    for engine, path in engines:
+        per: dict[str, Any] = {}
+        for target in targets:
+            t = get_target(target)
+            missing = missing_tools(t)
+            if missing:
+                per[target] = {"skipped": f"{', '.join(missing)} missing; install with "
+                                          "`bash scripts/setup-system.sh`"}
+                continue
+            progress(f"{engine} on {target}")
+            try:
+                res = _build(target, path, root)
+            except ConfigError as exc:
+                per[target] = {"skipped": f"build failed: {exc}"}
+                continue
+            if t.native:
+                per[target] = await _measure(_native_opener(res.elf), n_tokens, native_repeat,
+                                             icount=False)
+            else:
+                per[target] = await _measure(_qemu_opener(target, res.elf), n_tokens, 1,
+                                             icount=True)
+        out["engines"][engine] = per
+    return out
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = []
+    for engine, per in result["engines"].items():
+        lines.append(f"engine {engine}, {result['tokens']} tokens")
+        for target, r in per.items():
+            if "skipped" in r:
+                lines.append(f"  {target:10s} skipped: {r['skipped']}")
+                continue
+            lv = r["levels"]
+            if "instructions_per_token" in lv["off"]:
+                head = (f"{lv['off']['instructions_per_token']:>9d} instr/token, "
+                        f"{lv['off']['tokens_per_s']:8.1f} tok/s virtual")
+            else:
+                head = (f"{lv['off']['us_per_token']:9.1f} us/token,    "
+                        f"{lv['off']['tokens_per_s']:8.1f} tok/s host   ")
+            lines.append(f"  {target:10s} {head}  overhead tokens "
+                         f"{lv['tokens']['overhead']:+.3%}  spans {lv['spans']['overhead']:+.3%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--tokens", type=int, default=16, help="tokens generated per run")
+    parser.add_argument("--target", action="append", default=None,
+                        help="target (repeatable; default: the QEMU targets and native)")
+    parser.add_argument("--native-repeat", type=int, default=5)
+    parser.add_argument("--model", type=Path, default=None, help=".tlm for the llama engine")
+    parser.add_argument("--build-root", type=Path, default=None,
+                        help="where the benchmark's builds go (default build/bench-firmware)")
+    args = parser.parse_args(argv)
+    targets = args.target or [*QEMU_TARGETS, "native"]
+    root = args.build_root or Path(__file__).resolve().parents[1] / "build" / "bench-firmware"
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"... {msg}", file=sys.stderr)
+
+    try:
+        result = trio.run(bench, targets, args.tokens, args.native_repeat, args.model, root,
+                          progress)
+    except TinyTelemError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result["host"] = {"python": platform.python_version(), "machine": platform.machine()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
