@@ -47,7 +47,7 @@ from tinytelem.errors import ConfigError, TinyTelemError
 from tinytelem.firmware.build import BuildResult, build
 from tinytelem.firmware.qemu import run_qemu
 from tinytelem.firmware.targets import get_target, missing_tools
-from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, encode_frame
+from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
 from tinytelem.protocol.messages import Config, Hello, InferBegin, InferEnd, Run
 
 QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32"]
@@ -73,8 +73,10 @@ class _Frames:
                 data = await self.stream.receive_some(65536)
                 if not data:
                     raise ConfigError("the firmware closed the link in the middle of a run")
-                self.dec.receive_data(data)
+                self.dec.receive_data(bytes(data))
                 continue
+            if isinstance(ev, FrameError):
+                raise ConfigError(f"corrupt frame from the firmware: {ev}")
             got.append(ev)
             if isinstance(ev.message, kind):
                 return got

@@ -6,8 +6,10 @@ they all exercise the same path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +58,7 @@ class ProfileOptions:
     seed: int = 42
     temperature: float = 0.0
     trace_level: TraceLevel = TraceLevel.SPANS
-    sensor: str = "sim"
+    sensor: str = "auto"
     sensor_rate_hz: float = 100_000.0
     sensor_drift_ppm: float = -40.0
     weight_bits: int = 4
@@ -235,6 +237,7 @@ async def run_profile(
     from tinytelem.trace.raw import RawCaptureWriter
     from tinytelem.trace.writer import TraceWriter
 
+    options = dataclasses.replace(options, sensor=resolve_sensor(options.sensor, options.device))
     calibration = _check_sensor(options)
     if options.n_tokens < 1:
         raise ConfigError("--tokens must be at least 1")
@@ -293,6 +296,22 @@ async def run_profile(
     text = decode(outcome.token_ids) if decode is not None else None
     return ProfileResult(options.out_dir, trace_path, summary_path, raw_path, summary, outcome,
                          text)
+
+
+def resolve_sensor(spec: str, device: str, sysfs_root: str = "/") -> str:
+    """``auto``: the twin's power waveform for ``emu:``, the host's RAPL package energy counter
+    for ``native:`` (when readable), no sensor otherwise. Anything else is returned as given."""
+    if spec != "auto":
+        return spec
+    if device.startswith("emu:"):
+        return "sim"
+    if device.startswith("native:"):
+        from tinytelem.sensors.linux import discover
+
+        for channel in discover(sysfs_root, runner=lambda args: ""):
+            if channel.source == "rapl" and os.access(channel.path, os.R_OK):
+                return channel.spec
+    return "none"
 
 
 def _check_sensor(options: ProfileOptions) -> Any:

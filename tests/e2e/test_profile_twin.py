@@ -130,3 +130,19 @@ def test_unknown_sensor_is_refused_before_anything_starts(tmp_path: Path) -> Non
     with pytest.raises(ConfigError):
         trio.run(run_profile, options)
     assert not (tmp_path / "x").exists()
+
+
+def test_auto_sensor_choice(tmp_path: Path) -> None:
+    from tinytelem.profiling import resolve_sensor
+
+    assert resolve_sensor("auto", "emu:esp32s3") == "sim"
+    assert resolve_sensor("auto", "tcp://127.0.0.1:1") == "none"
+    assert resolve_sensor("ppk2:/dev/x", "emu:esp32s3") == "ppk2:/dev/x"
+    # native: picks the RAPL package counter when one is readable (a fake sysfs tree here).
+    assert resolve_sensor("auto", "native:", str(tmp_path)) == "none"
+    rapl = tmp_path / "sys/class/powercap/intel-rapl:0"
+    rapl.mkdir(parents=True)
+    (rapl / "name").write_text("package-0\n")
+    (rapl / "energy_uj").write_text("123456\n")
+    (rapl / "max_energy_range_uj").write_text("262143328850\n")
+    assert resolve_sensor("auto", "native:", str(tmp_path)) == "rapl:0-package-0"

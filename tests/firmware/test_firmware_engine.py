@@ -194,6 +194,37 @@ async def test_native_spans_memory_and_hello(work: Path, stories260k: Path, tok5
     assert mem[-1].heap_used < mem[-1].arena_bytes
 
 
+@pytest.mark.slow
+async def test_native_stop_ends_a_run_at_a_token_boundary(work: Path, stories260k: Path,
+                                                          tok512: Path) -> None:
+    _need("native")
+    tlm = _tlm(work, stories260k, "q4")
+    exe = build("native", tlm, build_dir=work / "native-q4").elf
+    from tinytelem.protocol.messages import Stop
+
+    proc = await trio.lowlevel.open_process([str(exe)], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    dec = FrameDecoder()
+    msgs: list[Any] = []
+    try:
+        with trio.fail_after(30):
+            await proc.stdin.send_all(encode_frame(Run(8, 42, 0.0, 400, (1,)), 0, 0))
+            while not msgs or not isinstance(msgs[-1], InferEnd):
+                ev = dec.next_event()
+                if ev is codec.NEED_DATA:
+                    dec.receive_data(await proc.stdout.receive_some(65536))
+                    continue
+                msgs.append(ev.message)
+                if sum(isinstance(m, Token) for m in msgs) == 3:
+                    await proc.stdin.send_all(encode_frame(Stop(), 1, 0))
+    finally:
+        proc.kill()
+        await proc.wait()
+    end = msgs[-1]
+    assert end.status == 1 and 2 <= end.n_generated < 400  # STOPPED early
+
+
 def test_plan_sizes_the_arena_to_the_board(work: Path, stories260k: Path) -> None:
     tlm = _tlm(work, stories260k, "q4")
     big = plan_model(get_target("cortex-m4"), tlm)

@@ -227,3 +227,11 @@ def test_profile_native_records_a_trace(tmp_path: Path) -> None:
                                    "--out", str(out), "--tokens", "3"])
     assert res.exit_code == 0, res.output
     assert (out / "summary.json").is_file()
+
+
+async def test_qemu_that_cannot_start_names_its_error(tmp_path: Path) -> None:
+    _need("riscv32")
+    missing = tmp_path / "no-such.elf"
+    with trio.fail_after(20), pytest.raises(ConfigError, match="QEMU exited with status"):
+        async with run_qemu("riscv32", missing):
+            pass  # pragma: no cover - QEMU cannot load the image

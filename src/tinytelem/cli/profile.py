@@ -24,8 +24,9 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
               help="Sampling seed (used when --temperature > 0).")
 @click.option("--temperature", type=click.FloatRange(0.0), default=0.0, show_default=True)
 @trace_level_option()
-@click.option("--sensor", default="sim", show_default=True, metavar="SPEC",
-              help="Power sensor: sim (samples the twin's power waveform), none, "
+@click.option("--sensor", default="auto", show_default=True, metavar="SPEC",
+              help="Power sensor: auto (sim for emu:, RAPL for native: when readable, else "
+                   "none), sim (samples the twin's power waveform), none, "
                    "ppk2:/dev/ttyACM0, ina:/dev/ttyUSB0, joulescope[:PATH], rapl, "
                    "hwmon:NAME, jetson, rpi5-pmic (see docs/sensors.md).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
