@@ -45,7 +45,6 @@ import numpy.typing as npt
 from tinytelem.errors import ModelError
 from tinytelem.models.quant import QuantizedModel, QuantTensor, Tensor
 from tinytelem.models.reference import Sampler, Step, _sample_mult, _sample_topp
-from tinytelem.models.tokenizer import BOS
 
 __all__ = ["ExactSampler", "QTransformer", "generate", "generate_steps", "matvec",
            "quantize_activation", "tt_expf", "tt_softmax"]
@@ -298,31 +297,18 @@ def generate_steps(model: QuantizedModel | QTransformer, prompt_ids: Sequence[in
     Raises:
         ModelError: For an empty prompt.
     """
+    from tinytelem.models.reference import run_loop
+
     tf = model if isinstance(model, QTransformer) else QTransformer(model)
     cfg = tf.config
-    if not prompt_ids:
-        raise ModelError("generation needs at least one prompt token (BOS); encode with bos=True")
-    if steps <= 0 or steps > cfg.seq_len:
-        steps = cfg.seq_len
     sampler = ExactSampler(cfg.vocab_size, temperature, topp, seed)
-    token = prompt_ids[0]
-    for pos in range(steps):
-        logits = tf.forward(token, pos)
-        forced = pos < len(prompt_ids) - 1
-        nxt = prompt_ids[pos + 1] if forced else sampler.sample(logits)
-        yield Step(pos, token, nxt, forced)
-        if nxt == BOS:
-            return
-        token = nxt
+    return run_loop(tf.forward, sampler.sample, prompt_ids, steps, cfg.seq_len)
 
 
 def generate(model: QuantizedModel | QTransformer, prompt_ids: Sequence[int], steps: int, *,
              temperature: float = 0.0, topp: float = 0.9, seed: int = 42) -> list[int]:
     """All ids of the sequence (first prompt id, then every id run.c would print)."""
-    ids = list(prompt_ids[:1])
-    for step in generate_steps(model, prompt_ids, steps, temperature=temperature, topp=topp,
-                               seed=seed):
-        if step.next == BOS:
-            break
-        ids.append(step.next)
-    return ids
+    from tinytelem.models.reference import collect_ids
+
+    return collect_ids(prompt_ids, generate_steps(model, prompt_ids, steps,
+                                                  temperature=temperature, topp=topp, seed=seed))

@@ -13,7 +13,7 @@ different order than C's loops; greedy decoding of stories260K is unaffected (te
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,20 +212,47 @@ def generate_steps(model: LlamaModel | Transformer, prompt_ids: Sequence[int], s
     """
     tf = model if isinstance(model, Transformer) else Transformer(model)
     cfg = tf.model.config
+    sampler = Sampler(cfg.vocab_size, temperature, topp, seed)
+    return run_loop(tf.forward, sampler.sample, prompt_ids, steps, cfg.seq_len)
+
+
+def run_loop(forward: Callable[[int, int], np.ndarray], sample: Callable[[np.ndarray], int],
+             prompt_ids: Sequence[int], steps: int, seq_len: int) -> Iterator[Step]:
+    """run.c's generate() loop over any engine's ``forward(token, pos) -> logits``.
+
+    Shared by the float reference and the integer engine so both follow run.c identically.
+
+    Raises:
+        ModelError: For an empty prompt.
+    """
     if not prompt_ids:
         raise ModelError("generation needs at least one prompt token (BOS); encode with bos=True")
-    if steps <= 0 or steps > cfg.seq_len:
-        steps = cfg.seq_len
-    sampler = Sampler(cfg.vocab_size, temperature, topp, seed)
+    if steps <= 0 or steps > seq_len:
+        steps = seq_len
+    return _loop(forward, sample, list(prompt_ids), steps)
+
+
+def _loop(forward: Callable[[int, int], np.ndarray], sample: Callable[[np.ndarray], int],
+          prompt_ids: list[int], steps: int) -> Iterator[Step]:
     token = prompt_ids[0]
     for pos in range(steps):
-        logits = tf.forward(token, pos)
+        logits = forward(token, pos)
         forced = pos < len(prompt_ids) - 1
-        nxt = prompt_ids[pos + 1] if forced else sampler.sample(logits)
+        nxt = prompt_ids[pos + 1] if forced else sample(logits)
         yield Step(pos, token, nxt, forced)
         if nxt == BOS:
             return
         token = nxt
+
+
+def collect_ids(prompt_ids: Sequence[int], steps: Iterable[Step]) -> list[int]:
+    """The first prompt id followed by every id run.c would print (the stopping BOS left out)."""
+    ids = list(prompt_ids[:1])
+    for step in steps:
+        if step.next == BOS:
+            break
+        ids.append(step.next)
+    return ids
 
 
 def generate(model: LlamaModel | Transformer, prompt_ids: Sequence[int], steps: int, *,
@@ -234,10 +261,5 @@ def generate(model: LlamaModel | Transformer, prompt_ids: Sequence[int], steps: 
 
     The stopping BOS is not included, so ``tokenizer.decode_all(result)`` is run.c's text.
     """
-    ids = list(prompt_ids[:1])
-    for step in generate_steps(model, prompt_ids, steps, temperature=temperature,
-                               topp=topp, seed=seed):
-        if step.next == BOS:
-            break
-        ids.append(step.next)
-    return ids
+    return collect_ids(prompt_ids, generate_steps(model, prompt_ids, steps,
+                                                  temperature=temperature, topp=topp, seed=seed))
