@@ -25,26 +25,31 @@ uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 
 size_t tt_cobs_write(const uint8_t *src, size_t n, const tt_sink *sink)
 {
-    /* Blocks are written straight from src: find the run of non-zero bytes (at most 254),
-     * emit its code byte, then the run. */
-    size_t i = 0, out = 0;
-    for (;;) {
-        size_t run = 0;
-        uint8_t code;
-        while (i + run < n && src[i + run] != 0 && run < 254u) run++;
-        code = (uint8_t)(run + 1u);
-        sink->write(sink->ctx, &code, 1);
-        if (run) sink->write(sink->ctx, src + i, run);
-        out += 1u + run;
-        i += run;
-        if (run == 254u) {
-            if (i >= n) break;              /* final 0xFF block: nothing follows */
-            continue;                       /* a 0xFF block implies no zero */
-        }
-        if (i >= n) break;                  /* last chunk, shorter than 254 */
-        i++;                                /* skip the zero this block stands for */
+    /* Branch-free stuffing into one buffer and a single sink call: the instruction count
+     * depends only on n, never on where the zero bytes are, so timestamps taken under an
+     * instruction-counting emulator do not depend on the values being sent. */
+    static uint8_t out[TT_MAX_ENCODED];
+    size_t i, o = 1u, pos = 0u;
+    uint32_t code = 1u;
+    for (i = 0; i < n; i++) {
+        uint32_t b = src[i];
+        uint32_t zm = (uint32_t)0 - (uint32_t)(b == 0u);      /* all ones on a zero byte */
+        uint32_t fm;
+        out[o] = (uint8_t)b;
+        out[pos] = (uint8_t)code;
+        pos = (size_t)(((uint32_t)o & zm) | ((uint32_t)pos & ~zm));
+        code = (1u & zm) | ((code + 1u) & ~zm);
+        o++;
+        /* a full 254-byte block ends without consuming a zero: open a new one */
+        fm = (uint32_t)0 - (uint32_t)(code == 255u && i + 1u < n);
+        out[pos] = (uint8_t)code;
+        pos = (size_t)(((uint32_t)o & fm) | ((uint32_t)pos & ~fm));
+        o += fm & 1u;
+        code = (1u & fm) | (code & ~fm);
     }
-    return out;
+    out[pos] = (uint8_t)code;
+    sink->write(sink->ctx, out, o);
+    return o;
 }
 
 long tt_cobs_decode(const uint8_t *src, size_t n, uint8_t *dst)
