@@ -206,7 +206,7 @@ void tt_device_main(void)
     port_write(&resync, 1); /* a receiver joining mid-stream drops any partial frame */
     if (tt_engine_init() != 0) {
         send_hello();
-        tt_send_log(&link_, TT_LOG_ERROR, "the linked model failed its checks (see tt_engine_init)");
+        tt_send_log(&link_, TT_LOG_ERROR, tt_engine_error);
     } else {
         send_hello();
     }

@@ -22,6 +22,8 @@ typedef struct tt_model_info {
 
 /* 0 on success; a negative value when the linked model is unusable. */
 int tt_engine_init(void);
+/* Why tt_engine_init failed (or "ok"): sent to the host in an ERROR frame. */
+extern const char *tt_engine_error;
 const tt_model_info *tt_engine_info(void);
 /* Forget the sequence (KV cache). */
 void tt_engine_reset(void);

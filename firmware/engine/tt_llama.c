@@ -25,7 +25,9 @@
 #ifndef TT_TOPP
 #define TT_TOPP 0.9f /* run.c's default, as qinfer.generate's */
 #endif
-#define TT_MAX_LAYERS 64u
+#ifndef TT_MAX_LAYERS
+#define TT_MAX_LAYERS 64u /* the build passes the model's n_layers (252 B of RAM per layer) */
+#endif
 
 extern const uint8_t tlm_model[];
 extern const uint32_t tlm_model_len;

@@ -264,6 +264,7 @@ async def test_arena_too_small_refuses_to_run(work: Path, stories260k: Path, tok
         frames = await _native(out / "tinytelem-fw", Run(3, 42, 0.0, 4, tuple(_prompt(tok512))))
     logs = [f.message for f in frames if isinstance(f.message, Log)]
     assert logs and logs[0].level == 3
+    assert "arena" in logs[0].text  # the engine's own reason, not a generic message
     assert frames[-1].message.status == 2  # ERROR: the engine refused the forward pass
     nomodel = subprocess.run(["make", "-s", "-C", str(FIRMWARE), "TARGET=native",
                               f"BUILD_DIR={work / 'nomodel'}", "ENGINE=llama"],

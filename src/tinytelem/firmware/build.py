@@ -59,6 +59,7 @@ class ModelPlan:
     sha256: str
     context: int
     arena_bytes: int
+    n_layers: int
 
 
 def _up8(n: int) -> int:
@@ -128,7 +129,7 @@ def plan_model(target: Target, model_path: Path, max_context: int | None = None)
         if arena(ctx) > budget:
             raise ConfigError(f"the model needs {arena(ctx)} B of arena even at {ctx} positions; "
                               f"{target.name} has {budget} B of RAM for it")
-    return ModelPlan(image, hashlib.sha256(image).hexdigest(), ctx, arena(ctx))
+    return ModelPlan(image, hashlib.sha256(image).hexdigest(), ctx, arena(ctx), c.n_layers)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -187,7 +188,8 @@ def build(target: str | Target, model_path: Path | None = None, *,
             f"BUILD_DIR={out_dir}", f"LEVEL={int(trace_level)}"]
     if plan is not None:
         argv += ["ENGINE=llama", f"MODEL_C={_model_source(plan, out_dir)}",
-                 f"ARENA_BYTES={plan.arena_bytes}", f"MAX_SEQ={plan.context}"]
+                 f"ARENA_BYTES={plan.arena_bytes}", f"MAX_SEQ={plan.context}",
+                 f"MAX_LAYERS={plan.n_layers}"]
     if extra_cflags:
         argv.append(f"EXTRA_CFLAGS={extra_cflags}")
     env = dict(os.environ)
