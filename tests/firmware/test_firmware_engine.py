@@ -362,7 +362,8 @@ def test_c_reader_validates_like_the_python_reader(probe: Path, work: Path, stor
 # ---- under QEMU ----------------------------------------------------------------------------
 
 QEMU_CASES = [("cortex-m4", "q4"), ("cortex-m4", "q8"), ("riscv32", "q4"), ("riscv32", "q8"),
-              ("cortex-m7", "q4"), ("stm32f405", "q4"), ("cortex-m4", "q2")]
+              ("cortex-m7", "q4"), ("cortex-m7", "q8"), ("stm32f405", "q4"), ("stm32f405", "q8"),
+              ("cortex-m4", "q2"), ("riscv32", "q2")]
 
 
 @pytest.mark.slow
