@@ -83,19 +83,29 @@ def test_profile_real_model_text(tmp_path: Path, stories260k: Path, tok512: Path
 
 
 def test_link_dropped_twice_run_completes(tmp_path: Path) -> None:
-    # rp2040 is slow enough (about 11 ms per token) that both outages fall early in a 3 s run,
-    # leaving time to reconnect even on a loaded machine.
+    """The twin drops the link twice mid-run: the session completes and records both gaps.
+
+    rp2040 is slow enough (about 11 ms per token) that both outages fall early in a 3 s run.
+    Frames the device sent while unplugged are gone, as on hardware: on a machine loaded
+    enough to put the twin behind real time, that may even be the run's INFER_END, which the
+    session then reports as lost instead of waiting for ever.
+    """
     result = profile(tmp_path, "emu:rp2040", n_tokens=280, faults=["drop@30", "drop@80"])
-    s = result.summary
-    assert result.outcome.run_status == 0
+    s, outcome = result.summary, result.outcome
+    assert outcome.run_status == 0 or outcome.run_end_lost
     assert s["link"]["reconnects"] == 2
     assert s["link"]["gaps"] >= 2
     with open_trace(result.trace_path) as tr:
         gaps = tr.link_gaps
         assert len(gaps) == 2
         assert np.all(gaps["restored_host_s"] > gaps["lost_host_s"])
-        runs = tr.runs
-        assert runs["status"][0] == 0
+        tokens = tr.tokens
+        # Device time stays monotonic across both outages (no spurious tick wraps).
+        assert np.all(np.diff(tokens["ticks"].astype(np.int64)) > 0)
+        assert tokens["device_s"][-1] - tokens["device_s"][0] < 60
+        if outcome.run_status == 0:
+            assert tr.runs["status"][0] == 0
+            assert tr.runs["end_s"][0] - tr.runs["begin_s"][0] < 60
 
 
 def test_profile_with_emulated_ppk2(tmp_path: Path) -> None:

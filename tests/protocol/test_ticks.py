@@ -20,8 +20,25 @@ def test_wrap_detected_from_counter_going_back() -> None:
     u = TickUnwrapper(1_000_000)
     assert u.unwrap(W - 10) == W - 10
     assert u.unwrap(5) == W + 5
+    assert u.unwrap(W // 3) == W + W // 3
+    assert u.unwrap(2 * W // 3) == W + 2 * W // 3
     assert u.unwrap(W - 1) == 2 * W - 1
     assert u.unwrap(0) == 2 * W
+
+
+def test_an_older_frame_is_not_a_wrap() -> None:
+    """A PONG stamped now, then queued frames stamped earlier: steps back, no wrap."""
+    u = TickUnwrapper(1_000_000)
+    assert u.unwrap(5_000_000, host_time=10.0) == 5_000_000
+    assert u.unwrap(4_990_000, host_time=10.001) == 4_990_000
+    assert u.unwrap(4_995_000) == 4_995_000
+    # The reference stayed at the newest frame: the next one continues from there.
+    assert u.unwrap(5_001_000, host_time=10.002) == 5_001_000
+    # Near a wrap, an older frame before it stays before it.
+    v = TickUnwrapper(1_000_000)
+    assert v.unwrap(100, host_time=1.0) == 100
+    assert v.unwrap(W - 50, host_time=1.0) == 0  # 150 ticks before the first frame: clamped
+    assert v.unwrap(200, host_time=1.0001) == 200
 
 
 def test_first_value_is_taken_as_is() -> None:

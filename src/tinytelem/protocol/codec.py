@@ -351,6 +351,11 @@ class TickUnwrapper:
     def unwrap(self, ticks: int, host_time: float | None = None) -> int:
         """Return the 64-bit tick count of a frame with 32-bit ``ticks``.
 
+        A frame may also be a little *older* than the one before it (a device that sends
+        queued frames after a fresher PONG, or catches up on a backlog): a step back of less
+        than half a wrap (or, with host times, the step that best fits the host's elapsed time)
+        is taken as that, not as a wrap; such a frame does not move the reference forward.
+
         Args:
             ticks: the frame header's timestamp, 0 <= ticks < 2**32.
             host_time: host arrival time in seconds (any monotonic clock), or None when unknown.
@@ -360,14 +365,18 @@ class TickUnwrapper:
         last = self._last
         if last is None:
             self._t64 = ticks
+            self._last = ticks
+            self._last_host = host_time
+            return ticks
+        delta = (ticks - last) % self.WRAP
+        if host_time is not None and self._last_host is not None:
+            elapsed = max(0.0, (host_time - self._last_host) * self.tick_hz)
+            step = delta + round((elapsed - delta) / self.WRAP) * self.WRAP
         else:
-            delta = (ticks - last) % self.WRAP
-            if host_time is not None and self._last_host is not None:
-                elapsed = (host_time - self._last_host) * self.tick_hz
-                missed = round((elapsed - delta) / self.WRAP)
-                if missed > 0:
-                    delta += missed * self.WRAP
-            self._t64 += delta
+            step = delta if delta < self.WRAP // 2 else delta - self.WRAP
+        if step < 0:
+            return max(0, self._t64 + step)  # an older frame: the reference stays put
+        self._t64 += step
         self._last = ticks
         self._last_host = host_time
         return self._t64
