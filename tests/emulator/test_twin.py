@@ -240,3 +240,18 @@ def test_real_stories260k(stories260k) -> None:  # type: ignore[no-untyped-def]
     d.receive(Run(1, 1, 0.0, 30, prompt), 0.0)
     ref = generate(m, prompt, len(prompt) + 29)
     assert list(d.truths[1].token_ids[len(prompt):]) == ref[len(prompt):]
+
+
+def test_a_run_starts_when_its_plan_is_ready() -> None:
+    """Planning takes real time; the schedule begins after it, shifted whole, not overdue."""
+    run = Run(1, 42, 0.0, 6, (1, 2, 3))
+    plain, late = device(), device()
+    plain.start_run(run, 1.0)
+    late.start_run(run, 1.0, clock=lambda: 1.5)
+    a, b = plain.truths[1], late.truths[1]
+    assert b.start_s == pytest.approx(a.start_s + 0.5)
+    assert [y - x for x, y in zip(a.token_end_s, b.token_end_s, strict=True)] == pytest.approx(
+        [0.5] * len(a.token_end_s))
+    assert b.ttft_s == pytest.approx(a.ttft_s) and b.energy_j == pytest.approx(a.energy_j)
+    assert late.plans[1].frames[0].time_s == pytest.approx(plain.plans[1].frames[0].time_s + 0.5)
+    assert late.plans[1].power[0].start_s == pytest.approx(plain.plans[1].power[0].start_s + 0.5)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tinytelem.emulator.costmodel import CostModel, OpTiming
 from tinytelem.protocol.messages import (
@@ -325,4 +325,30 @@ def truncate_plan(plan: RunPlan, stop_s: float) -> RunPlan:
         truth,
         plan.heap_peak,
         plan.cycles,
+    )
+
+
+def shift_plan(plan: RunPlan, dt: float) -> RunPlan:
+    """The same plan ``dt`` seconds later: every frame, power segment and truth time moved.
+
+    Planning a long run takes real time (thousands of frames); the twin starts the run when
+    the plan is ready, not when RUN arrived, so its frames are not already overdue.
+    """
+    if dt == 0:
+        return plan
+    t = plan.truth
+    truth = replace(
+        t,
+        start_s=t.start_s + dt,
+        end_s=t.end_s + dt,
+        token_start_s=tuple(x + dt for x in t.token_start_s),
+        token_end_s=tuple(x + dt for x in t.token_end_s),
+    )
+    return replace(
+        plan,
+        start_s=plan.start_s + dt,
+        end_s=plan.end_s + dt,
+        frames=tuple(ScheduledFrame(f.time_s + dt, f.message) for f in plan.frames),
+        power=tuple(PowerSegment(p.start_s + dt, p.end_s + dt, p.watts) for p in plan.power),
+        truth=truth,
     )

@@ -199,7 +199,7 @@ class _Server:
                 generated = await trio.to_thread.run_sync(device.generate, message)
             except ModelError:
                 generated = None  # start_run reports it to the host as ERROR + INFER_END
-            device.start_run(message, self.now(), generated)
+            device.start_run(message, self.now(), generated, clock=self.now)
         else:
             device.receive(message, self.now())
         self.wake.set()

@@ -28,6 +28,7 @@ from tinytelem.emulator.schedule import (
     RunPlan,
     RunTruth,
     plan_run,
+    shift_plan,
     truncate_plan,
 )
 from tinytelem.errors import ModelError
@@ -276,8 +277,14 @@ class TwinDevice:
     def _n_tokens(self, run: Run, prompt: Sequence[int]) -> int:
         return max(0, min(run.n_tokens, self.cost.context - len(prompt) + 1))
 
-    def start_run(self, run: Run, t: float, generated: Sequence[int] | None = None) -> None:
-        """Start ``run`` at ``t``; ``generated`` may be precomputed with :meth:`generate`."""
+    def start_run(self, run: Run, t: float, generated: Sequence[int] | None = None,
+                  clock: Callable[[], float] | None = None) -> None:
+        """Start ``run`` at ``t``; ``generated`` may be precomputed with :meth:`generate`.
+
+        With ``clock`` (seconds since boot, as ``t``), the run starts when its plan is ready
+        rather than at ``t``: planning a long traced run takes real time, and a schedule that
+        began before it would be overdue the moment it exists.
+        """
         if self._active is not None:
             self._push(
                 t,
@@ -307,6 +314,8 @@ class TwinDevice:
             macs_before=self._macs,
             cycles_before=self._cycles,
         )
+        if clock is not None:
+            plan = shift_plan(plan, max(0.0, clock() - t))
         self._install(plan)
 
     def _install(self, plan: RunPlan) -> None:
