@@ -64,6 +64,14 @@ def test_profile_recovers_twin_timings(tmp_path: Path, platform: str) -> None:
     assert s["latency"]["e2e_s"] == pytest.approx(truth.end_s - truth.start_s, rel=0.01)
     assert s["power"]["energy_j"] == pytest.approx(truth.energy_j, rel=0.05)
     assert s["power"]["coverage"] == pytest.approx(1.0, abs=1e-6)
+    # Net of the idle baseline: the work's own energy, with an uncertainty.
+    net = s["power"]["net"]
+    idle_w = get_platform(platform).idle_power_w
+    assert net["baseline_w"] == pytest.approx(idle_w, rel=0.01)
+    work = net["prefill_j"]["net"] + net["decode_j"]["net"]
+    expected = truth.energy_j - idle_w * (truth.end_s - truth.start_s)
+    assert work == pytest.approx(expected, rel=0.1)
+    assert net["decode_j"]["u"] > 0 and net["per_token_j"]["n"] == 24
     assert s["memory"]["kv_bytes"] > 0 and s["memory"]["peak_arena_bytes"] > 0
     assert s["link"]["crc_errors"] == 0 and s["link"]["gaps"] == 0
     assert json.loads(result.summary_path.read_text()) == s

@@ -30,6 +30,7 @@ from tinytelem.analysis.energy import PowerTrace
 __all__ = [
     "EnergyBudget",
     "EnergyWindows",
+    "energy_breakdown",
     "energy_windows",
     "idle_baseline",
     "layer_energy",
@@ -154,3 +155,62 @@ def layer_energy(trace: PowerTrace, spans: np.ndarray, budget: EnergyBudget | No
         sel = spans["layer"] == layer
         out[int(layer)] = (float(res.net_j[sel].sum()), float(res.u_j[sel].sum()))
     return out
+
+
+def _finite(x: float, default: float = 0.0) -> float:
+    return x if math.isfinite(x) else default
+
+
+def energy_breakdown(trace: PowerTrace | None, runs: np.ndarray, tokens: np.ndarray,
+                     spans: np.ndarray, alignment_error_s: float) -> dict[str, object] | None:
+    """Net-of-idle energy with uncertainties for the summary: per phase, per token, per layer.
+
+    Pools every run that ended OK. The idle baseline comes from the samples outside those
+    runs (before the first, after the last); the alignment error bound widens each window's
+    edges. None when there is no power or no completed run.
+    """
+    if trace is None or trace.size == 0 or runs.size == 0:
+        return None
+    ok = runs[runs["status"] == 0]
+    if ok.size == 0:
+        return None
+    start, end = float(trace.t_s[0]), float(trace.t_s[-1] + trace.dt_s)
+    first, last = float(ok["begin_s"].min()), float(ok["end_s"].max())
+    base, base_u = idle_baseline(trace, [(start, first), (last, end)])
+    budget = EnergyBudget(alignment_error_s=_finite(alignment_error_s),
+                          baseline_w=_finite(base), baseline_u_w=_finite(base_u))
+    phases = {"prefill": [0.0, 0.0], "decode": [0.0, 0.0]}
+    token_net: list[FloatArray] = []
+    token_u: list[FloatArray] = []
+    for run in ok:
+        rows = tokens[tokens["run_id"] == run["run_id"]]
+        if rows.size == 0:
+            continue
+        for name, (t0, t1) in phase_windows(rows, float(run["begin_s"])).items():
+            net, u = energy_windows(trace, [t0], [t1], budget).total()
+            phases[name][0] += net
+            phases[name][1] += u
+        t0s, t1s = token_windows(rows, float(run["begin_s"]))
+        decode = np.sort(rows, order="index")["phase"] == DECODE
+        res = energy_windows(trace, t0s[decode], t1s[decode], budget)
+        token_net.append(res.net_j)
+        token_u.append(res.u_j)
+    per_token = np.concatenate(token_net) if token_net else np.zeros(0)
+    per_token_u = np.concatenate(token_u) if token_u else np.zeros(0)
+    # Whole-layer spans (op LAYER = 0) of the completed runs.
+    whole = spans[np.isin(spans["run_id"], ok["run_id"]) & (spans["layer"] != 0xFFFF)
+                  & (spans["op"] == 0)]
+    layers = layer_energy(trace, whole, budget) if whole.size else {}
+    return {
+        "baseline_w": base if math.isfinite(base) else None,
+        "baseline_u_w": base_u if math.isfinite(base_u) else None,
+        "alignment_error_s": budget.alignment_error_s,
+        "prefill_j": {"net": phases["prefill"][0], "u": phases["prefill"][1]},
+        "decode_j": {"net": phases["decode"][0], "u": phases["decode"][1]},
+        "per_token_j": {
+            "n": int(per_token.size),
+            "mean": float(per_token.mean()) if per_token.size else None,
+            "u_mean": float(per_token_u.mean()) if per_token_u.size else None,
+        },
+        "per_layer_j": [{"layer": k, "net": v[0], "u": v[1]} for k, v in sorted(layers.items())],
+    }

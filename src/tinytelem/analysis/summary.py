@@ -183,6 +183,7 @@ def build_summary(source: Summary | RunData, run_id: int | None = None) -> dict[
             "idle_w": _f(p.idle_w),
             "energy_above_idle_j": _f(p.energy_above_idle_j),
             "n_samples": p.n_samples,
+            "net": _net_energy(s, source if isinstance(source, RunData) else None),
         },
         "link": {
             "frames": s.link.frames,
@@ -195,6 +196,31 @@ def build_summary(source: Summary | RunData, run_id: int | None = None) -> dict[
         "runs": [_run_entry(r) for r in s.runs],
         "warnings": list(s.warnings),
     }
+
+
+def _net_energy(s: Summary, data: RunData | None) -> dict[str, Any] | None:
+    """Energy net of the idle baseline, with uncertainties (see analysis/energy_spans.py)."""
+    if data is None:
+        return None
+    from tinytelem.analysis.energy_spans import energy_breakdown
+
+    align = sum(x for x in (s.device_clock.error_bound_s, s.sensor_clock.error_bound_s)
+                if math.isfinite(x))
+    out = energy_breakdown(s.power_trace, data.runs, data.tokens, data.spans, align)
+    return None if out is None else _clean(out)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become None, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return _f(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _lookup(d: Mapping[str, Any], path: str) -> Any:
