@@ -8,6 +8,14 @@
  *                                  "listening on HOST:PORT" on stderr (PORT 0 picks a free one)
  *
  * The clock is CLOCK_MONOTONIC in microseconds (tick_hz 1 MHz).
+ *
+ * Output is buffered like a UART's TX FIFO: encoded bytes collect in a static 16 KiB buffer
+ * and go out in one write() when it is full, when a frame the host waits for has been queued
+ * (HELLO, INFER_END, LOG, ERROR, PONG), and before every poll for input (the core polls after
+ * each token's TOKEN/MEMORY frames and before it idles). A write() per encoder call costs
+ * microseconds of syscalls and wakes the host for every frame, which made natively measured
+ * tracing overhead mostly pipe traffic; one write per token keeps latency bounded by a token
+ * (or by the 20 ms idle poll) and bytes leave in the order they were written.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
@@ -26,11 +34,22 @@
 
 #include "tt_device.h"
 #include "tt_port.h"
+#include "tt_proto.h"
+
+#ifndef TT_LINUX_TX_BYTES
+#define TT_LINUX_TX_BYTES 16384u
+#endif
 
 static int in_fd = 0, out_fd = 1, listen_fd = -1, connected_ = 0;
 static char platform_[80] = "linux";
 static tt_port_info info_ = {platform_, 0, 1000000u, 0, 0, 0};
 static struct timespec t0_;
+
+static uint8_t tx_[TT_LINUX_TX_BYTES]; /* bytes written by the core, not yet sent */
+static size_t tx_len_;
+static uint8_t head_[3];  /* first stuffed bytes of the frame being written: code, version, type */
+static size_t head_len_;
+static uint8_t urgent_;   /* a complete frame the host waits for is in tx_ */
 
 static uint64_t now_us(void)
 {
@@ -53,12 +72,75 @@ static void accept_client(int blocking)
     connected_ = 1;
 }
 
+/* write() all of buf; 0, or -1 when the link is gone. */
+static int write_all(int fd, const uint8_t *buf, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, buf, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Send what is buffered to a host that is going away (best effort), then forget it: bytes
+ * meant for one host never reach the next. */
+static void tx_drop(void)
+{
+    if (tx_len_ && out_fd >= 0) (void)write_all(out_fd, tx_, tx_len_);
+    tx_len_ = 0;
+    head_len_ = 0;
+    urgent_ = 0;
+}
+
 static void disconnect(void)
 {
+    tx_drop();
     if (listen_fd < 0) exit(0); /* stdio: the host closed our stdin */
     close(in_fd);
     in_fd = out_fd = -1;
     accept_client(1);
+}
+
+/* Send the buffer; 0, or -1 when the link broke (then the port has disconnected). */
+static int tx_flush(void)
+{
+    size_t n = tx_len_;
+    urgent_ = 0;
+    if (n == 0) return 0;
+    tx_len_ = 0;
+    if (out_fd < 0) return 0;
+    if (write_all(out_fd, tx_, n) != 0) {
+        disconnect();
+        return -1;
+    }
+    return 0;
+}
+
+/* The frames the host blocks on: HELLO (connect, CONFIG), INFER_END, LOG/ERROR, PONG. */
+static int must_go_out(uint8_t type)
+{
+    return type == TT_HELLO || type == TT_INFER_END || type == TT_LOG || type == TT_ERROR ||
+           type == TT_PONG;
+}
+
+/* Follow frame boundaries in the written bytes: a frame is COBS-stuffed (no zero inside) and
+ * ends with a 0x00. Its first stuffed byte is the COBS code, then the header's version and
+ * type; both are non-zero, so with code >= 3 the third byte is the type. */
+static void track_frames(const uint8_t *p, size_t n)
+{
+    while (n) {
+        const uint8_t *z = memchr(p, 0, n);
+        size_t k = z ? (size_t)(z - p) : n, i;
+        for (i = 0; i < k && head_len_ < sizeof head_; i++) head_[head_len_++] = p[i];
+        if (!z) return;
+        if (head_len_ == sizeof head_ && head_[0] >= 3 && must_go_out(head_[2])) urgent_ = 1;
+        head_len_ = 0;
+        p = z + 1;
+        n -= k + 1;
+    }
 }
 
 void port_init(void)
@@ -76,18 +158,21 @@ const tt_port_info *port_info(void) { return &info_; }
 
 void port_write(const uint8_t *buf, size_t n)
 {
+    if (out_fd < 0) return;
+    track_frames(buf, n);
     while (n) {
-        ssize_t k;
-        if (out_fd < 0) return;
-        k = write(out_fd, buf, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            disconnect();
-            return;
+        size_t k = sizeof tx_ - tx_len_;
+        if (k == 0) {
+            if (tx_flush() != 0) return;
+            continue;
         }
+        if (k > n) k = n;
+        memcpy(tx_ + tx_len_, buf, k);
+        tx_len_ += k;
         buf += k;
-        n -= (size_t)k;
+        n -= k;
     }
+    if (urgent_) (void)tx_flush();
 }
 
 int port_read(void)
@@ -97,7 +182,7 @@ int port_read(void)
     struct pollfd p;
     ssize_t k;
     if (pos < len) return buf[pos++];
-    if (in_fd < 0) return -1;
+    if (tx_flush() != 0 || in_fd < 0) return -1; /* the core is about to wait for input */
     p.fd = in_fd;
     p.events = POLLIN;
     if (poll(&p, 1, 0) <= 0) return -1;
@@ -122,6 +207,7 @@ void port_idle(void)
 {
     struct pollfd p[2];
     nfds_t n = 0;
+    if (tx_flush() != 0) return;
     if (in_fd >= 0) { p[n].fd = in_fd; p[n].events = POLLIN; n++; }
     if (listen_fd >= 0) { p[n].fd = listen_fd; p[n].events = POLLIN; n++; }
     poll(p, n, 20); /* wakes on input; a heartbeat is never late by more than 20 ms */
@@ -135,6 +221,7 @@ int port_new_connection(void)
         p.fd = listen_fd;
         p.events = POLLIN;
         if (poll(&p, 1, 0) > 0) {
+            tx_drop();
             close(in_fd);
             accept_client(1);
         }
