@@ -61,12 +61,3 @@ int port_read(void)
     if (TT_REG(UARTFR) & FR_RXFE) return -1;
     return (int)(TT_REG(UARTDR) & 0xFFu);
 }
-
-uint32_t port_ticks(void) { return cm_ticks(); }
-uint64_t port_cycles(void) { return cm_cycles(); }
-uint64_t port_instructions(void) { return UINT64_MAX; }
-uint32_t port_uptime_ms(void) { return cm_uptime_ms(); }
-uint32_t port_stack_peak(void) { return cm_stack_peak(); }
-void port_align(void) { cm_align(); }
-void port_idle(void) {}
-int port_new_connection(void) { return 0; }

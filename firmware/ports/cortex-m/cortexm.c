@@ -132,3 +132,14 @@ void cm_semihost_exit(int code)
     __asm__ volatile("mov r0, %0\n\tmov r1, %1\n\tbkpt 0xAB"
                      : : "r"(0x20u), "r"(block) : "r0", "r1", "memory");
 }
+
+/* The tt_port.h hooks every Cortex-M board implements the same way (boards add their UART,
+ * clock set-up and port_info). */
+uint32_t port_ticks(void) { return cm_ticks(); }
+uint64_t port_cycles(void) { return cm_cycles(); }
+uint64_t port_instructions(void) { return UINT64_MAX; }
+uint32_t port_uptime_ms(void) { return cm_uptime_ms(); }
+uint32_t port_stack_peak(void) { return cm_stack_peak(); }
+void port_align(void) { cm_align(); }
+void port_idle(void) {}
+int port_new_connection(void) { return 0; }
