@@ -138,7 +138,8 @@ def test_profile_with_emulated_ppk2(tmp_path: Path) -> None:
     assert s["power"]["avg_w"] > 0 and s["power"]["energy_per_token_j"] > 0
     with open_trace(result.trace_path) as tr:
         assert str(tr.attrs["sensor"]).startswith("ppk2:")
-        assert tr.n_power_samples == s["power"]["n_samples"] or tr.n_power_samples > 0
+        assert tr.n_power_samples == s["power"]["n_samples"]
+        assert tr.group_attrs("power")["sample_rate_hz"] == pytest.approx(100_000)
 
 
 def test_unknown_sensor_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@
  */
 #include <stdint.h>
 
+#include "tt_stack.h"
 #include "cortexm.h"
 #include "tt_device.h"
 
@@ -17,7 +18,6 @@
 #define SCB_CPACR 0xE000ED88u
 #define SCB_ICSR 0xE000ED04u
 #define ICSR_PENDSTSET (1u << 26)
-#define STACK_PAINT 0xA5A5A5A5u
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _stack_bottom, _stack_top;
 int main(void);
@@ -37,7 +37,7 @@ void Reset_Handler(void)
     for (dst = &_sbss; dst < &_ebss; dst++) *dst = 0;
     /* Paint the stack below the current frame; cm_stack_peak() finds the deepest write. */
     __asm__ volatile("mov %0, sp" : "=r"(sp));
-    for (dst = &_stack_bottom; (uint32_t)dst < sp - 64u; dst++) *dst = STACK_PAINT;
+    tt_stack_paint(&_stack_bottom, sp);
 #if defined(__ARM_FP)
     /* CP10/CP11 full access before any floating-point instruction runs. */
     TT_REG(SCB_CPACR) |= (0xFu << 20);
@@ -110,18 +110,7 @@ void cm_align(void)
 
 uint32_t cm_stack_peak(void)
 {
-    /* The deepest write is the lowest word no longer holding the paint. The first call scans
-     * up from the bottom; later calls only walk down from the previous mark, so a MEMORY report
-     * costs a few instructions instead of a scan of the whole stack. */
-    static const uint32_t *mark;
-    const uint32_t *w = mark;
-    if (!w) {
-        w = &_stack_bottom;
-        while (w < &_stack_top && *w == STACK_PAINT) w++;
-    }
-    while (w > &_stack_bottom && w[-1] != STACK_PAINT) w--;
-    mark = w;
-    return (uint32_t)((const uint8_t *)&_stack_top - (const uint8_t *)w);
+    return tt_stack_peak(&_stack_bottom, &_stack_top);
 }
 
 void cm_semihost_exit(int code)

@@ -8,6 +8,7 @@
  */
 #include <stdint.h>
 
+#include "tt_stack.h"
 #include "tt_device.h"
 #include "tt_port.h"
 
@@ -21,7 +22,6 @@
 #define LSR_DR 0x01u
 #define LSR_THRE 0x20u
 #define SIFIVE_TEST 0x00100000u
-#define STACK_PAINT 0xA5A5A5A5u
 
 #ifndef TT_CPU_HZ
 #define TT_CPU_HZ 1000000000u
@@ -40,7 +40,7 @@ void rv_reset(void)
     while (dst < &_edata) *dst++ = *src++;
     for (dst = &_sbss; dst < &_ebss; dst++) *dst = 0;
     __asm__ volatile("mv %0, sp" : "=r"(sp));
-    for (dst = &_stack_bottom; (uint32_t)dst < sp - 64u; dst++) *dst = STACK_PAINT;
+    tt_stack_paint(&_stack_bottom, sp);
     main();
 }
 
@@ -100,18 +100,7 @@ uint32_t port_uptime_ms(void) { return (uint32_t)(read64(0) / (TT_CPU_HZ / 1000u
 
 uint32_t port_stack_peak(void)
 {
-    /* The deepest write is the lowest word no longer holding the paint. The first call scans
-     * up from the bottom; later calls only walk down from the previous mark, so a MEMORY report
-     * costs a few instructions instead of a scan of the whole stack. */
-    static const uint32_t *mark;
-    const uint32_t *w = mark;
-    if (!w) {
-        w = &_stack_bottom;
-        while (w < &_stack_top && *w == STACK_PAINT) w++;
-    }
-    while (w > &_stack_bottom && w[-1] != STACK_PAINT) w--;
-    mark = w;
-    return (uint32_t)((const uint8_t *)&_stack_top - (const uint8_t *)w);
+    return tt_stack_peak(&_stack_bottom, &_stack_top);
 }
 
 void port_align(void) {}

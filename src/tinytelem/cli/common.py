@@ -33,3 +33,18 @@ def run_trio(fn: Callable[[], Awaitable[Any]]) -> Any:
     import trio
 
     return trio.run(fn)
+
+
+async def stop_on_signals(stop: Any, say: Callable[[str], object], message: str) -> None:
+    """Set ``stop`` (a ``trio.Event``) on SIGINT or SIGTERM, saying ``message`` each time.
+
+    The command then finishes its files cleanly instead of being torn down mid-write.
+    """
+    import signal
+
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            say(message)
+            stop.set()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
 import click
 
-from tinytelem.cli.common import device_option, run_trio, trace_level_option
+from tinytelem.cli.common import device_option, run_trio, stop_on_signals, trace_level_option
 from tinytelem.cli.serve import stream_server_options
 
 
@@ -73,14 +72,9 @@ def record(
     async def main() -> object:
         stop = trio.Event()
 
-        async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    console.print("stopping: finishing the trace ...")
-                    stop.set()
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals)
+            nursery.start_soon(stop_on_signals, stop, console.print,
+                               "stopping: finishing the trace ...")
             result = await run_record(
                 options, stop, extra_actors=extra,
                 on_ready=lambda h: console.print(f"recording {h.url} -> {out} (Ctrl-C stops)"),

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from tinytelem.cli.common import device_option, trace_level_option
+from tinytelem.cli.common import device_option, stop_on_signals, trace_level_option
 from tinytelem.live.session import run_unwrapped
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,14 +105,9 @@ def serve(
     async def main() -> Any:
         stop = trio.Event()
 
-        async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    console.print("stopping: saying bye to clients ...")
-                    stop.set()
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals)
+            nursery.start_soon(stop_on_signals, stop, console.print,
+                               "stopping: saying bye to clients ...")
             result = await serve_device(
                 options, stop,
                 on_listening=lambda url: console.print(f"streaming {device} on {url}"),
