@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Protocol, TypeVar
 
 from tinytelem.errors import ProtocolError
 from tinytelem.protocol.enums import (
@@ -119,6 +119,30 @@ def _unpack_fixed(st: struct.Struct, payload: bytes, name: str) -> tuple[int, ..
     return st.unpack(payload)
 
 
+_T = TypeVar("_T", bound="_FixedLayout")
+
+
+class _FixedLayout:
+    """Pack/unpack for messages whose payload is one fixed struct of all their fields, in order.
+
+    A subclass names its layout in ``_LAYOUT``; its dataclass fields are the struct's values.
+    Kept as a small base (as h11 keeps its readers and writers in tables) so each message states
+    only what is particular to it.
+    """
+
+    __slots__ = ()
+    TYPE: ClassVar[MsgType]
+    _LAYOUT: ClassVar[struct.Struct]
+
+    def pack(self) -> bytes:
+        values = (getattr(self, f.name) for f in fields(self))  # type: ignore[arg-type]
+        return _pack(self._LAYOUT, self.TYPE.name, *values)
+
+    @classmethod
+    def unpack(cls: type[_T], payload: bytes) -> _T:
+        return cls(*_unpack_fixed(cls._LAYOUT, payload, cls.TYPE.name))
+
+
 _HELLO = struct.Struct("<IIIIII32s")
 
 
@@ -179,47 +203,35 @@ _INFER_BEGIN = struct.Struct("<IHH")
 
 
 @dataclass(frozen=True, slots=True)
-class InferBegin:
+class InferBegin(_FixedLayout):
     """An inference starts (prompt processing begins at this frame's timestamp)."""
 
     TYPE: ClassVar[MsgType] = MsgType.INFER_BEGIN
+    _LAYOUT: ClassVar[struct.Struct] = _INFER_BEGIN
     run_id: int
     n_prompt: int
     n_tokens: int
-
-    def pack(self) -> bytes:
-        return _pack(_INFER_BEGIN, "INFER_BEGIN", self.run_id, self.n_prompt, self.n_tokens)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> InferBegin:
-        return cls(*_unpack_fixed(_INFER_BEGIN, payload, "INFER_BEGIN"))
 
 
 _INFER_END = struct.Struct("<IHB")
 
 
 @dataclass(frozen=True, slots=True)
-class InferEnd:
+class InferEnd(_FixedLayout):
     """An inference ended; ``status`` is an :class:`InferStatus`."""
 
     TYPE: ClassVar[MsgType] = MsgType.INFER_END
+    _LAYOUT: ClassVar[struct.Struct] = _INFER_END
     run_id: int
     n_generated: int
     status: int
-
-    def pack(self) -> bytes:
-        return _pack(_INFER_END, "INFER_END", self.run_id, self.n_generated, self.status)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> InferEnd:
-        return cls(*_unpack_fixed(_INFER_END, payload, "INFER_END"))
 
 
 _TOKEN = struct.Struct("<IIB")
 
 
 @dataclass(frozen=True, slots=True)
-class Token:
+class Token(_FixedLayout):
     """A token finished: prompt tokens are PREFILL, generated tokens DECODE.
 
     The frame timestamp is the moment the token's forward pass (and, for decode, sampling)
@@ -227,119 +239,75 @@ class Token:
     """
 
     TYPE: ClassVar[MsgType] = MsgType.TOKEN
+    _LAYOUT: ClassVar[struct.Struct] = _TOKEN
     index: int
     token_id: int
     phase: int
-
-    def pack(self) -> bytes:
-        return _pack(_TOKEN, "TOKEN", self.index, self.token_id, self.phase)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Token:
-        return cls(*_unpack_fixed(_TOKEN, payload, "TOKEN"))
 
 
 _SPAN = struct.Struct("<HB")
 
 
 @dataclass(frozen=True, slots=True)
-class SpanBegin:
+class SpanBegin(_FixedLayout):
     """An operator starts; ``op`` is an :class:`Op`, ``layer`` is NO_LAYER outside layers."""
 
     TYPE: ClassVar[MsgType] = MsgType.SPAN_BEGIN
+    _LAYOUT: ClassVar[struct.Struct] = _SPAN
     layer: int
     op: int
-
-    def pack(self) -> bytes:
-        return _pack(_SPAN, self.TYPE.name, self.layer, self.op)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> SpanBegin:
-        return cls(*_unpack_fixed(_SPAN, payload, "SPAN_BEGIN"))
 
 
 @dataclass(frozen=True, slots=True)
-class SpanEnd:
+class SpanEnd(_FixedLayout):
     """The matching end of a :class:`SpanBegin`."""
 
     TYPE: ClassVar[MsgType] = MsgType.SPAN_END
+    _LAYOUT: ClassVar[struct.Struct] = _SPAN
     layer: int
     op: int
-
-    def pack(self) -> bytes:
-        return _pack(_SPAN, self.TYPE.name, self.layer, self.op)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> SpanEnd:
-        return cls(*_unpack_fixed(_SPAN, payload, "SPAN_END"))
 
 
 _MEMORY = struct.Struct("<IIIII")
 
 
 @dataclass(frozen=True, slots=True)
-class Memory:
+class Memory(_FixedLayout):
     """Memory use in bytes at the frame's timestamp."""
 
     TYPE: ClassVar[MsgType] = MsgType.MEMORY
+    _LAYOUT: ClassVar[struct.Struct] = _MEMORY
     heap_used: int
     heap_peak: int
     stack_peak: int
     arena_bytes: int
     kv_bytes: int
 
-    def pack(self) -> bytes:
-        return _pack(
-            _MEMORY,
-            "MEMORY",
-            self.heap_used,
-            self.heap_peak,
-            self.stack_peak,
-            self.arena_bytes,
-            self.kv_bytes,
-        )
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Memory:
-        return cls(*_unpack_fixed(_MEMORY, payload, "MEMORY"))
-
 
 _COUNTER = struct.Struct("<HQ")
 
 
 @dataclass(frozen=True, slots=True)
-class CounterValue:
+class CounterValue(_FixedLayout):
     """A free-running counter's value (``counter_id`` from :class:`Counter` or firmware's own)."""
 
     TYPE: ClassVar[MsgType] = MsgType.COUNTER
+    _LAYOUT: ClassVar[struct.Struct] = _COUNTER
     counter_id: int
     value: int
-
-    def pack(self) -> bytes:
-        return _pack(_COUNTER, "COUNTER", self.counter_id, self.value)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> CounterValue:
-        return cls(*_unpack_fixed(_COUNTER, payload, "COUNTER"))
 
 
 _MARKER = struct.Struct("<HI")
 
 
 @dataclass(frozen=True, slots=True)
-class Marker:
+class Marker(_FixedLayout):
     """A point in time the firmware wants to mark (also toggled on a GPIO when wired)."""
 
     TYPE: ClassVar[MsgType] = MsgType.MARKER
+    _LAYOUT: ClassVar[struct.Struct] = _MARKER
     marker_id: int
     value: int
-
-    def pack(self) -> bytes:
-        return _pack(_MARKER, "MARKER", self.marker_id, self.value)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Marker:
-        return cls(*_unpack_fixed(_MARKER, payload, "MARKER"))
 
 
 def _text(payload: bytes, offset: int, name: str) -> str:
@@ -392,52 +360,34 @@ _HEARTBEAT = struct.Struct("<II")
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(_FixedLayout):
     """Sent about once a second while idle or busy, so silence means a dead link."""
 
     TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
+    _LAYOUT: ClassVar[struct.Struct] = _HEARTBEAT
     uptime_ms: int
     tx_dropped: int
-
-    def pack(self) -> bytes:
-        return _pack(_HEARTBEAT, "HEARTBEAT", self.uptime_ms, self.tx_dropped)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Heartbeat:
-        return cls(*_unpack_fixed(_HEARTBEAT, payload, "HEARTBEAT"))
 
 
 _NONCE = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
-class Pong:
+class Pong(_FixedLayout):
     """Answer to PING; the frame timestamp is the device time the PING was handled."""
 
     TYPE: ClassVar[MsgType] = MsgType.PONG
+    _LAYOUT: ClassVar[struct.Struct] = _NONCE
     nonce: int
-
-    def pack(self) -> bytes:
-        return _pack(_NONCE, self.TYPE.name, self.nonce)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Pong:
-        return cls(*_unpack_fixed(_NONCE, payload, "PONG"))
 
 
 @dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(_FixedLayout):
     """Host asks for a PONG carrying the same nonce (clock alignment, liveness)."""
 
     TYPE: ClassVar[MsgType] = MsgType.PING
+    _LAYOUT: ClassVar[struct.Struct] = _NONCE
     nonce: int
-
-    def pack(self) -> bytes:
-        return _pack(_NONCE, self.TYPE.name, self.nonce)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Ping:
-        return cls(*_unpack_fixed(_NONCE, payload, "PING"))
 
 
 _RUN = struct.Struct("<IIfHH")
