@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tinytelem.protocol.enums import NO_LAYER, Op
-from tinytelem.report import write_report
+from tinytelem.report.writers import write_report
 from tinytelem.trace.schema import PING_DTYPE, SPAN_DTYPE, TOKEN_DTYPE
 from tinytelem.trace.writer import TraceWriter
 

@@ -21,11 +21,11 @@ from tests.report.report_synth import (
     read_png,
     write_synthetic,
 )
+from tests.report.schema_check import schema_errors
 from tinytelem.analysis import recommend as rec
 from tinytelem.analysis.compare import compare_runs
 from tinytelem.cli.main import cli
 from tinytelem.platforms import get_platform
-from tinytelem.report import write_report
 from tinytelem.report.data import load_report_data, minmax_decimate
 from tinytelem.report.perfetto import (
     PERFETTO_SCHEMA,
@@ -33,7 +33,7 @@ from tinytelem.report.perfetto import (
     perfetto_events,
     perfetto_json,
 )
-from tinytelem.report.schema_check import schema_errors
+from tinytelem.report.writers import write_report
 
 
 @pytest.fixture(scope="session")

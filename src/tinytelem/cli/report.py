@@ -42,7 +42,7 @@ def report(traces: tuple[Path, ...], fmt: str, out: Path, as_json: bool) -> None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from tinytelem.report import write_report
+    from tinytelem.report.writers import write_report
 
     paths = _trace_paths(traces)
     console = Console(stderr=True)
