@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -370,13 +369,6 @@ def store_session(
         "run_end_lost": outcome.run_end_lost,
         "n_generated_seen": len(outcome.token_ids),
     })
-
-
-def format_seconds(value: float | None) -> str:
-    """Human time: 12.3 ms, 1.23 s."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
 
 
 __all__ = ["ProfileOptions", "ProfileResult", "TraceError", "run_profile", "write_summary"]

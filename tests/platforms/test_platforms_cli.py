@@ -11,14 +11,9 @@ from click.testing import CliRunner
 
 from tinytelem.cli import platforms as cli_platforms
 from tinytelem.cli.main import cli
-from tinytelem.cli.platforms import (
-    format_bytes,
-    format_hz,
-    format_rate,
-    format_watts,
-    platforms,
-)
+from tinytelem.cli.platforms import platforms
 from tinytelem.platforms import Platform, all_platforms, get_platform
+from tinytelem.units import format_bytes, format_hz, format_rate, format_watts
 
 
 def _run(args: list[str]) -> str:

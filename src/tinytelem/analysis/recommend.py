@@ -24,6 +24,7 @@ from typing import Any
 
 from tinytelem.errors import ConfigError
 from tinytelem.models.llama2c import LlamaConfig
+from tinytelem.units import si
 
 __all__ = [
     "BITS",
@@ -312,10 +313,7 @@ def _battery(opt: Option, battery: Battery, duty_tok_s: float) -> None:
         opt.notes.append(f"cannot sustain {duty_tok_s:g} tok/s (max {opt.tok_s:.3g})")
 
 
-def _si(v: float | None, unit: str) -> str:
-    from tinytelem.report.html import fmt
-
-    return fmt(v, unit)
+_si = si
 
 
 _UNIT = {"bytes": "B", "time": "s", "energy": "J", "power": "W", "rate": "tok/s", "plain": ""}

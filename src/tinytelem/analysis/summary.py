@@ -17,6 +17,7 @@ from rich.table import Table
 from tinytelem.analysis.clock import ClockFit
 from tinytelem.analysis.metrics import RunData, RunMetrics, Summary, compute_metrics
 from tinytelem.errors import TraceError
+from tinytelem.units import si
 
 __all__ = ["SUMMARY_SCHEMA", "build_summary", "render_table", "validate_summary"]
 
@@ -264,26 +265,7 @@ def validate_summary(d: Mapping[str, Any]) -> None:
         )
 
 
-def _fmt(value: Any, unit: str) -> str:
-    """Human form with an SI prefix that keeps 1-3 integer digits (e.g. 12.3 ms)."""
-    if value is None:
-        return "—"
-    v = float(value)
-    if unit == "B":
-        for scale, name in ((1 << 20, "MiB"), (1 << 10, "KiB")):
-            if abs(v) >= scale:
-                return f"{v / scale:.1f} {name}"
-        return f"{int(v)} B"
-    if unit == "":
-        return str(int(v))
-    if unit in ("tok/s", "%"):
-        return f"{v:.1f} {unit}"
-    if v == 0:
-        return f"0 {unit}"
-    for factor, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
-        if abs(v) >= factor:
-            return f"{v / factor:.3g} {prefix}{unit}"
-    return f"{v:.3g} {unit}"
+_fmt = si
 
 
 def render_table(summary: Mapping[str, Any]) -> Table:

@@ -17,8 +17,8 @@ from rich.text import Text
 
 from tinytelem.errors import ConfigError
 from tinytelem.platforms import Platform, all_platforms, get_platform
+from tinytelem.units import DASH, format_bytes, format_hz, format_rate, format_watts
 
-_DASH = "—"
 # Width used when stdout is not a terminal (pipes, CliRunner): wide enough that no column of
 # the list table is truncated, so greps on the output work.
 _PIPE_WIDTH = 160
@@ -51,46 +51,6 @@ _LABELS: dict[str, str] = {
 }
 
 
-def format_bytes(n: int) -> str:
-    """Binary units, exact when possible: 532480 -> '520 KiB', 8388608 -> '8 MiB'."""
-    if n == 0:
-        return _DASH
-    units = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
-    for unit, size in units:
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    for unit, size in units:
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
-def _decimal(value: float, units: list[tuple[str, float]], base: str) -> str:
-    for unit, scale in units:
-        if value >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value:.4g} {base}"
-
-
-def format_hz(hz: float) -> str:
-    """Decimal frequency: 1430000000 -> '1.43 GHz', 240000000 -> '240 MHz'."""
-    return _decimal(hz, [("GHz", 1e9), ("MHz", 1e6), ("kHz", 1e3)], "Hz")
-
-
-def format_rate(bytes_per_s: float) -> str:
-    """Decimal bandwidth (as memory vendors quote it); 0 -> '—' (not applicable)."""
-    if bytes_per_s == 0:
-        return _DASH
-    return _decimal(bytes_per_s, [("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)], "B/s")
-
-
-def format_watts(watts: float) -> str:
-    """'6.4 W' or '15 mW'."""
-    if watts >= 1:
-        return f"{watts:.3g} W"
-    return f"{watts * 1e3:.3g} mW"
-
-
 def format_field(platform: Platform, key: str) -> str:
     """One field of ``platform`` as a human string with its unit."""
     value = getattr(platform, key)
@@ -109,7 +69,7 @@ def format_field(platform: Platform, key: str) -> str:
     elif isinstance(value, float):
         text = f"{value:g}"
     else:
-        text = str(value) if value != "" else _DASH
+        text = str(value) if value != "" else DASH
     if platform.is_estimate(key):
         text = f"≈ {text} (estimate)"
     return text
@@ -165,7 +125,7 @@ def list_cmd(as_json: bool) -> None:
             format_bytes(p.flash_bytes),
             format_bytes(p.dram_bytes),
             ", ".join(p.simd) or "none",
-            p.qemu_machine or _DASH,
+            p.qemu_machine or DASH,
         )
     _console().print(table)
 

@@ -19,6 +19,7 @@ import numpy as np
 import tinytelem
 from tinytelem.report import svg
 from tinytelem.report.data import ReportData
+from tinytelem.units import si
 
 __all__ = ["fmt", "page", "render_html", "table_html"]
 
@@ -48,29 +49,8 @@ text-align:center;padding:10px}
 """
 
 
-def fmt(value: Any, unit: str = "") -> str:
-    """A figure with an SI prefix keeping 3 significant digits; '—' for unknown."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    v = float(value)
-    if unit == "B":
-        for scale, name in ((1 << 20, "MiB"), (1 << 10, "KiB")):
-            if abs(v) >= scale:
-                return f"{v / scale:.1f} {name}"
-        return f"{int(v)} B"
-    if unit in ("", "x"):
-        return f"{v:.3g}{unit}" if not float(v).is_integer() else f"{int(v)}{unit}"
-    if unit in ("tok/s", "%"):
-        return f"{v:.1f} {unit}"
-    if v == 0:
-        return f"0 {unit}"
-    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
-                           (1e-6, "µ"), (1e-9, "n")):
-        if abs(v) >= factor:
-            if factor > 1 and unit in ("s", "J", "W"):
-                continue
-            return f"{v / factor:.3g} {prefix}{unit}"
-    return f"{v:.3g} {unit}"
+fmt = si
+"""A figure with its unit (:func:`tinytelem.units.si`)."""
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[str]],
