@@ -4,13 +4,25 @@
 
     TinyTelemError
     ├── ConfigError            bad user input: URLs, options, platform names
+    │   └── ConstraintError    a constraint or battery string that does not parse
+    │                          (analysis/recommend.py)
     ├── LinkError              the device link
     │   ├── LinkClosed         we closed it
-    │   └── LinkBroken         the world broke it (cause in __cause__)
+    │   │   └── StreamClosed   ... a transport stream (also trio.ClosedResourceError;
+    │   │                      transports/base.py)
+    │   ├── LinkBroken         the world broke it (cause in __cause__)
+    │   │   └── StreamBroken   ... a transport stream (also trio.BrokenResourceError;
+    │   │                      transports/base.py)
+    │   └── StreamRefused      a live-stream server refused the client (live/client.py)
     ├── ProtocolError          bytes that are not protocol v1
+    │   └── FrameRejected      a frame failed a check; its kind says which
+    │                          (protocol/codec.py)
     ├── SensorError            power sensors
     ├── ModelError             model files and inference
     └── TraceError             trace files (HDF5, raw captures)
+
+Subclasses live beside the code that raises them; this drawing names every one of them
+(tests/test_structure.py fails when one is missing).
 
 Lower-level errors (OSError, serial.SerialException, h5py errors) are translated at the
 boundary that sees them and re-raised ``from`` the original, so ``__cause__`` keeps the detail.

@@ -1,0 +1,110 @@
+"""The layout rules of docs/architecture.md, checked from the code itself.
+
+Imports are read from the source text (``ast``), so the check costs no imports of heavy modules
+and sees lazy imports inside functions too: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import tinytelem
+from tinytelem.errors import TinyTelemError
+
+SRC = Path(tinytelem.__file__).resolve().parent
+
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"errors", "units"}),
+    frozenset({"protocol"}),
+    frozenset({"records", "transports", "trace", "platforms"}),
+    frozenset({"models", "sensors"}),
+    frozenset({"actors", "firmware", "emulator"}),
+    frozenset({"analysis", "devices", "replay"}),
+    frozenset({"report"}),
+    frozenset({"live", "profiling"}),
+    frozenset({"client"}),
+    frozenset({"cli"}),
+)
+"""Bottom to top, as docs/architecture.md draws them: a package imports only lower layers."""
+
+KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset({frozenset({"live", "profiling"})})
+"""Circles that the session reshape removes (``live/session.py`` borrows profiling's helpers).
+The test fails as soon as one of them is gone, so this list cannot go stale."""
+
+
+def _unit(path: Path) -> str:
+    """The top-level package (or module) of ``src/tinytelem`` that ``path`` belongs to."""
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        found.update(n.split(".")[1] for n in names if n.startswith("tinytelem."))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in SRC.rglob("*.py"):
+        unit = _unit(path)
+        edges[unit].update(i for i in _imports(path) if i != unit)
+    return edges
+
+
+def _layer(unit: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if unit in layer:
+            return i
+    raise AssertionError(f"{unit!r} is in no layer: add it to LAYERS and docs/architecture.md")
+
+
+def test_every_package_has_a_layer() -> None:
+    for unit in _graph():
+        if unit != "__init__":
+            _layer(unit)
+
+
+def test_no_import_climbs_a_layer() -> None:
+    bad = []
+    for unit, targets in _graph().items():
+        if unit == "__init__":
+            continue
+        for target in targets:
+            if _layer(target) >= _layer(unit) and frozenset({unit, target}) not in KNOWN_CIRCLES:
+                bad.append(f"{unit} -> {target}")
+    assert bad == [], "imports that climb (or stay on) a layer: " + ", ".join(sorted(bad))
+
+
+def test_known_circles_still_exist() -> None:
+    edges = _graph()
+    for circle in KNOWN_CIRCLES:
+        a, b = sorted(circle)
+        assert b in edges[a] and a in edges[b], f"{a} <-> {b} is gone: drop it from KNOWN_CIRCLES"
+
+
+def test_error_tree_drawing_names_every_error() -> None:
+    for info in pkgutil.walk_packages([str(SRC)], "tinytelem."):
+        importlib.import_module(info.name)
+    pending: list[type[BaseException]] = [TinyTelemError]
+    seen: set[str] = set()
+    while pending:
+        cls = pending.pop()
+        if cls.__module__.startswith("tinytelem."):
+            seen.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    doc = importlib.import_module("tinytelem.errors").__doc__ or ""
+    drawn = set(re.findall(r"^ {4}(?:[│ ]*[├└]── )?(\w+)\b", doc, re.MULTILINE))
+    missing = sorted(seen - drawn)
+    assert missing == [], f"errors.py's drawing lacks {missing}"
