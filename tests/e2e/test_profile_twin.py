@@ -18,8 +18,9 @@ from tinytelem.emulator.schedule import RunTruth
 from tinytelem.emulator.twin import TwinDevice
 from tinytelem.models.llama2c import builtin_model
 from tinytelem.platforms import get_platform
-from tinytelem.profiling import ProfileOptions, ProfileResult, run_profile
 from tinytelem.protocol.messages import Run
+from tinytelem.session.options import ProfileOptions
+from tinytelem.session.profile import ProfileResult, run_profile
 from tinytelem.trace.reader import open_trace
 
 pytestmark = pytest.mark.slow
@@ -152,7 +153,7 @@ def test_unknown_sensor_is_refused_before_anything_starts(tmp_path: Path) -> Non
 
 
 def test_auto_sensor_choice(tmp_path: Path) -> None:
-    from tinytelem.profiling import resolve_sensor
+    from tinytelem.session.core import resolve_sensor
 
     assert resolve_sensor("auto", "emu:esp32s3") == "sim"
     assert resolve_sensor("auto", "tcp://127.0.0.1:1") == "none"

@@ -110,7 +110,8 @@ def write_synthetic(path: Path, *, platform: str = "esp32s3", bits: int = 8, n_p
 
 def profile_twin(platform: str, out: Path, n_tokens: int, bits: int = 4) -> Path:
     """A real trace from the device twin (the same path as `tinytelem profile`)."""
-    from tinytelem.profiling import ProfileOptions, run_profile
+    from tinytelem.session.options import ProfileOptions
+    from tinytelem.session.profile import run_profile
 
     options = ProfileOptions(device=f"emu:{platform}", out_dir=out, n_tokens=n_tokens,
                              prompt="Once", weight_bits=bits, sensor_rate_hz=50_000.0)

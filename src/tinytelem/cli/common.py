@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,10 +33,22 @@ def trace_level_option() -> Callable[[F], F]:
 
 
 def run_trio(fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an async main under trio; Ctrl-C cancels it cleanly (files are closed)."""
+    """Run an async main under trio; Ctrl-C cancels it cleanly (files are closed).
+
+    The one TinyTelemError inside a nursery's exception group is raised as itself, so callers
+    (and click's test runner) see "refused: HTTP 401", not "1 sub-exception".
+    """
     import trio
 
-    return trio.run(fn)
+    from tinytelem.errors import first_error
+
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        found = first_error(group)
+        if found is None:
+            raise
+        raise found from group
 
 
 async def stop_on_signals(stop: Any, say: Callable[[str], object], message: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tinytelem.live.session import run_unwrapped
+from tinytelem.cli.common import run_trio
 
 
 @click.command("monitor")
@@ -97,7 +97,8 @@ def monitor(
                 await watch(url, resolve_token(token), stop)
             else:
                 assert device is not None
-                from tinytelem.live.session import ServeOptions, serve_device
+                from tinytelem.session.options import ServeOptions
+                from tinytelem.session.serve import serve_device
 
                 private = secrets.token_urlsafe(24)
                 listening: list[str] = []
@@ -122,7 +123,7 @@ def monitor(
                 stop.set()  # the device session ends with the view
             nursery.cancel_scope.cancel()
 
-    run_unwrapped(main)
+    run_trio(main)
 
 
 async def _plain_lines(state: Any, t0: float, stop: Any, interval: float) -> None:

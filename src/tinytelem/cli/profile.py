@@ -58,8 +58,9 @@ def profile(
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
-    from tinytelem.profiling import ProfileOptions, run_profile
     from tinytelem.protocol.messages import TraceLevel
+    from tinytelem.session.options import ProfileOptions
+    from tinytelem.session.profile import run_profile
 
     options = ProfileOptions(
         device=device, out_dir=out_dir, prompt=prompt, n_tokens=n_tokens, model=model,
@@ -88,7 +89,7 @@ def profile(
 
             return await run_profile(options, on_token=token, on_ready=ready)
 
-    from tinytelem.profiling import ProfileResult
+    from tinytelem.session.profile import ProfileResult
 
     result = run_trio(main)
     assert isinstance(result, ProfileResult)

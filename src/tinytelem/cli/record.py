@@ -51,8 +51,9 @@ def record(
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
-    from tinytelem.profiling import RecordOptions, run_record
     from tinytelem.protocol.messages import TraceLevel
+    from tinytelem.session.options import RecordOptions
+    from tinytelem.session.record import run_record
 
     options = RecordOptions(
         device=device, out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
@@ -62,7 +63,7 @@ def record(
     console = Console(stderr=True)
     extra: list[Any] = []
     if listen is not None:  # --serve: stream live while recording (docs/streaming.md)
-        from tinytelem.live.session import make_streamer
+        from tinytelem.session.serve import make_streamer
 
         streamer = make_streamer(listen, token, tls_cert, tls_key,
                                  session={"device": device, "trace": str(out)},

@@ -10,8 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tinytelem.cli.common import device_option, stop_on_signals, trace_level_option
-from tinytelem.live.session import run_unwrapped
+from tinytelem.cli.common import device_option, run_trio, stop_on_signals, trace_level_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,8 +58,10 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
 @trace_level_option()
 @click.option("--duration", type=click.FloatRange(0.0, min_open=True), default=None,
               help="Stop after this many seconds (default: Ctrl-C, or the end of --run).")
-@click.option("--sensor", type=click.Choice(["sim", "none"]), default="sim", show_default=True,
-              help="'sim' samples the twin's power waveform (emu: devices).")
+@click.option("--sensor", type=click.Choice(["auto", "sim", "none"]), default="auto",
+              show_default=True,
+              help="'sim' samples the twin's power waveform (emu: devices); 'auto' is sim for "
+                   "emu: devices and none otherwise.")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Simulated sensor rate in samples/s.")
 @click.option("--client-queue", type=click.IntRange(1), default=1024, show_default=True,
@@ -88,8 +89,9 @@ def serve(
     from rich.console import Console
 
     from tinytelem.live.security import check_listen_security, parse_listen, resolve_token
-    from tinytelem.live.session import ServeOptions, serve_device
     from tinytelem.protocol.messages import TraceLevel
+    from tinytelem.session.options import ServeOptions
+    from tinytelem.session.serve import serve_device
 
     # Refuse an unsafe configuration before opening the device.
     check_listen_security(parse_listen(listen), resolve_token(token), tls_cert, tls_key)
@@ -97,7 +99,7 @@ def serve(
         device=device, listen=listen, token=token, tls_cert=tls_cert, tls_key=tls_key, out=out,
         overwrite=overwrite, run=start_run, prompt=prompt, n_tokens=n_tokens, model=model,
         tokenizer=tokenizer, seed=seed, trace_level=TraceLevel[trace_level.upper()],
-        duration_s=duration, sensor="sim" if sensor == "sim" else "none",
+        duration_s=duration, sensor=sensor,
         sensor_rate_hz=sensor_rate, client_queue=client_queue, faults=list(faults),
     )
     console = Console(stderr=True)
@@ -115,7 +117,7 @@ def serve(
             nursery.cancel_scope.cancel()
         return result
 
-    result = run_unwrapped(main)
+    result = run_trio(main)
     stats = result.streamer
     if as_json:
         click.echo(json.dumps({"url": result.url, "trace": str(result.trace or ""),

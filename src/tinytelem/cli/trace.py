@@ -61,8 +61,8 @@ def replay(raw: Path, out: Path, overwrite: bool, as_json: bool) -> None:
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
-    from tinytelem.profiling import write_summary
     from tinytelem.replay import replay_capture
+    from tinytelem.session.core import write_summary
 
     result = replay_capture(raw, out, overwrite=overwrite)
     summary = write_summary(out)

@@ -1,0 +1,377 @@
+"""``run_session``: the one place that opens a device and runs the recording actor graph.
+
+::
+
+    open_device ──> power source (twin waveform, hardware sensor, or none)
+        │
+        ├─> TraceWriter (or NullSink) + raw capture ──> TraceRecorder (+ power summaries)
+        └─> Supervisor(link, power, recorder, raw, extra actors) .record(request)
+                                   │
+              store_session() ─────┘  then the files close, then summary.json
+
+``profile``, ``record`` and ``serve`` differ only in the :class:`SessionOutputs` they ask for
+and the extra actors they pass (the websocket streamer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from tinytelem import __version__
+from tinytelem.actors.recorder import TraceRecorder
+from tinytelem.actors.supervisor import (
+    ExtraActor,
+    PowerSource,
+    RunRequest,
+    SessionOutcome,
+    Supervisor,
+)
+from tinytelem.devices import DeviceHandle, TwinOptions, open_device
+from tinytelem.errors import ConfigError
+from tinytelem.records import Record
+from tinytelem.session.options import SessionOptions
+
+__all__ = [
+    "NullSink", "SessionOutputs", "TwinSensor", "check_sensor", "resolve_sensor", "run_request",
+    "run_session", "store_session", "tokenize_prompt", "write_summary",
+]
+
+SENSORS = ("sim", "none")
+
+TWIN_SENSOR_TAIL_S = 0.3
+"""The twin publishes a power segment once it has happened, and the simulated sensor waits for
+the segments covering each block; after the run, recording goes on this long so the sensor has
+sampled all of it."""
+SIM_SENSOR_TRANSPORT_S = 0.001
+
+
+@dataclass(frozen=True)
+class SessionOutputs:
+    """Where a session's data goes. ``trace=None`` keeps nothing (a live-only ``serve``)."""
+
+    trace: Path | None
+    raw: Path | None = None
+    summary: Path | None = None
+    overwrite: bool = False
+
+
+class TwinSensor:
+    """The simulated sensor wired to the twin's power waveform (what a shunt would see)."""
+
+    def __init__(self, power_url: str, rate_hz: float, drift_ppm: float, seed: int) -> None:
+        from tinytelem.actors.power import SegmentWaveform, SimulatedPowerSensor
+
+        self.power_url = power_url
+        self.waveform = SegmentWaveform()
+        self.sensor = SimulatedPowerSensor(
+            self.waveform, rate_hz=rate_hz, drift_ppm=drift_ppm, noise_a=1e-5, seed=seed,
+            transport_s=SIM_SENSOR_TRANSPORT_S,
+        )
+
+    async def run(
+        self,
+        send: trio.MemorySendChannel[Record],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        from tinytelem.actors.power import twin_power_client
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(twin_power_client, self.power_url, self.waveform)
+            self.sensor.voltage_v = self.waveform.voltage_v
+            await nursery.start(self.sensor.run, send)
+            task_status.started()
+
+    def statistics(self) -> Any:
+        return self.sensor.statistics()
+
+
+class NullSink:
+    """A trace sink that keeps nothing (``serve`` without ``--out``).
+
+    The supervisor's session logic still needs the recorder's view of HELLO and of the runs.
+    """
+
+    def add_events(self, rows: np.ndarray) -> None: ...
+    def add_tokens(self, rows: np.ndarray) -> None: ...
+    def add_spans(self, rows: np.ndarray) -> None: ...
+    def add_memory(self, rows: np.ndarray) -> None: ...
+    def add_pings(self, rows: np.ndarray) -> None: ...
+    def add_runs(self, rows: np.ndarray) -> None: ...
+    def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None: ...
+    def add_power_gap(self, first_index: int, n_missing: int, host_s: float) -> None: ...
+    def add_link_gap(self, lost_host_s: float, restored_host_s: float) -> None: ...
+    def add_text(self, table: Any, host_s: float, device_s: float, code: int,
+                 text: str) -> None: ...
+    def set_attrs(self, group: str, attrs: dict[str, Any]) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def tokenize_prompt(options: SessionOptions) -> tuple[list[int], Callable[[list[int]], str] | None]:
+    """Prompt ids (BOS first) and a decoder for the generated ids, when a tokenizer is known."""
+    from tinytelem.models.tokenizer import ByteTokenizer, load_tokenizer
+
+    text_known = True
+    if options.tokenizer is not None:
+        tok: Any = load_tokenizer(options.tokenizer)
+    elif options.model is None:
+        # The built-in model has seeded random weights: its output ids are not text.
+        tok = ByteTokenizer()
+        text_known = False
+    else:
+        raise ConfigError(
+            f"--model {options.model} needs --tokenizer (the llama2.c tokenizer .bin that "
+            "belongs to it, e.g. tok512.bin for stories260K)"
+        )
+    ids = list(tok.encode(options.prompt, bos=True, eos=False))
+
+    def decode(generated: list[int]) -> str:
+        return str(tok.decode_all(ids + generated))
+
+    return ids, decode if text_known else None
+
+
+def run_request(options: SessionOptions) -> RunRequest:
+    """The RUN a session asks the device for: the tokenized prompt and the sampling options."""
+    prompt, _ = tokenize_prompt(options)
+    return RunRequest(prompt=prompt, n_tokens=options.n_tokens, seed=options.seed,
+                      temperature=options.temperature, trace_level=options.trace_level)
+
+
+def resolve_sensor(spec: str, device: str, sysfs_root: str = "/") -> str:
+    """``auto``: the twin's power waveform for ``emu:``, the host's RAPL package energy counter
+    for ``native:`` (when readable), no sensor otherwise. Anything else is returned as given."""
+    if spec != "auto":
+        return spec
+    if device.startswith("emu:"):
+        return "sim"
+    if device.startswith("native:"):
+        from tinytelem.sensors.linux import discover
+
+        for channel in discover(sysfs_root, runner=lambda args: ""):
+            if channel.source == "rapl" and os.access(channel.path, os.R_OK):
+                return channel.spec
+    return "none"
+
+
+def check_sensor(options: SessionOptions) -> Any:
+    """Validate ``--sensor`` early (before any device starts); load ``--calibration``."""
+    calibration = None
+    if options.sensor not in SENSORS:
+        from tinytelem.sensors import parse_sensor_spec
+
+        parse_sensor_spec(options.sensor)  # ConfigError naming the accepted forms
+    if options.calibration is not None:
+        from tinytelem.sensors.calibration import Calibration
+
+        if options.sensor in SENSORS:
+            raise ConfigError("--calibration applies to a real sensor (ppk2:, ina:, ...), "
+                              f"not --sensor {options.sensor}")
+        calibration = Calibration.load(options.calibration)
+    return calibration
+
+
+def _open_power(options: SessionOptions, handle: DeviceHandle,
+                calibration: Any) -> PowerSource | None:
+    if options.sensor == "sim":
+        if handle.power_url is None:
+            raise ConfigError(
+                "--sensor sim samples the device twin's power waveform, so it needs an "
+                "emu:<platform> device; use --sensor none for other devices"
+            )
+        return TwinSensor(handle.power_url, options.sensor_rate_hz, options.sensor_drift_ppm,
+                          options.seed)
+    if options.sensor != "none":
+        from tinytelem.sensors import open_sensor
+
+        return open_sensor(options.sensor, calibration=calibration)
+    return None
+
+
+def firmware_model(device: str, model: Path | None) -> Path | None:
+    """The .tlm to link into ``qemu:`` / ``native:`` firmware (None: the demo engine)."""
+    if model is None or not device.startswith(("qemu:", "native:")):
+        return None
+    if model.suffix != ".tlm":
+        raise ConfigError(f"{device} runs the firmware's integer engine, which needs a .tlm "
+                          f"model; quantize {model} first (tinytelem model quantize ... -o M.tlm)")
+    return model
+
+
+def model_attrs(options: SessionOptions) -> dict[str, Any]:
+    """Model shape and weight width, so reports can compute rooflines from the trace alone.
+
+    HELLO carries only the model's name and hash; the dimensions are known on the host when
+    the twin runs (built-in shape) or when ``--model`` names the checkpoint.
+    """
+    from tinytelem.models.cost import param_count
+    from tinytelem.models.llama2c import STORIES260K_SHAPE, load_checkpoint
+
+    out: dict[str, Any] = {}
+    config = None
+    if options.model is not None and options.model.suffix == ".tlm":
+        from tinytelem.models.tlm import read_tlm
+
+        config = read_tlm(options.model).config
+    elif options.model is not None:
+        config = load_checkpoint(options.model).config
+    elif options.device.startswith("emu:"):
+        config = STORIES260K_SHAPE
+    if config is not None:
+        out["model_config"] = json.dumps(asdict(config))
+        out["model_params"] = param_count(config)
+    if options.device.startswith("emu:"):
+        out["weight_bits"] = options.weight_bits
+    return out
+
+
+def _trace_attrs(options: SessionOptions, handle: DeviceHandle, host_t0: float,
+                 calibration: Any, run: bool) -> dict[str, Any]:
+    return {
+        "host_t0": host_t0,
+        "device": handle.url,
+        "link_url": handle.link_url,
+        "platform": handle.platform or "",
+        "sensor": options.sensor,
+        "calibration_id": (calibration.id if calibration is not None
+                           else "none (simulated sensor)" if options.sensor == "sim" else "none"),
+        # The simulated sensor's blocks reach the host 1 ms after their last sample (plus
+        # one-sided jitter); the clock fit cannot see a constant delay, so it is declared.
+        **({"sensor_latency_s": SIM_SENSOR_TRANSPORT_S} if options.sensor == "sim" else {}),
+        "prompt": options.prompt if run else "",
+        "tool": f"tinytelem {__version__}",
+        "trace_level": options.trace_level.name.lower(),
+        **model_attrs(options),
+    }
+
+
+def store_session(
+    writer: Any, recorder: TraceRecorder, outcome: SessionOutcome, power: PowerSource | None,
+    calibration: Any = None,
+) -> None:
+    """Root and group attributes known only at the end: HELLO facts, link and sensor stats."""
+    hello = recorder.hello or outcome.hello
+    if hello is not None:
+        writer.set_attrs("/", {
+            "tick_hz": hello.tick_hz, "cpu_hz": hello.cpu_hz, "ram_bytes": hello.ram_bytes,
+            "flash_bytes": hello.flash_bytes, "psram_bytes": hello.psram_bytes,
+            "firmware_version": hello.firmware_version, "model_name": hello.model_name,
+            "model_sha256": hello.model_hash.hex(), "capabilities": hello.capabilities,
+            "platform": hello.platform,
+        })
+    d = outcome.decoder
+    link = outcome.link
+    if d is not None and link is not None:
+        writer.set_attrs("link", {
+            "frames": d.frames, "bytes": d.bytes, "crc_errors": d.crc_errors,
+            "cobs_errors": d.cobs_errors, "other_errors": d.other_errors, "gaps": d.seq_gaps,
+            "lost_frames": d.lost_frames, "resyncs": d.resyncs, "reconnects": link.reconnects,
+            "outages": link.outages, "down_s": link.down_s, "bytes_out": link.bytes_out,
+        })
+    if isinstance(power, TwinSensor):
+        s = power.sensor
+        writer.set_attrs("power", {
+            "sample_rate_hz": s.rate_hz, "voltage_v": s.voltage_v, "sensor": "sim",
+            "dropped_samples": int(getattr(outcome.power, "dropped_samples", 0) or 0),
+        })
+    elif power is not None:
+        from tinytelem.sensors import record_sensor
+
+        record_sensor(writer, power, calibration)
+    writer.set_attrs("session", {
+        "run_status": -1 if outcome.run_status is None else outcome.run_status,
+        "stopped_early": outcome.stopped_early,
+        "run_end_lost": outcome.run_end_lost,
+        "n_generated_seen": len(outcome.token_ids),
+    })
+
+
+def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[str, Any]:
+    """Compute the summary of a finished trace; store it in the trace and in ``summary_path``."""
+    from tinytelem.analysis.loader import summary_of_trace
+    from tinytelem.trace.writer import store_summary
+
+    summary = summary_of_trace(trace_path)
+    store_summary(trace_path, summary)
+    if summary_path is not None:
+        summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+async def run_session(
+    options: SessionOptions,
+    outputs: SessionOutputs,
+    request: RunRequest | None,
+    *,
+    stop: trio.Event | None = None,
+    duration_s: float | None = None,
+    max_tokens: int | None = None,
+    on_token: Callable[[int], None] | None = None,
+    on_ready: Callable[[DeviceHandle], None] | None = None,
+    extra_actors: Sequence[ExtraActor] = (),
+    calibration: Any = None,
+) -> tuple[SessionOutcome, dict[str, Any] | None]:
+    """Open the device, record until the request's run ends (or ``stop``, ``duration_s``,
+    ``max_tokens``), close the files in order, and summarise the trace.
+
+    Returns the supervisor's outcome and the summary (None when nothing was recorded).
+    ``options.sensor`` must be resolved (:func:`resolve_sensor`) and checked, with its
+    calibration loaded (:func:`check_sensor`), before anything is created on disk.
+    """
+    from tinytelem.live.summaries import PowerSummaryRecorder, summary_tables
+    from tinytelem.trace.raw import RawCaptureWriter
+    from tinytelem.trace.writer import TraceWriter
+
+    is_emu = options.device.startswith("emu:")
+    twin = TwinOptions(model=options.model, seed=options.seed, weight_bits=options.weight_bits,
+                       faults=tuple(options.faults))
+    async with open_device(options.device, twin if is_emu else None,
+                           firmware_model=firmware_model(options.device, options.model)
+                           ) as handle:
+        if on_ready is not None:
+            on_ready(handle)
+        power = _open_power(options, handle, calibration)
+        host_t0 = time.monotonic()
+        writer: Any = NullSink()
+        extensions: list[Any] = []
+        if outputs.trace is not None:
+            outputs.trace.parent.mkdir(parents=True, exist_ok=True)
+            writer = TraceWriter.create(
+                outputs.trace, overwrite=outputs.overwrite,
+                attrs=_trace_attrs(options, handle, host_t0, calibration, request is not None),
+                extra_tables=summary_tables() if power else None)
+            if power is not None:
+                extensions.append(PowerSummaryRecorder(writer))
+        raw = None
+        if outputs.raw is not None:
+            raw = RawCaptureWriter.create(outputs.raw, header={
+                "url": handle.url, "link_url": handle.link_url, "tool_version": __version__,
+                "host_t0": host_t0,
+            }, overwrite=outputs.overwrite)
+        recorder = TraceRecorder(writer, host_t0=host_t0, extensions=extensions)
+        try:
+            supervisor = Supervisor(
+                handle.link_url, handle.connect, recorder, power=power, raw=raw,
+                reconnect=handle.reconnect, extra_actors=extra_actors,
+                tail_s=TWIN_SENSOR_TAIL_S if power is not None else 0.1,
+            )
+            outcome = await supervisor.record(
+                request, duration_s=duration_s, max_tokens=max_tokens, stop=stop,
+                run_timeout_s=options.run_timeout_s, on_token=on_token)
+            store_session(writer, recorder, outcome, power, calibration)
+        finally:
+            writer.close()
+            if raw is not None:
+                raw.close()
+    if outputs.trace is None:
+        return outcome, None
+    return outcome, write_summary(outputs.trace, outputs.summary)
