@@ -17,7 +17,8 @@ import time
 import trio
 
 from tinytelem.actors.hub import Hub, LiveSubscription
-from tinytelem.actors.power import ConstantWaveform, SimulatedPowerSensor
+from tinytelem.power.simulated import SimulatedPowerSensor
+from tinytelem.power.waveform import ConstantWaveform
 from tinytelem.records import PowerGap, Record
 
 

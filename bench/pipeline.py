@@ -116,9 +116,10 @@ def run_one(rate: float, seconds: float) -> dict[str, Any]:
     import numpy as np
     import trio
 
-    from tinytelem.actors.power import ConstantWaveform, SimulatedPowerSensor
     from tinytelem.actors.recorder import TraceRecorder
     from tinytelem.actors.supervisor import Supervisor
+    from tinytelem.power.simulated import SimulatedPowerSensor
+    from tinytelem.power.waveform import ConstantWaveform
     from tinytelem.records import DeviceRecord, Record
     from tinytelem.trace.raw import RawCaptureWriter
     from tinytelem.trace.writer import TraceWriter

@@ -28,7 +28,7 @@ from tinytelem.actors.hub import Hub
 from tinytelem.live.ring import PowerRing
 from tinytelem.live.security import parse_listen
 from tinytelem.live.streamer import Streamer, StreamerConfig
-from tinytelem.live.summaries import MultiLevelSummary
+from tinytelem.power.summaries import MultiLevelSummary
 from tinytelem.protocol.messages import Token
 from tinytelem.records import DeviceRecord, PowerBlock, Record
 

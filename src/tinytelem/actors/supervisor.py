@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -32,6 +32,7 @@ from tinytelem.actors.hub import Hub
 from tinytelem.actors.link import LinkActor, LinkStatistics, RawChunk
 from tinytelem.actors.recorder import RecorderActor, RecorderStatistics, TraceRecorder
 from tinytelem.errors import LinkBroken, LinkError, TinyTelemError, first_error
+from tinytelem.power.source import PowerSource
 from tinytelem.protocol.messages import (
     Config,
     Hello,
@@ -52,18 +53,6 @@ LINK_CHANNEL = 256
 HUB_CHANNEL = 1024
 RECORDER_BUFFER = 8192
 SESSION_BUFFER = 8192
-
-
-class PowerSource(Protocol):
-    """A power sensor actor (simulated or real)."""
-
-    async def run(
-        self,
-        send: trio.MemorySendChannel[Record],
-        task_status: trio.TaskStatus[None] = ...,
-    ) -> None: ...
-
-    def statistics(self) -> Any: ...
 
 
 @dataclass

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from tinytelem.emulator.costmodel import CostModel, OpTiming
+from tinytelem.power.waveform import PowerSegment
 from tinytelem.protocol.messages import (
     NO_LAYER,
     AnyMessage,
@@ -64,15 +65,6 @@ class ScheduledFrame:
 
     time_s: float
     message: AnyMessage
-
-
-@dataclass(frozen=True, slots=True)
-class PowerSegment:
-    """Constant power ``watts`` from ``start_s`` to ``end_s`` (seconds since boot)."""
-
-    start_s: float
-    end_s: float
-    watts: float
 
 
 @dataclass(frozen=True, slots=True)

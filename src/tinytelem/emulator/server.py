@@ -21,16 +21,15 @@ import tty
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 
-import msgpack
 import trio
 
-from tinytelem.emulator.schedule import PowerSegment
 from tinytelem.emulator.twin import EmittedFrame, TwinDevice
 from tinytelem.errors import ConfigError, ModelError
+from tinytelem.power.twin import TwinPowerChannel
 from tinytelem.protocol.codec import Frame, FrameDecoder
 from tinytelem.protocol.messages import AnyMessage, InferBegin, InferEnd, Run, Token
+from tinytelem.transports.url import parse_host_port
 
 __all__ = ["POWER_PERIOD_S", "ServerAddresses", "parse_listen_url", "serve"]
 
@@ -38,8 +37,6 @@ POWER_PERIOD_S = 0.05
 """The pump wakes at least this often, so idle power reaches power clients steadily."""
 
 MIN_SLEEP_S = 0.001
-POWER_QUEUE = 4096
-"""Batches buffered per power client; further batches are dropped (and counted) until it drains."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +60,13 @@ def parse_listen_url(url: str) -> tuple[str, int] | None:
     """
     if url == "pty":
         return None
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"bad port in {url!r}; use tcp://127.0.0.1:0 for any free port") from exc
-    if parts.scheme != "tcp" or not parts.hostname or port is None:
+    if not url.startswith("tcp://"):
         raise ConfigError(f"cannot listen on {url!r}; use tcp://HOST:PORT (port 0 = any) or pty")
-    return parts.hostname, port
+    try:
+        return parse_host_port(url)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot listen on {url!r}: {exc}; use tcp://HOST:PORT (port 0 = any) "
+                          "or pty") from exc
 
 
 class _PtySink:
@@ -117,8 +113,11 @@ class _Server:
         self.wake = trio.Event()
         self.run_tokens = 0
         self.completed_while_connected = False
-        self.power_clients: list[trio.MemorySendChannel[list[PowerSegment]]] = []
-        self.power_dropped = 0
+        p = device.platform
+        self.power = TwinPowerChannel({
+            "version": 1, "voltage_v": p.supply_voltage_v, "idle_w": p.idle_power_w,
+            "active_w": p.active_power_w, "platform": p.name, "timebase": "CLOCK_MONOTONIC",
+        }, boot_s)
         self.done = trio.Event()
 
     def now(self) -> float:
@@ -136,7 +135,7 @@ class _Server:
                     await self._send_frames(frames)
             segments = device.drain_power(self.now())
             if segments:
-                self._publish_power(segments)
+                self.power.publish(segments)
             now = self.now()
             delay = min(device.next_due(), now + POWER_PERIOD_S) - now
             with trio.move_on_after(max(delay, MIN_SLEEP_S)):
@@ -256,48 +255,6 @@ class _Server:
                 if isinstance(event, Frame):
                     await self.command(event.message)
 
-    # -- power side channel ------------------------------------------------------------------
-
-    def power_header(self) -> dict[str, object]:
-        p = self.device.platform
-        return {
-            "version": 1,
-            "voltage_v": p.supply_voltage_v,
-            "idle_w": p.idle_power_w,
-            "active_w": p.active_power_w,
-            "platform": p.name,
-            "timebase": "CLOCK_MONOTONIC",
-        }
-
-    def _publish_power(self, segments: list[PowerSegment]) -> None:
-        for channel in list(self.power_clients):
-            try:
-                channel.send_nowait(segments)
-            except trio.WouldBlock:
-                self.power_dropped += len(segments)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.power_clients.remove(channel)
-
-    async def handle_power(self, stream: trio.SocketStream) -> None:
-        send, receive = trio.open_memory_channel[list[PowerSegment]](POWER_QUEUE)
-        self.power_clients.append(send)
-        boot = self.boot_s
-        try:
-            async with stream, receive:
-                await stream.send_all(msgpack.packb(self.power_header()))
-                async for segments in receive:
-                    data = b"".join(
-                        msgpack.packb([boot + s.start_s, boot + s.end_s, s.watts])
-                        for s in segments
-                    )
-                    await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            if send in self.power_clients:
-                self.power_clients.remove(send)
-            send.close()
-
 
 async def _tcp_listener(url: str, what: str) -> tuple[trio.SocketListener, str]:
     addr = parse_listen_url(url)
@@ -372,7 +329,7 @@ async def serve(
             elif pty_fds is not None:
                 nursery.start_soon(server.serve_pty, pty_fds[0])
             if power_listener is not None:
-                nursery.start_soon(trio.serve_listeners, server.handle_power, [power_listener])
+                nursery.start_soon(trio.serve_listeners, server.power.handle, [power_listener])
             task_status.started(ServerAddresses(link_addr, power_addr))
             await server.done.wait()
             nursery.cancel_scope.cancel()

@@ -49,7 +49,7 @@ from tinytelem.live.schema import (
     encode,
 )
 from tinytelem.live.security import ListenAddress, extract_token, redact_logs, token_matches
-from tinytelem.live.summaries import DEFAULT_LEVELS_S, MultiLevelSummary, level_name
+from tinytelem.power.summaries import DEFAULT_LEVELS_S, MultiLevelSummary, level_name
 from tinytelem.records import PowerBlock, Record
 
 __all__ = ["ClientStatistics", "Streamer", "StreamerConfig", "StreamerStatistics"]

@@ -1,8 +1,8 @@
 """Power sensors: real hardware drivers, their emulators, Linux power sources, calibration.
 
-Every sensor is an actor with the shape of :class:`tinytelem.actors.power.SimulatedPowerSensor`
-(``run(send_channel, task_status)``, ``statistics()``) that sends
-:class:`~tinytelem.records.PowerBlock` / :class:`~tinytelem.records.PowerGap` records.
+Every sensor is a :class:`tinytelem.power.source.PowerSource` (``run(send_channel,
+task_status)``, ``statistics()``) that sends :class:`~tinytelem.records.PowerBlock` /
+:class:`~tinytelem.records.PowerGap` records.
 :func:`open_sensor` builds one from a ``--sensor`` spec:
 
 ==========================  ==================================================================
@@ -21,32 +21,15 @@ Modules import their heavy dependencies (numba, pyjoulescope_driver) only when u
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
-import trio
-
 from tinytelem.errors import ConfigError
-from tinytelem.records import Record
+from tinytelem.power.source import PowerSource
 
-__all__ = ["HARDWARE_KINDS", "SensorActor", "open_sensor", "parse_sensor_spec", "record_sensor"]
+__all__ = ["HARDWARE_KINDS", "open_sensor", "parse_sensor_spec", "record_sensor"]
 
 HARDWARE_KINDS = ("ppk2", "ina", "joulescope", "rapl", "hwmon", "jetson", "rpi5-pmic")
-
-
-class SensorActor(Protocol):
-    """What the supervisor needs from a sensor (same as ``actors.supervisor.PowerSource``)."""
-
-    @property
-    def rate_hz(self) -> float: ...
-
-    @property
-    def voltage_v(self) -> float: ...
-
-    async def run(self, send: trio.MemorySendChannel[Record],
-                  task_status: trio.TaskStatus[None] = ...) -> None: ...
-
-    def statistics(self) -> Any: ...
 
 
 def parse_sensor_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -70,7 +53,7 @@ def _float(opts: dict[str, str], key: str, default: float) -> float:
         raise ConfigError(f"sensor option {key}={opts[key]!r} is not a number") from exc
 
 
-def open_sensor(spec: str, *, calibration: Any = None, sysfs_root: str = "/") -> SensorActor:
+def open_sensor(spec: str, *, calibration: Any = None, sysfs_root: str = "/") -> PowerSource:
     """Build the sensor actor a ``--sensor`` spec names (not started yet).
 
     Args:

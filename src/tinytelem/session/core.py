@@ -28,20 +28,15 @@ import trio
 
 from tinytelem import __version__
 from tinytelem.actors.recorder import TraceRecorder
-from tinytelem.actors.supervisor import (
-    ExtraActor,
-    PowerSource,
-    RunRequest,
-    SessionOutcome,
-    Supervisor,
-)
+from tinytelem.actors.supervisor import ExtraActor, RunRequest, SessionOutcome, Supervisor
 from tinytelem.devices import DeviceHandle, TwinOptions, open_device
 from tinytelem.errors import ConfigError
-from tinytelem.records import Record
+from tinytelem.power.source import PowerSource
+from tinytelem.power.twin import SIM_SENSOR_TRANSPORT_S, TwinSensor
 from tinytelem.session.options import SessionOptions
 
 __all__ = [
-    "NullSink", "SessionOutputs", "TwinSensor", "check_sensor", "resolve_sensor", "run_request",
+    "NullSink", "SessionOutputs", "check_sensor", "resolve_sensor", "run_request",
     "run_session", "store_session", "tokenize_prompt", "write_summary",
 ]
 
@@ -51,7 +46,6 @@ TWIN_SENSOR_TAIL_S = 0.3
 """The twin publishes a power segment once it has happened, and the simulated sensor waits for
 the segments covering each block; after the run, recording goes on this long so the sensor has
 sampled all of it."""
-SIM_SENSOR_TRANSPORT_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -62,36 +56,6 @@ class SessionOutputs:
     raw: Path | None = None
     summary: Path | None = None
     overwrite: bool = False
-
-
-class TwinSensor:
-    """The simulated sensor wired to the twin's power waveform (what a shunt would see)."""
-
-    def __init__(self, power_url: str, rate_hz: float, drift_ppm: float, seed: int) -> None:
-        from tinytelem.actors.power import SegmentWaveform, SimulatedPowerSensor
-
-        self.power_url = power_url
-        self.waveform = SegmentWaveform()
-        self.sensor = SimulatedPowerSensor(
-            self.waveform, rate_hz=rate_hz, drift_ppm=drift_ppm, noise_a=1e-5, seed=seed,
-            transport_s=SIM_SENSOR_TRANSPORT_S,
-        )
-
-    async def run(
-        self,
-        send: trio.MemorySendChannel[Record],
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        from tinytelem.actors.power import twin_power_client
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(twin_power_client, self.power_url, self.waveform)
-            self.sensor.voltage_v = self.waveform.voltage_v
-            await nursery.start(self.sensor.run, send)
-            task_status.started()
-
-    def statistics(self) -> Any:
-        return self.sensor.statistics()
 
 
 class NullSink:
@@ -327,7 +291,7 @@ async def run_session(
     ``options.sensor`` must be resolved (:func:`resolve_sensor`) and checked, with its
     calibration loaded (:func:`check_sensor`), before anything is created on disk.
     """
-    from tinytelem.live.summaries import PowerSummaryRecorder, summary_tables
+    from tinytelem.power.summaries import PowerSummaryRecorder, summary_tables
     from tinytelem.trace.raw import RawCaptureWriter
     from tinytelem.trace.writer import TraceWriter
 

@@ -35,6 +35,7 @@ __all__ = [
     "SerialURL",
     "TcpURL",
     "parse_device_url",
+    "parse_host_port",
 ]
 
 DEFAULT_BAUD = 921600
@@ -171,6 +172,17 @@ def _parse_tcp(url: str) -> TcpURL:
     if not parts.hostname or port is None:
         raise _bad(url, "tcp URLs need both host and port, e.g. tcp://127.0.0.1:5555")
     return TcpURL(parts.hostname, port)
+
+
+def parse_host_port(url: str) -> tuple[str, int]:
+    """``tcp://host:port`` (or bare ``host:port``) -> ``(host, port)``; the one TCP address
+    parser for devices, the twin's listeners and its power channel.
+
+    Raises:
+        ConfigError: not a host and a port (the message shows the form).
+    """
+    tcp = _parse_tcp(url if "://" in url else f"tcp://{url}")
+    return tcp.host, tcp.port
 
 
 def _parse_serial(url: str) -> SerialURL:

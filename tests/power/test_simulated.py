@@ -14,13 +14,10 @@ import pytest
 import trio
 import trio.testing
 
-from tinytelem.actors.power import (
-    ConstantWaveform,
-    SegmentWaveform,
-    SimulatedPowerSensor,
-    twin_power_client,
-)
 from tinytelem.errors import ConfigError, SensorError
+from tinytelem.power.simulated import SimulatedPowerSensor
+from tinytelem.power.twin import twin_power_client
+from tinytelem.power.waveform import ConstantWaveform, SegmentWaveform
 from tinytelem.records import PowerBlock, PowerGap, Record
 
 

@@ -6,10 +6,10 @@ code a sensor whose ground truth is known exactly: sample ``i`` is taken at true
 samples, some time after they were taken; only the sample index is truth, the block's host
 arrival time is merely a hint for clock fitting.
 
-Current comes from a :class:`Waveform` evaluated on whole arrays of true times (vectorised:
-1 MS/s has to cost a few percent of a core). :class:`SegmentWaveform` is fed by
-:func:`twin_power_client` from the device twin's power channel, a msgpack stream of
-``[t_start_s, t_end_s, watts]`` segments in host ``time.monotonic()`` seconds.
+Current comes from a :class:`~tinytelem.power.waveform.Waveform` evaluated on whole arrays of
+true times (vectorised: 1 MS/s has to cost a few percent of a core); for the device twin that is
+the :class:`~tinytelem.power.waveform.SegmentWaveform` fed from its power channel
+(:mod:`tinytelem.power.twin`).
 
 Overflow policy (every lost sample is accounted for): blocks go out with ``send_nowait``; when
 the channel is full they wait in a bounded backlog; when the backlog overflows the oldest
@@ -18,268 +18,24 @@ samples are dropped and a :class:`~tinytelem.records.PowerGap` takes their place
 
 from __future__ import annotations
 
-import bisect
 import math
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
-import msgpack
 import numpy as np
 import numpy.typing as npt
 import trio
 
 from tinytelem.errors import ConfigError, SensorError
+from tinytelem.power.waveform import FloatArray, StreamedWaveform, Waveform
 from tinytelem.records import PowerBlock, PowerGap, Record
 
-__all__ = [
-    "ConstantWaveform",
-    "PowerStatistics",
-    "SegmentWaveform",
-    "SimulatedPowerSensor",
-    "StreamedWaveform",
-    "Waveform",
-    "twin_power_client",
-]
+__all__ = ["MAX_RATE_HZ", "PowerStatistics", "SimulatedPowerSensor"]
 
-FloatArray = npt.NDArray[np.float64]
 MAX_RATE_HZ = 1_000_000.0
-
-
-class Waveform(Protocol):
-    """Current drawn by the simulated device as a function of true host time."""
-
-    def current_at(self, true_times: FloatArray) -> FloatArray:
-        """Amperes at each of ``true_times`` (host monotonic seconds), same shape."""
-        ...
-
-
-@runtime_checkable
-class StreamedWaveform(Waveform, Protocol):
-    """A waveform that is only known up to some time (it arrives over a stream)."""
-
-    def covered_until(self) -> float:
-        """True time up to which the waveform is final (+inf when fully known)."""
-        ...
-
-
-class ConstantWaveform:
-    """A device that always draws ``watts`` at ``voltage`` volts."""
-
-    def __init__(self, watts: float, voltage: float) -> None:
-        if voltage <= 0:
-            raise ConfigError(f"waveform voltage must be positive, got {voltage} V")
-        self.watts = watts
-        self.voltage = voltage
-
-    def current_at(self, true_times: FloatArray) -> FloatArray:
-        return np.full(true_times.shape, self.watts / self.voltage, dtype=np.float64)
-
-
-class SegmentWaveform:
-    """Piecewise-constant power: ``watts`` inside segments, ``idle_w`` outside them.
-
-    Segments are half-open ``[t_start, t_end)`` in true host time and assumed not to overlap
-    (the twin reports consecutive phases). They may arrive while the sensor runs, in any
-    order; they are kept sorted. Segments that ended more than ``horizon_s`` before the newest
-    time seen (queried or reported) are forgotten, which bounds memory on long runs -- keep
-    ``horizon_s`` above the sensor's latency plus any backlog it may replay.
-    """
-
-    def __init__(self, voltage_v: float = 3.3, idle_w: float = 0.0, horizon_s: float = 10.0):
-        self.voltage_v = voltage_v
-        self.idle_w = idle_w
-        self.horizon_s = horizon_s
-        self._check()
-        self._segments: list[tuple[float, float, float]] = []
-        self._arrays: tuple[FloatArray, FloatArray, FloatArray] | None = None
-        self._newest_s = -math.inf
-        self._covered_s = -math.inf
-        self.streamed = False
-        """True once fed by the twin: then :meth:`covered_until` tells the sensor what arrived."""
-
-    def _check(self) -> None:
-        if self.voltage_v <= 0:
-            raise ConfigError(f"waveform voltage must be positive, got {self.voltage_v} V")
-        if self.horizon_s <= 0:
-            raise ConfigError(f"segment horizon must be positive, got {self.horizon_s} s")
-
-    def configure(self, voltage_v: float, idle_w: float, *, streamed: bool = True) -> None:
-        """Set supply voltage and idle power (from the twin's header).
-
-        ``streamed`` (the default here) makes :meth:`covered_until` report how far segments
-        have arrived, so the sensor waits for them instead of filling in idle power.
-        """
-        self.voltage_v = voltage_v
-        self.idle_w = idle_w
-        self._check()
-        self.streamed = streamed
-
-    def covered_until(self) -> float:
-        """End of the latest segment received when streamed, else +inf (fully known).
-
-        The twin sends contiguous segments (idle ones fill the time between runs) only once
-        each has finished, so a long active segment arrives late: this is what tells the
-        sensor to wait for it.
-        """
-        return self._covered_s if self.streamed else math.inf
-
-    def add_segment(self, t_start: float, t_end: float, watts: float) -> None:
-        """Record that the device drew ``watts`` during ``[t_start, t_end)``."""
-        if not t_end >= t_start:  # also rejects NaN
-            raise SensorError(
-                f"power segment ends before it starts ({t_start} .. {t_end}); "
-                "the twin must send [t_start_s, t_end_s, watts] in host monotonic seconds"
-            )
-        bisect.insort(self._segments, (t_start, t_end, watts))
-        self._covered_s = max(self._covered_s, t_end)
-        self._arrays = None
-        self._prune(t_start)
-
-    def __len__(self) -> int:
-        return len(self._segments)
-
-    def _prune(self, now_s: float) -> None:
-        if now_s <= self._newest_s:
-            return
-        self._newest_s = now_s
-        cutoff = now_s - self.horizon_s
-        segs = self._segments
-        if segs and segs[0][1] < cutoff:
-            keep = [s for s in segs if s[1] >= cutoff]
-            self._segments = keep
-            self._arrays = None
-
-    def current_at(self, true_times: FloatArray) -> FloatArray:
-        if self._arrays is None:
-            seg = np.asarray(self._segments, dtype=np.float64).reshape(-1, 3)
-            self._arrays = (seg[:, 0].copy(), seg[:, 1].copy(), seg[:, 2].copy())
-        starts, ends, watts = self._arrays
-        power = np.full(true_times.shape, self.idle_w, dtype=np.float64)
-        if starts.size and true_times.size:
-            # The last segment starting at or before t covers t if t is before its end.
-            k = np.searchsorted(starts, true_times, side="right") - 1
-            valid = k >= 0
-            kk = np.where(valid, k, 0)
-            inside = valid & (true_times < ends[kk])
-            power = np.where(inside, watts[kk], power)
-        if true_times.size:
-            self._prune(float(true_times[-1]))
-        result: FloatArray = power / self.voltage_v
-        return result
-
-
-async def twin_power_client(
-    url: str,
-    waveform: SegmentWaveform,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    *,
-    header_timeout_s: float = 5.0,
-) -> None:
-    """Feed ``waveform`` from the device twin's power channel until the twin closes it.
-
-    The stream is msgpack: a header map ``{"voltage_v": .., "idle_w": ..}`` then arrays
-    ``[t_start_s, t_end_s, watts]``. ``task_status.started()`` fires once the header has
-    configured the waveform, so a sensor started afterwards sees the right voltage.
-
-    Args:
-        url: ``tcp://host:port`` (or ``host:port``) of the twin's power channel.
-        waveform: Receives the header and every segment.
-        task_status: For ``nursery.start``.
-        header_timeout_s: How long to wait for the header before giving up.
-
-    Raises:
-        SensorError: cannot connect, no header in time, or the stream is not the expected
-            msgpack format.
-    """
-    host, port = _parse_tcp_url(url)
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise SensorError(
-            f"cannot connect to the twin power channel at {url}: {exc} -- "
-            "is the device twin running with its power channel on that port?"
-        ) from exc
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
-    async with stream:
-        with trio.move_on_after(header_timeout_s) as scope:
-            header = await _next_object(stream, unpacker, url)
-        if scope.cancelled_caught:
-            raise SensorError(
-                f"no header from the twin power channel at {url} within {header_timeout_s} s "
-                "-- is that port really the twin's power channel?"
-            )
-        if header is None:
-            raise SensorError(f"twin power channel at {url} closed before sending its header")
-        _apply_header(header, waveform, url)
-        task_status.started()
-        while (obj := await _next_object(stream, unpacker, url)) is not None:
-            if (
-                not isinstance(obj, list | tuple)
-                or len(obj) != 3
-                or not all(isinstance(v, int | float) for v in obj)
-            ):
-                raise SensorError(
-                    f"twin power channel at {url} sent {obj!r}; expected "
-                    "[t_start_s, t_end_s, watts] -- is the twin's protocol version the same?"
-                )
-            waveform.add_segment(float(obj[0]), float(obj[1]), float(obj[2]))
-
-
-def _parse_tcp_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"tcp://{url}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "tcp" or not parts.hostname or port is None:
-        raise ConfigError(f"twin power channel URL {url!r} must look like tcp://127.0.0.1:5556")
-    return parts.hostname, port
-
-
-async def _next_object(
-    stream: trio.abc.ReceiveStream, unpacker: msgpack.Unpacker, url: str
-) -> object:
-    """Next msgpack object from ``stream``, or None at a clean end of stream."""
-    while True:
-        try:
-            return next(unpacker)
-        except StopIteration:
-            pass
-        except (ValueError, msgpack.exceptions.UnpackException) as exc:
-            raise SensorError(
-                f"twin power channel at {url} sent bytes that are not msgpack"
-            ) from exc
-        try:
-            data = await stream.receive_some(65536)
-        except trio.BrokenResourceError as exc:
-            raise SensorError(f"twin power channel at {url} broke: {exc.__cause__}") from exc
-        if not data:
-            return None
-        try:
-            unpacker.feed(data)
-        except msgpack.exceptions.BufferFull as exc:
-            raise SensorError(f"twin power channel at {url} sent an oversized object") from exc
-
-
-def _apply_header(header: object, waveform: SegmentWaveform, url: str) -> None:
-    try:
-        assert isinstance(header, dict)
-        voltage_v = float(header["voltage_v"])
-        idle_w = float(header["idle_w"])
-    except (AssertionError, KeyError, TypeError, ValueError) as exc:
-        raise SensorError(
-            f"twin power channel at {url} sent header {header!r}; expected a map with "
-            "voltage_v and idle_w"
-        ) from exc
-    try:
-        waveform.configure(voltage_v, idle_w)
-    except ConfigError as exc:
-        raise SensorError(f"twin power channel at {url}: bad header: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

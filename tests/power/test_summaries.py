@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tinytelem.actors.recorder import TraceRecorder
 from tinytelem.errors import ConfigError, TraceError
 from tinytelem.live.ring import PowerRing
-from tinytelem.live.summaries import (
+from tinytelem.power.summaries import (
     MultiLevelSummary,
     PowerSummaryRecorder,
     level_name,
