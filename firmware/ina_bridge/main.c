@@ -12,7 +12,7 @@
  * Build: make (arm-none-eabi-gcc). Chip: make CHIP=INA219. Clock: 16 MHz HSI (reset default).
  */
 #include <stdint.h>
-#include "frame.h"
+#include "wire.h"
 
 #ifndef CHIP
 #define CHIP TT_CHIP_INA226
@@ -201,7 +201,7 @@ static void setup_ina(void)
 
 /* ---- main loop ---------------------------------------------------------------------- */
 static uint8_t payload[TT_MAX_PAYLOAD];
-static uint8_t wire[TT_MAX_WIRE];
+static uint8_t wire[BRIDGE_MAX_WIRE];
 
 int main(void)
 {
@@ -210,9 +210,12 @@ int main(void)
     uint16_t seq = 0;
     const uint8_t zero = 0;
     ring_put(&zero, 1); /* flush any partial frame at the receiver */
-    size_t n = tt_hello_payload(CPU_HZ, 1000000u, 131072u, 524288u, "stm32f411",
-                                "ina-bridge 0.1", payload);
-    ring_put(wire, (uint32_t)tt_encode_frame(TT_HELLO, seq++, TIM_CNT, payload, n, wire));
+    const tt_hello hello = {
+        .cpu_hz = CPU_HZ, .tick_hz = 1000000u, .ram_bytes = 131072u, .flash_bytes = 524288u,
+        .platform = "stm32f411", .firmware_version = "ina-bridge 0.1", .model_name = "",
+    };
+    size_t n = tt_pack_hello(payload, &hello);
+    ring_put(wire, (uint32_t)bridge_frame(TT_HELLO, seq++, TIM_CNT, payload, n, wire));
 
     int16_t shunt[SAMPLES_PER_FRAME];
     uint16_t bus[SAMPLES_PER_FRAME];
@@ -229,9 +232,9 @@ int main(void)
         filled++;
         index++;
         if (filled == SAMPLES_PER_FRAME) {
-            n = tt_power_payload(first, SAMPLE_PERIOD_US * 1000u, CHIP, shunt, bus,
-                                 (uint8_t)filled, payload);
-            size_t w = tt_encode_frame(TT_POWER_SAMPLES, seq++, TIM_CNT, payload, n, wire);
+            n = tt_pack_power_samples(payload, first, SAMPLE_PERIOD_US * 1000u, CHIP,
+                                      (uint8_t)filled, shunt, bus);
+            size_t w = bridge_frame(TT_POWER_SAMPLES, seq++, TIM_CNT, payload, n, wire);
             (void)ring_put(wire, (uint32_t)w); /* full: dropped; the index jump tells the host */
             filled = 0;
         }
