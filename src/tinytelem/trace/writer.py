@@ -32,7 +32,7 @@ import numpy as np
 
 import tinytelem
 from tinytelem.errors import TraceError
-from tinytelem.trace._h5 import translate_error, write_attrs
+from tinytelem.trace._h5 import escape_text, translate_error, write_attrs
 from tinytelem.trace.schema import (
     GROUPS,
     LINK_GAP_DTYPE,
@@ -279,11 +279,15 @@ class TraceWriter:
         code: int,
         text: str,
     ) -> None:
-        """Append one protocol-error or firmware log line (``device_s`` NaN when unknown)."""
+        """Append one protocol-error or firmware log line (``device_s`` NaN when unknown).
+
+        The text comes from the device: control characters and invalid code points are
+        stored as backslash escapes (:func:`tinytelem.trace._h5.escape_text`).
+        """
         if table not in ("errors", "logs"):
             raise TraceError(f"text table must be 'errors' or 'logs', not {table!r}")
         row = np.empty(1, dtype=TEXT_DTYPE)
-        row[0] = (host_s, device_s, code, text)
+        row[0] = (host_s, device_s, code, escape_text(text))
         self._append(table, row)
 
     def add_rows(self, dpath: str, rows: np.ndarray) -> None:
