@@ -210,6 +210,18 @@ def _prepare_out(options: ProfileOptions) -> tuple[Path, Path, Path]:
     return paths
 
 
+def close_outputs(writer: Any, raw: Any) -> None:
+    """Close the trace, then the raw capture, even when the first fails (e.g. disk full).
+
+    The first error is raised once both are closed, so nothing is left open for the garbage
+    collector to finalise later.
+    """
+    try:
+        writer.close()
+    finally:
+        raw.close()
+
+
 def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[str, Any]:
     """Compute the summary of a finished trace; store it in the trace and in ``summary_path``."""
     from tinytelem.analysis.loader import summary_of_trace
@@ -290,8 +302,7 @@ async def run_profile(
                                               on_token=on_token)
             store_session(writer, recorder, outcome, power, calibration)
         finally:
-            writer.close()
-            raw.close()
+            close_outputs(writer, raw)
     summary = write_summary(trace_path, summary_path)
     text = decode(outcome.token_ids) if decode is not None else None
     return ProfileResult(options.out_dir, trace_path, summary_path, raw_path, summary, outcome,
@@ -459,7 +470,6 @@ async def run_record(
             )
             store_session(writer, recorder, outcome, None)
         finally:
-            writer.close()
-            raw.close()
+            close_outputs(writer, raw)
     summary = write_summary(options.out)
     return outcome, summary

@@ -118,6 +118,9 @@ def translate_error(exc: BaseException, path: object, action: str) -> TraceError
     text = str(exc)
     if code == errno.ENOSPC or "No space left" in text:
         remedy = "the disk is full; free space or record to another disk"
+    elif code == errno.EFBIG or "File too large" in text:
+        remedy = ("the file reached the size limit (ulimit -f, or the filesystem's); raise the "
+                  "limit or record to another disk")
     elif code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
         remedy = "permission denied; choose a writable directory or fix the file's permissions"
     elif code == errno.ENOENT:

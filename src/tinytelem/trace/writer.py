@@ -94,6 +94,11 @@ class _Table:
     def flush(self) -> None:
         self._write(self.n_pending)
 
+    def drop_pending(self) -> None:
+        """Forget rows that were never written (the file is being given up)."""
+        self._pending = []
+        self.n_pending = 0
+
     def _write(self, n: int) -> None:
         if n <= 0:
             return
@@ -196,7 +201,11 @@ class TraceWriter:
         if power_chunk <= 0 or flush_interval_s <= 0:
             raise TraceError("power_chunk and flush_interval_s must be positive")
         try:
-            h5file = h5py.File(path, "w" if overwrite else "w-", libver=LIBVER)
+            # No chunk cache: rows go out in whole chunks anyway, and a chunk left dirty in the
+            # cache by a failed write (disk full) could never be flushed, so the file could not
+            # be closed and h5py crashed (SIGSEGV) finalising it. Now a write error is raised
+            # by the write itself and leaves nothing behind.
+            h5file = h5py.File(path, "w" if overwrite else "w-", libver=LIBVER, rdcc_nbytes=0)
         except (OSError, ValueError) as exc:
             raise translate_error(exc, path, "create") from exc
         try:
@@ -452,8 +461,22 @@ class TraceWriter:
             raise translate_error(exc, self.path, "finish") from exc
         finally:
             self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Close every HDF5 object in a defined order (datasets, then the file) and forget it.
+
+        Runs after a write error too: whatever fails to close here is not left for the garbage
+        collector to finalise at some later moment.
+        """
+        tables = [*self._tables.values(), self._samples, *self._extra.values()]
+        for table in tables:
             with contextlib.suppress(OSError, ValueError, RuntimeError):
-                self._file.close()  # the error that matters was raised above
+                table.dataset.id.close()
+            table.dataset = None
+            table.drop_pending()
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            self._file.close()  # the error that matters was raised by close()
 
     def _power_stats(self) -> dict[str, Any]:
         return {
