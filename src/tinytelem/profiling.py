@@ -6,6 +6,7 @@ they all exercise the same path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,7 +35,9 @@ from tinytelem.records import Record
 
 TRACE_NAME = "trace.h5"
 SUMMARY_NAME = "summary.json"
-RAW_NAME = "raw.zst"
+RAW_NAME = "raw.ttraw.zst"
+LEGACY_RAW_NAME = "raw.zst"
+"""What tinytelem 0.1 called the raw capture; ``trace replay`` reads it like any capture."""
 
 SENSORS = ("sim", "none")
 
@@ -205,9 +208,47 @@ def _prepare_out(options: ProfileOptions) -> tuple[Path, Path, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory {out}: {exc.strerror}") from exc
+    if options.overwrite and (out / LEGACY_RAW_NAME).is_file():
+        existing.append(out / LEGACY_RAW_NAME)  # an older tinytelem's capture of this run
     for p in existing:
         p.unlink()
     return paths
+
+
+def remove_empty_outputs(out_dir: Path, paths: Sequence[Path], created_dir: bool) -> list[Path]:
+    """After a failed session: delete the files it created that hold no data, and ``out_dir``
+    when this session created it and it is now empty. Files holding data stay."""
+    removed = []
+    for p in paths:
+        if p.is_file() and not _holds_data(p):
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            removed.append(p)
+    if created_dir:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # only succeeds when empty
+    return removed
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a trace has rows or samples, a raw capture a record (unsure: True)."""
+    if path.stat().st_size == 0:
+        return False
+    try:
+        if path.suffix == ".h5":
+            from tinytelem.trace.reader import open_trace
+
+            with open_trace(path) as trace:
+                return trace.events.size > 0 or trace.n_power_samples > 0
+        if path.name.endswith(".zst"):
+            from tinytelem.trace.raw import RawCaptureReader
+
+            return next(iter(RawCaptureReader(path)), None) is not None
+    except TraceError:
+        return True  # damaged, not empty: it may still be recovered (h5clear -s)
+    return True
 
 
 def close_outputs(writer: Any, raw: Any) -> None:
@@ -245,16 +286,32 @@ async def run_profile(
     ``extra_actors`` are started beside the recorder once the hub exists (``--serve`` passes
     the websocket streamer's ``run``); the power summaries go into the trace when a sensor runs.
     """
-    from tinytelem.live.summaries import PowerSummaryRecorder, summary_tables
-    from tinytelem.trace.raw import RawCaptureWriter
-    from tinytelem.trace.writer import TraceWriter
-
     options = dataclasses.replace(options, sensor=resolve_sensor(options.sensor, options.device))
     calibration = _check_sensor(options)
     if options.n_tokens < 1:
         raise ConfigError("--tokens must be at least 1")
     prompt, decode = tokenize_prompt(options)
-    trace_path, summary_path, raw_path = _prepare_out(options)
+    created = not options.out_dir.exists()
+    paths = _prepare_out(options)
+    try:
+        return await _profile_into(options, paths, prompt, decode, calibration, on_token,
+                                   on_ready, extra_actors)
+    except BaseException:
+        remove_empty_outputs(options.out_dir, paths, created)
+        raise
+
+
+async def _profile_into(
+    options: ProfileOptions, paths: tuple[Path, Path, Path], prompt: list[int],
+    decode: Callable[[list[int]], str] | None, calibration: Any,
+    on_token: Callable[[int], None] | None, on_ready: Callable[[DeviceHandle], None] | None,
+    extra_actors: Sequence[ExtraActor],
+) -> ProfileResult:
+    from tinytelem.live.summaries import PowerSummaryRecorder, summary_tables
+    from tinytelem.trace.raw import RawCaptureWriter
+    from tinytelem.trace.writer import TraceWriter
+
+    trace_path, summary_path, raw_path = paths
     twin = TwinOptions(
         model=options.model, seed=options.seed, weight_bits=options.weight_bits,
         faults=tuple(options.faults),
@@ -413,8 +470,8 @@ class RecordOptions:
 
 
 def raw_path_for(trace: Path) -> Path:
-    """The raw capture that goes beside a trace: ``run.h5`` -> ``run.raw.zst``."""
-    return trace.with_suffix(".raw.zst")
+    """The raw capture that goes beside a trace: ``run.h5`` -> ``run.ttraw.zst``."""
+    return trace.with_suffix(".ttraw.zst")
 
 
 async def run_record(
