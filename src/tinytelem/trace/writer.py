@@ -45,6 +45,7 @@ from tinytelem.trace.schema import (
     SCHEMA_VERSION,
     TABLES,
     TEXT_DTYPE,
+    file_dtype,
 )
 
 LIBVER = ("v110", "v114")
@@ -228,7 +229,7 @@ class TraceWriter:
                     shape=(0,),
                     maxshape=(None,),
                     chunks=(chunk,),
-                    dtype=dtype,
+                    dtype=file_dtype(name, dtype),
                     fletcher32=True,
                 )
             h5file.create_dataset(
@@ -401,7 +402,8 @@ class TraceWriter:
             raise translate_error(exc, self.path, "write attributes to") from exc
 
     def set_summary(self, summary: Mapping[str, Any]) -> None:
-        """Store the run summary: whole as JSON (``json`` attr), numeric leaves flattened.
+        """Store the run summary: whole as JSON (``json`` attr), numeric leaves flattened; its
+        clock fits also go to /clock.
 
         Flattened keys join nested keys with dots (``energy.total_j``), so plain HDF5 tools
         see the headline numbers without parsing JSON.
@@ -552,13 +554,22 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
 
 
 def _write_summary(h5file: Any, path: Path, summary: Mapping[str, Any]) -> None:
+    """The summary into /summary, and its clock fits into /clock (``device.offset_s``, ...)."""
     flat: dict[str, Any] = {"json": json.dumps(summary, default=str, sort_keys=True)}
     _flatten(summary, "", flat)
+    clock: dict[str, Any] = {}
+    for name, fit in (summary.get("clock") or {}).items():
+        if isinstance(fit, Mapping):
+            clock.update({f"{name}.{key}": value for key, value in fit.items()})
     try:
         attrs = h5file.require_group("summary").attrs
         for key in list(attrs):
             del attrs[key]
         write_attrs(attrs, flat)
+        attrs = h5file.require_group("clock").attrs  # other attributes (alignment_*) stay
+        for key in [k for k in attrs if k.startswith(("device.", "sensor."))]:
+            del attrs[key]
+        write_attrs(attrs, clock)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise translate_error(exc, path, "write the summary to") from exc
 
