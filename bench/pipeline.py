@@ -137,7 +137,7 @@ def run_one(rate: float, seconds: float) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         writer = TraceWriter.create(Path(tmp) / "t.h5", attrs={"host_t0": t_base})
-        raw = RawCaptureWriter.create(Path(tmp) / "t.raw.zst", header={"bench": True})
+        raw = RawCaptureWriter.create(Path(tmp) / "t.ttraw.zst", header={"bench": True})
         recorder = TimedRecorder(writer, host_t0=t_base)
         sensor = SimulatedPowerSensor(ConstantWaveform(0.5, 3.3), rate_hz=rate, noise_a=1e-3,
                                       drift_ppm=30.0)

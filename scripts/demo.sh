@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The quick start: install, then profile a tiny LLM on the emulated ESP32-S3 (no hardware needed).
-# Writes runs/demo/{trace.h5,summary.json,raw.zst} and prints the summary table.
+# Writes runs/demo/{trace.h5,summary.json,raw.ttraw.zst} and prints the summary table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh runtime

@@ -41,7 +41,7 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_profile_writes_the_three_files(profiled: Path) -> None:
-    for name in ("trace.h5", "summary.json", "raw.zst"):
+    for name in ("trace.h5", "summary.json", "raw.ttraw.zst"):
         assert (profiled / name).stat().st_size > 0
     summary = json.loads((profiled / "summary.json").read_text())
     assert summary["latency"]["ttft_s"] > 0 and summary["power"]["energy_per_token_j"] > 0
@@ -67,7 +67,7 @@ def test_trace_info(profiled: Path) -> None:
 def test_replay_reproduces_the_device_tables(profiled: Path, tmp_path: Path) -> None:
     out = tmp_path / "replayed.h5"
     result = CliRunner().invoke(
-        cli, ["trace", "replay", str(profiled / "raw.zst"), "--out", str(out), "--json"]
+        cli, ["trace", "replay", str(profiled / "raw.ttraw.zst"), "--out", str(out), "--json"]
     )
     assert result.exit_code == 0, result.output
     replayed = json.loads(result.output)

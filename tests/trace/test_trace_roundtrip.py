@@ -21,6 +21,7 @@ from tinytelem.trace.schema import (
     PING_DTYPE,
     RUN_DTYPE,
     SCHEMA,
+    SCHEMA_VERSION,
     SPAN_DTYPE,
     TABLES,
     TOKEN_DTYPE,
@@ -88,7 +89,7 @@ def test_round_trip_every_table_and_attr(tmp_path: Path) -> None:
         assert tr.tokens.shape == (300,) and tr.spans.shape == (9000,)
         assert tr.memory.shape == (50,) and tr.pings.shape == (7,)
         assert tr.attrs["schema"] == SCHEMA
-        assert tr.attrs["schema_version"] == 1
+        assert tr.attrs["schema_version"] == SCHEMA_VERSION == 2
         assert tr.attrs["tool_version"] == tinytelem.__version__
         assert tr.attrs["created"].endswith("+00:00")
         assert tr.attrs["complete"] is True
@@ -335,7 +336,7 @@ def test_foreign_hdf5_and_newer_schema(tmp_path: Path) -> None:
     newer = tmp_path / "newer.h5"
     TraceWriter.create(newer, attrs={}).close()
     with h5py.File(newer, "r+") as f:
-        f.attrs["schema_version"] = 2
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(TraceError, match=r"newer tinytelem.*upgrade"):
         open_trace(newer)
     with h5py.File(newer, "r+") as f:

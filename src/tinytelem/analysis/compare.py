@@ -2,19 +2,23 @@
 
 Each input is a trace (``.h5``), a ``summary.json``, or a directory written by ``tinytelem
 profile`` (holding both). Accuracy comes from evaluation results (``--eval``), matched to runs
-by model name or SHA-256 prefix and, when given, by weight width. The accepted eval shape
-(docs/reports.md)::
+by model name or SHA-256 prefix and, when given, by weight width. Two shapes are accepted
+(docs/reports.md): the output of ``tinytelem model eval --json`` as it is::
+
+    {"reference": "stories260K.bin", "results": [{"label": "4-bit g32", "ppl": 5.93,
+     "top1": 0.82, "kld_mean": 0.11, "bits_per_weight": 5.19, ...}]}
+
+and a hand-written one (a bare list of its objects, or one object, is accepted too)::
 
     {"results": [{"model": "stories260K", "weight_bits": 4, "perplexity": 9.8,
                   "accuracy": 0.41}]}
-
-(a bare list of those objects, or one such object, is accepted too).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +50,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("avg_w", "avg power", "W", "min"),
     Metric("accuracy", "accuracy", "", "max"),
     Metric("perplexity", "perplexity", "", "min"),
+    Metric("top1", "top-1 agreement", "", "max"),
+    Metric("kld_mean", "KLD mean", "", "min"),
 )
+EVAL_KEYS = ("accuracy", "perplexity", "top1", "kld_mean")
+"""What an evaluation result adds to a run (top-1 agreement and KLD are against the float
+reference of ``model eval``, not against ground truth)."""
 
 
 @dataclass(frozen=True)
@@ -119,33 +128,65 @@ def load_run_summary(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return summary, attrs
 
 
+_BITS_LABEL = re.compile(r"^(\d+)-bit\b")
+
+
+def _from_model_eval(item: Mapping[str, Any], reference: str) -> dict[str, Any]:
+    """One result of ``model eval --json`` in the shape compare matches on.
+
+    A ``--bits`` row ("4-bit g32") is the reference model quantized on the fly: its model is
+    the reference's file stem. A file row ("q4.tlm") is that file's stem; its weight width is
+    known only when every weight has the same width (32 for a float checkpoint).
+    """
+    label = str(item["label"])
+    match = _BITS_LABEL.match(label)
+    bits: int | None
+    if match:
+        model, bits = Path(reference).stem, int(match.group(1))
+    else:
+        bpw = item.get("bits_per_weight")
+        model = Path(label).stem
+        bits = int(bpw) if isinstance(bpw, int | float) and float(bpw).is_integer() else None
+    return {"model": model, "weight_bits": bits, "perplexity": item.get("ppl"),
+            "top1": item.get("top1"), "kld_mean": item.get("kld_mean"), "label": label}
+
+
 def load_eval(path: str | Path) -> list[dict[str, Any]]:
-    """Evaluation results: list of {model, weight_bits?, accuracy?, perplexity?}."""
+    """Evaluation results: list of {model, weight_bits?, accuracy?, perplexity?, top1?,
+    kld_mean?}, from ``model eval --json`` output or the hand-written shape."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read eval results {path}: {exc}") from exc
     items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
+    if isinstance(doc, dict) and isinstance(items, list) and items and all(
+            isinstance(x, dict) and "label" in x and "ppl" in x for x in items):
+        return [_from_model_eval(x, str(doc.get("reference", ""))) for x in items]
     if not isinstance(items, list) or not all(isinstance(x, dict) and "model" in x
                                               for x in items):
-        raise ConfigError(f"{path}: eval results must be {{'results': [{{'model': ..., "
-                          "'weight_bits': 4, 'accuracy': 0.4, 'perplexity': 9.8}]}}")
+        raise ConfigError(f"{path}: eval results must be the output of `tinytelem model eval "
+                          "--json`, or {'results': [{'model': ..., 'weight_bits': 4, "
+                          "'accuracy': 0.4, 'perplexity': 9.8}]}")
     return items
 
 
 def _eval_for(row: Mapping[str, Any], evals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The result for a run: same model, same weight width; one of unknown width only when
+    no result has the run's width."""
+    loose: dict[str, Any] = {}
     for e in evals:
         m = str(e["model"]).lower()
         names = {str(row.get("model") or "").lower()}
         sha = str(row.get("model_sha256") or "").lower()
         if m not in names and not (len(m) >= 8 and sha.startswith(m)):
             continue
-        bits = e.get("weight_bits")
-        if bits is not None and row.get("weight_bits") is not None and int(bits) != int(
-                row["weight_bits"]):
+        bits, run_bits = e.get("weight_bits"), row.get("weight_bits")
+        if bits is None or run_bits is None:
+            loose = loose or {k: e.get(k) for k in EVAL_KEYS}
             continue
-        return {k: e.get(k) for k in ("accuracy", "perplexity")}
-    return {}
+        if int(bits) == int(run_bits):
+            return {k: e.get(k) for k in EVAL_KEYS}
+    return loose
 
 
 def _row(path: str | Path, summary: Mapping[str, Any], attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,7 +205,7 @@ def _row(path: str | Path, summary: Mapping[str, Any], attrs: Mapping[str, Any])
         "ram_bytes": heap + stack if heap is not None and stack is not None else heap,
         "flash_bytes": _weights_bytes(attrs),
         "energy_per_token_j": pw.get("energy_per_token_j"), "avg_w": pw.get("avg_w"),
-        "accuracy": None, "perplexity": None,
+        **dict.fromkeys(EVAL_KEYS),
     }
 
 

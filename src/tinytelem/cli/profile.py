@@ -38,7 +38,7 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
 @click.option("--fault", "faults", multiple=True, metavar="drop@N",
               help="Twin fault injection (repeatable): drop the link after the N-th token.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              required=True, help="Directory for trace.h5, summary.json and raw.zst.")
+              required=True, help="Directory for trace.h5, summary.json and raw.ttraw.zst.")
 @click.option("--overwrite", is_flag=True, help="Replace files of an earlier run in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of a table.")
 def profile(
@@ -49,7 +49,7 @@ def profile(
 ) -> None:
     """Profile one inference: TTFT, inter-token latency, memory, power and energy per token.
 
-    Writes OUT/trace.h5 (HDF5 trace), OUT/raw.zst (raw link capture) and OUT/summary.json.
+    Writes OUT/trace.h5 (HDF5 trace), OUT/raw.ttraw.zst (raw link capture) and OUT/summary.json.
 
     \b
     Example (no hardware needed):

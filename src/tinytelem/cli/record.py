@@ -14,7 +14,7 @@ from tinytelem.cli.serve import stream_server_options
 @click.command("record")
 @device_option()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Trace file to write (HDF5); the raw capture goes beside it as .raw.zst.")
+              help="Trace file to write (HDF5); the raw capture goes beside it as .ttraw.zst.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None,
               help="Stop after this many TOKEN frames.")
 @click.option("--duration", type=click.FloatRange(0.0, min_open=True), default=None,

@@ -57,7 +57,8 @@ def info(path: Path, as_json: bool) -> None:
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def replay(raw: Path, out: Path, overwrite: bool, as_json: bool) -> None:
-    """Re-decode a raw link capture (raw.zst) into a trace with the live decoder and recorder."""
+    """Re-decode a raw link capture (*.ttraw.zst; an older raw.zst too) into a trace with the
+    live decoder and recorder."""
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table

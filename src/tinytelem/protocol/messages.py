@@ -100,7 +100,9 @@ def _pack_str(text: str, what: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
-def _unpack_str(payload: bytes, offset: int, what: str) -> tuple[str, int]:
+def _unpack_str(payload: bytes, offset: int, what: str, lenient: bool = False
+                ) -> tuple[str, int]:
+    """A ``str`` field; ``lenient`` keeps bytes that are not UTF-8 as ``\\xNN`` escapes."""
     if offset >= len(payload):
         raise ProtocolError(f"{what}: payload ends before the string length byte")
     n = payload[offset]
@@ -108,7 +110,8 @@ def _unpack_str(payload: bytes, offset: int, what: str) -> tuple[str, int]:
     if end > len(payload):
         raise ProtocolError(f"{what}: string of {n} bytes runs past the payload end")
     try:
-        return payload[offset + 1 : end].decode("utf-8"), end
+        return payload[offset + 1 : end].decode(
+            "utf-8", "backslashreplace" if lenient else "strict"), end
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"{what}: string is not valid UTF-8") from exc
 
@@ -191,9 +194,11 @@ class Hello:
         cpu, tick, ram, flash, psram, caps, mhash = _HELLO.unpack_from(payload)
         if tick == 0:
             raise ProtocolError("HELLO announces tick_hz = 0; the device clock cannot be read")
-        platform, off = _unpack_str(payload, _HELLO.size, "HELLO platform")
-        fw, off = _unpack_str(payload, off, "HELLO firmware_version")
-        model, off = _unpack_str(payload, off, "HELLO model_name")
+        # Lenient: a HELLO carries the clock every later timestamp needs, so a name that is
+        # not UTF-8 is kept escaped rather than costing the whole frame.
+        platform, off = _unpack_str(payload, _HELLO.size, "HELLO platform", lenient=True)
+        fw, off = _unpack_str(payload, off, "HELLO firmware_version", lenient=True)
+        model, off = _unpack_str(payload, off, "HELLO model_name", lenient=True)
         if off != len(payload):
             raise ProtocolError(f"HELLO payload has {len(payload) - off} trailing bytes")
         return cls(cpu, tick, ram, flash, psram, caps, bytes(mhash), platform, fw, model)

@@ -4,7 +4,9 @@ Mapping (docs/reports.md): one process per trace; thread 1 "device ops" holds th
 complete slices (``ph: "X"``, a LAYER slice around its operators), thread 2 "inference" holds
 one slice per run and per phase, thread 3 "tokens" the TOKEN rows as instants (``ph: "i"``);
 power and memory are counter tracks (``ph: "C"``); names come from metadata events
-(``ph: "M"``). Timestamps are device microseconds since the trace's first run.
+(``ph: "M"``). Timestamps are device microseconds since the trace's first run, then shifted
+so that none is negative (Perfetto rejects negative timestamps, and power is sampled before the
+run starts): ``otherData.run_start_us`` says where the first run begins.
 
 Large traces stay loadable: power is min/max decimated to at most ``max_power_points`` counter
 events (two per bucket, in time order), and when there are more than ``max_spans`` spans only
@@ -21,7 +23,8 @@ from typing import Any
 from tinytelem.protocol.enums import NO_LAYER, Op
 from tinytelem.report.data import ReportData, minmax_decimate
 
-__all__ = ["PERFETTO_SCHEMA", "check_nesting", "perfetto_events", "perfetto_json"]
+__all__ = ["PERFETTO_SCHEMA", "check_nesting", "perfetto_events", "perfetto_json",
+           "shift_to_zero"]
 
 TID_OPS, TID_RUNS, TID_TOKENS = 1, 2, 3
 
@@ -169,13 +172,27 @@ def perfetto_json(reports: Sequence[ReportData], **kwargs: Any) -> dict[str, Any
     events: list[dict[str, Any]] = []
     for i, rd in enumerate(reports):
         events.extend(perfetto_events(rd, pid=i + 1, **kwargs))
+    shift = shift_to_zero(events)
     return {"traceEvents": events, "displayTimeUnit": "ms",
             "otherData": {"generator": "tinytelem", "timebase": "device microseconds",
+                          "run_start_us": shift,
                           "traces": [str(rd.path) for rd in reports]}}
 
 
+def shift_to_zero(events: Sequence[dict[str, Any]]) -> float:
+    """Move the time origin so the earliest ``ts`` is 0 (when any is negative); return the
+    shift in microseconds. Every trace moves by the same amount, so first runs stay aligned."""
+    earliest = min((float(e["ts"]) for e in events if "ts" in e), default=0.0)
+    shift = round(-earliest, 3) if earliest < 0 else 0.0
+    if shift:
+        for e in events:
+            if "ts" in e:
+                e["ts"] = max(round(e["ts"] + shift, 3), 0.0)
+    return shift
+
+
 _ID = {"type": "integer", "minimum": 0}
-_TS = {"type": "number", "minimum": -1e15}
+_TS = {"type": "number", "minimum": 0}
 _ARGS = {"type": "object"}
 
 PERFETTO_SCHEMA: dict[str, Any] = json.loads(json.dumps({

@@ -333,9 +333,13 @@ async def run_session(
                 run_timeout_s=options.run_timeout_s, on_token=on_token)
             store_session(writer, recorder, outcome, power, calibration)
         finally:
-            writer.close()
-            if raw is not None:
-                raw.close()
+            # The trace first, then the raw capture, even when the first fails (disk full):
+            # nothing is left open for the garbage collector to finalise later.
+            try:
+                writer.close()
+            finally:
+                if raw is not None:
+                    raw.close()
     if outputs.trace is None:
         return outcome, None
     return outcome, write_summary(outputs.trace, outputs.summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from tinytelem.actors.supervisor import ExtraActor, SessionOutcome
 from tinytelem.devices import DeviceHandle
-from tinytelem.errors import ConfigError
+from tinytelem.errors import ConfigError, TraceError
 from tinytelem.session.core import (
     SessionOutputs,
     check_sensor,
@@ -21,11 +22,16 @@ from tinytelem.session.core import (
 )
 from tinytelem.session.options import ProfileOptions
 
-__all__ = ["RAW_NAME", "SUMMARY_NAME", "TRACE_NAME", "ProfileResult", "run_profile"]
+__all__ = [
+    "LEGACY_RAW_NAME", "RAW_NAME", "SUMMARY_NAME", "TRACE_NAME", "ProfileResult",
+    "remove_empty_outputs", "run_profile",
+]
 
 TRACE_NAME = "trace.h5"
 SUMMARY_NAME = "summary.json"
-RAW_NAME = "raw.zst"
+RAW_NAME = "raw.ttraw.zst"
+LEGACY_RAW_NAME = "raw.zst"
+"""What tinytelem 0.1 called the raw capture; ``trace replay`` reads it like any capture."""
 
 
 @dataclass
@@ -53,9 +59,47 @@ def _prepare_out(options: ProfileOptions) -> tuple[Path, Path, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory {out}: {exc.strerror}") from exc
+    if options.overwrite and (out / LEGACY_RAW_NAME).is_file():
+        existing.append(out / LEGACY_RAW_NAME)  # an older tinytelem's capture of this run
     for p in existing:
         p.unlink()
     return paths
+
+
+def remove_empty_outputs(out_dir: Path, paths: Sequence[Path], created_dir: bool) -> list[Path]:
+    """After a failed session: delete the files it created that hold no data, and ``out_dir``
+    when this session created it and it is now empty. Files holding data stay."""
+    removed = []
+    for p in paths:
+        if p.is_file() and not _holds_data(p):
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            removed.append(p)
+    if created_dir:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # only succeeds when empty
+    return removed
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a trace has rows or samples, a raw capture a record (unsure: True)."""
+    if path.stat().st_size == 0:
+        return False
+    try:
+        if path.suffix == ".h5":
+            from tinytelem.trace.reader import open_trace
+
+            with open_trace(path) as trace:
+                return trace.events.size > 0 or trace.n_power_samples > 0
+        if path.name.endswith(".zst"):
+            from tinytelem.trace.raw import RawCaptureReader
+
+            return next(iter(RawCaptureReader(path)), None) is not None
+    except TraceError:
+        return True  # damaged, not empty: it may still be recovered (h5clear -s)
+    return True
 
 
 async def run_profile(
@@ -75,10 +119,17 @@ async def run_profile(
         raise ConfigError("--tokens must be at least 1")
     _, decode = tokenize_prompt(options)
     request = run_request(options)
-    trace_path, summary_path, raw_path = _prepare_out(options)
-    outcome, summary = await run_session(
-        options, SessionOutputs(trace_path, raw_path, summary_path), request,
-        on_token=on_token, on_ready=on_ready, extra_actors=extra_actors, calibration=calibration)
+    created = not options.out_dir.exists()
+    paths = _prepare_out(options)
+    trace_path, summary_path, raw_path = paths
+    try:
+        outcome, summary = await run_session(
+            options, SessionOutputs(trace_path, raw_path, summary_path), request,
+            on_token=on_token, on_ready=on_ready, extra_actors=extra_actors,
+            calibration=calibration)
+    except BaseException:
+        remove_empty_outputs(options.out_dir, paths, created)
+        raise
     assert summary is not None
     text = decode(outcome.token_ids) if decode is not None else None
     return ProfileResult(options.out_dir, trace_path, summary_path, raw_path, summary, outcome,

@@ -24,8 +24,8 @@ __all__ = ["raw_path_for", "run_record"]
 
 
 def raw_path_for(trace: Path) -> Path:
-    """The raw capture that goes beside a trace: ``run.h5`` -> ``run.raw.zst``."""
-    return trace.with_suffix(".raw.zst")
+    """The raw capture that goes beside a trace: ``run.h5`` -> ``run.ttraw.zst``."""
+    return trace.with_suffix(".ttraw.zst")
 
 
 async def run_record(

@@ -4,6 +4,10 @@ Kept apart so that writer and reader agree on one attribute encoding: values HDF
 natively (numbers, strings, numeric arrays) are written as they are; anything else (dicts, None,
 mixed lists, objects) becomes a JSON string whose key is listed in the ``_json_keys`` attribute,
 so the reader can turn it back into the Python value.
+
+Strings may come from a device (HELLO platform and model names, LOG lines) and are untrusted:
+HDF5 cannot store an embedded NUL or a lone surrogate, so :func:`escape_text` writes those (and
+other control characters) as backslash escapes before anything reaches HDF5.
 """
 
 from __future__ import annotations
@@ -21,15 +25,31 @@ from tinytelem.errors import TraceError
 
 JSON_KEYS_ATTR = "_json_keys"
 
+# C0 controls except tab/newline/carriage return, DEL, and C1 controls: what HDF5 refuses (NUL)
+# or what would drive a terminal when the value is printed later.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 # h5py folds the OS errno into its message ("errno = 28, error message = 'No space left...'").
 _ERRNO_RE = re.compile(r"errno = (\d+)")
+
+
+def escape_text(text: str) -> str:
+    """``text`` as HDF5 can store it: control characters become ``\\xNN``, lone surrogates
+    ``\\udcNN`` (Python's ``backslashreplace`` convention); other text is unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _native(value: Any) -> Any | None:
     """Return ``value`` in a form HDF5 stores natively, or None when it needs JSON."""
     if isinstance(value, bool | np.bool_):
         return np.bool_(value)
-    if isinstance(value, int | float | str | np.integer | np.floating):
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, int | float | np.integer | np.floating):
         return value
     if isinstance(value, bytes):
         return np.void(value)
@@ -98,6 +118,9 @@ def translate_error(exc: BaseException, path: object, action: str) -> TraceError
     text = str(exc)
     if code == errno.ENOSPC or "No space left" in text:
         remedy = "the disk is full; free space or record to another disk"
+    elif code == errno.EFBIG or "File too large" in text:
+        remedy = ("the file reached the size limit (ulimit -f, or the filesystem's); raise the "
+                  "limit or record to another disk")
     elif code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
         remedy = "permission denied; choose a writable directory or fix the file's permissions"
     elif code == errno.ENOENT:

@@ -9,10 +9,16 @@ Time bases (see docs/trace-format.md):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-SCHEMA = "tinytelem.trace/1"
-SCHEMA_VERSION = 1
+from tinytelem.protocol.enums import InferStatus, MsgType, Op, Phase
+
+SCHEMA = "tinytelem.trace/2"
+SCHEMA_VERSION = 2
+"""2: the coded columns (``events.type``, ``spans.op``, ``tokens.phase``, ``runs.status``) are
+HDF5 enum types that carry their names; 1 stored them as bare integers (read the same way)."""
 
 TOKEN_DTYPE = np.dtype(
     [
@@ -120,6 +126,30 @@ TEXT_DTYPE = np.dtype(
     ]
 )
 
+# Coded columns and their names, stored as HDF5 enum types so that the file names its own codes
+# (h5dump prints the names; h5py gives ``h5py.check_enum_dtype(dset.dtype[field])``). The
+# values stay the wire protocol's numbers, so numpy sees the same integers either way.
+ENUMS: dict[tuple[str, str], dict[str, int]] = {
+    ("events", "type"): {m.name: int(m) for m in MsgType},
+    ("spans", "op"): {m.name: int(m) for m in Op},
+    ("tokens", "phase"): {m.name: int(m) for m in Phase},
+    ("runs", "status"): {"NOT_ENDED": -1, **{m.name: int(m) for m in InferStatus}},
+}
+
+
+def file_dtype(table: str, dtype: np.dtype) -> np.dtype:
+    """``dtype`` with its coded fields as enum types (what h5py's ``enum_dtype`` makes: the
+    integer type with ``{"enum": names}`` metadata; spelled out so h5py is not imported)."""
+    names: Mapping[str, int] | None
+    fields = []
+    for field in dtype.names or ():
+        names = ENUMS.get((table, field))
+        base = dtype[field]
+        fields.append((field, base if names is None
+                       else np.dtype(base.str, metadata={"enum": dict(names)})))
+    return np.dtype(fields)
+
+
 # Row tables: name -> (dataset path, dtype). Power samples, blocks and gaps live under /power.
 TABLES: dict[str, tuple[str, np.dtype]] = {
     "events": ("/events", EVENT_DTYPE),
@@ -135,4 +165,4 @@ TABLES: dict[str, tuple[str, np.dtype]] = {
     "logs": ("/logs", TEXT_DTYPE),
 }
 POWER_SAMPLES_PATH = "/power/current_a"
-GROUPS = ("power", "link", "clock", "summary")
+GROUPS = ("power", "link", "clock", "session", "summary")

@@ -32,7 +32,7 @@ import numpy as np
 
 import tinytelem
 from tinytelem.errors import TraceError
-from tinytelem.trace._h5 import translate_error, write_attrs
+from tinytelem.trace._h5 import escape_text, translate_error, write_attrs
 from tinytelem.trace.schema import (
     GROUPS,
     LINK_GAP_DTYPE,
@@ -45,6 +45,7 @@ from tinytelem.trace.schema import (
     SCHEMA_VERSION,
     TABLES,
     TEXT_DTYPE,
+    file_dtype,
 )
 
 LIBVER = ("v110", "v114")
@@ -93,6 +94,11 @@ class _Table:
 
     def flush(self) -> None:
         self._write(self.n_pending)
+
+    def drop_pending(self) -> None:
+        """Forget rows that were never written (the file is being given up)."""
+        self._pending = []
+        self.n_pending = 0
 
     def _write(self, n: int) -> None:
         if n <= 0:
@@ -196,7 +202,11 @@ class TraceWriter:
         if power_chunk <= 0 or flush_interval_s <= 0:
             raise TraceError("power_chunk and flush_interval_s must be positive")
         try:
-            h5file = h5py.File(path, "w" if overwrite else "w-", libver=LIBVER)
+            # No chunk cache: rows go out in whole chunks anyway, and a chunk left dirty in the
+            # cache by a failed write (disk full) could never be flushed, so the file could not
+            # be closed and h5py crashed (SIGSEGV) finalising it. Now a write error is raised
+            # by the write itself and leaves nothing behind.
+            h5file = h5py.File(path, "w" if overwrite else "w-", libver=LIBVER, rdcc_nbytes=0)
         except (OSError, ValueError) as exc:
             raise translate_error(exc, path, "create") from exc
         try:
@@ -219,7 +229,7 @@ class TraceWriter:
                     shape=(0,),
                     maxshape=(None,),
                     chunks=(chunk,),
-                    dtype=dtype,
+                    dtype=file_dtype(name, dtype),
                     fletcher32=True,
                 )
             h5file.create_dataset(
@@ -279,11 +289,15 @@ class TraceWriter:
         code: int,
         text: str,
     ) -> None:
-        """Append one protocol-error or firmware log line (``device_s`` NaN when unknown)."""
+        """Append one protocol-error or firmware log line (``device_s`` NaN when unknown).
+
+        The text comes from the device: control characters and invalid code points are
+        stored as backslash escapes (:func:`tinytelem.trace._h5.escape_text`).
+        """
         if table not in ("errors", "logs"):
             raise TraceError(f"text table must be 'errors' or 'logs', not {table!r}")
         row = np.empty(1, dtype=TEXT_DTYPE)
-        row[0] = (host_s, device_s, code, text)
+        row[0] = (host_s, device_s, code, escape_text(text))
         self._append(table, row)
 
     def add_rows(self, dpath: str, rows: np.ndarray) -> None:
@@ -388,7 +402,8 @@ class TraceWriter:
             raise translate_error(exc, self.path, "write attributes to") from exc
 
     def set_summary(self, summary: Mapping[str, Any]) -> None:
-        """Store the run summary: whole as JSON (``json`` attr), numeric leaves flattened.
+        """Store the run summary: whole as JSON (``json`` attr), numeric leaves flattened; its
+        clock fits also go to /clock.
 
         Flattened keys join nested keys with dots (``energy.total_j``), so plain HDF5 tools
         see the headline numbers without parsing JSON.
@@ -448,8 +463,22 @@ class TraceWriter:
             raise translate_error(exc, self.path, "finish") from exc
         finally:
             self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Close every HDF5 object in a defined order (datasets, then the file) and forget it.
+
+        Runs after a write error too: whatever fails to close here is not left for the garbage
+        collector to finalise at some later moment.
+        """
+        tables = [*self._tables.values(), self._samples, *self._extra.values()]
+        for table in tables:
             with contextlib.suppress(OSError, ValueError, RuntimeError):
-                self._file.close()  # the error that matters was raised above
+                table.dataset.id.close()
+            table.dataset = None
+            table.drop_pending()
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            self._file.close()  # the error that matters was raised by close()
 
     def _power_stats(self) -> dict[str, Any]:
         return {
@@ -525,13 +554,22 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
 
 
 def _write_summary(h5file: Any, path: Path, summary: Mapping[str, Any]) -> None:
+    """The summary into /summary, and its clock fits into /clock (``device.offset_s``, ...)."""
     flat: dict[str, Any] = {"json": json.dumps(summary, default=str, sort_keys=True)}
     _flatten(summary, "", flat)
+    clock: dict[str, Any] = {}
+    for name, fit in (summary.get("clock") or {}).items():
+        if isinstance(fit, Mapping):
+            clock.update({f"{name}.{key}": value for key, value in fit.items()})
     try:
         attrs = h5file.require_group("summary").attrs
         for key in list(attrs):
             del attrs[key]
         write_attrs(attrs, flat)
+        attrs = h5file.require_group("clock").attrs  # other attributes (alignment_*) stay
+        for key in [k for k in attrs if k.startswith(("device.", "sensor."))]:
+            del attrs[key]
+        write_attrs(attrs, clock)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise translate_error(exc, path, "write the summary to") from exc
 
