@@ -33,6 +33,7 @@ from tinytelem.emulator.schedule import (
 )
 from tinytelem.errors import ModelError
 from tinytelem.models.llama2c import LlamaModel
+from tinytelem.models.quant import QuantizedModel
 from tinytelem.models.reference import Sampler, Transformer
 from tinytelem.protocol.codec import encode_frame
 from tinytelem.protocol.messages import (
@@ -85,6 +86,12 @@ class Engine(Protocol):
     def forward(self, token: int, pos: int) -> Any: ...
 
 
+TwinModel = LlamaModel | QuantizedModel
+"""What the twin runs: float weights (llama2.c, GGUF, ONNX, generated) through the float
+reference, or a ``.tlm``'s integer model through the integer reference (``models.qinfer``), the
+arithmetic the firmware runs, so the twin's token ids equal the firmware's."""
+
+
 @dataclass(frozen=True, slots=True)
 class EmittedFrame:
     """A frame leaving the device: its header values, the message and the wire bytes."""
@@ -99,9 +106,22 @@ class EmittedFrame:
         return encode_frame(self.message, self.seq, self.ticks)
 
 
-def _reference_engine(model: LlamaModel) -> Engine:
+def _reference_engine(model: TwinModel) -> Engine:
+    if isinstance(model, QuantizedModel):
+        from tinytelem.models.qinfer import QTransformer
+
+        qengine: Engine = QTransformer(model)
+        return qengine
     engine: Engine = Transformer(model)
     return engine
+
+
+def _sampler(model: TwinModel, temperature: float, seed: int) -> Sampler:
+    if isinstance(model, QuantizedModel):
+        from tinytelem.models.qinfer import ExactSampler
+
+        return ExactSampler(model.config.vocab_size, temperature, TOPP, seed)
+    return Sampler(model.config.vocab_size, temperature, TOPP, seed)
 
 
 class TwinDevice:
@@ -109,27 +129,31 @@ class TwinDevice:
 
     Args:
         platform: the target platform (clocks, memories, power).
-        model: the model whose token loop really runs (``LlamaModel``).
+        model: the model whose token loop really runs (see :data:`TwinModel`).
         seed: identifies this twin instance (firmware build seed); runs use RUN.seed.
         drift_ppm: how fast the device crystal runs relative to true time.
         tick_offset: device ticks at boot (u32; near 2**32 to test the wrap).
         trace_level: initial trace level (CONFIG changes it for later runs).
         weight_bits: stored weight width, which drives the cost model.
-        engine_factory: builds a fresh forward-pass engine per run (default: the reference
-            Transformer); tests may pass a cheaper one.
+        engine_factory: builds a fresh forward-pass engine per run (default: the float
+            reference Transformer, or the integer QTransformer for a quantized model); tests
+            may pass a cheaper one.
+        model_sha256: hex digest HELLO carries (the model file's, like the firmware's);
+            default: the model's own hash.
     """
 
     def __init__(
         self,
         platform: PlatformSpec,
-        model: LlamaModel,
+        model: TwinModel,
         *,
         seed: int = 0,
         drift_ppm: float = 0.0,
         tick_offset: int = 0,
         trace_level: TraceLevel = TraceLevel.SPANS,
         weight_bits: int = 4,
-        engine_factory: Callable[[LlamaModel], Engine] | None = None,
+        engine_factory: Callable[[TwinModel], Engine] | None = None,
+        model_sha256: str | None = None,
     ) -> None:
         self.platform = platform
         self.model = model
@@ -139,6 +163,7 @@ class TwinDevice:
         self.trace_level = TraceLevel(trace_level)
         self.weight_bits = weight_bits
         self._engine_factory = engine_factory or _reference_engine
+        self._model_sha256 = model_sha256
         self.cost = CostModel(platform, model.config, weight_bits, self.trace_level)
         self._rate = (1.0 + drift_ppm * 1e-6) * platform.tick_hz
         self._seq = 0
@@ -167,7 +192,9 @@ class TwinDevice:
 
     def model_hash(self) -> bytes:
         """The model's SHA-256 as 32 bytes (hashing the name when the model has no hash)."""
-        digest = self.model.sha256
+        digest = self._model_sha256 or (self.model.source_sha256
+                                        if isinstance(self.model, QuantizedModel)
+                                        else self.model.sha256)
         try:
             raw = bytes.fromhex(digest)
         except (TypeError, ValueError):
@@ -245,10 +272,9 @@ class TwinDevice:
         n = self._n_tokens(run, prompt)
         if n == 0:
             return ()
-        cfg = self.model.config
         engine = self._engine_factory(self.model)
         seed = run.seed or DEFAULT_SAMPLER_SEED
-        sampler = Sampler(cfg.vocab_size, max(float(run.temperature), 0.0), TOPP, seed)
+        sampler = _sampler(self.model, max(float(run.temperature), 0.0), seed)
         logits: Any = None
         for pos, tok in enumerate(prompt):
             logits = engine.forward(tok, pos)
