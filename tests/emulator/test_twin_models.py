@@ -111,3 +111,31 @@ def test_profile_emu_costs_an_fp32_checkpoint_at_32_bits(tmp_path: Path,
               "--out", str(out), "--overwrite"])
     _, attrs = _trace_tokens(out)
     assert int(str(attrs["weight_bits"])) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+async def test_twin_tokens_equal_the_firmware_under_qemu(tmp_path: Path, stories260k: Path,
+                                                         tok512: Path,
+                                                         temperature: float) -> None:
+    import trio
+
+    from tests.firmware.test_firmware_engine import _qemu
+    from tinytelem.firmware import build
+    from tinytelem.firmware.targets import get_target, missing_tools
+    from tinytelem.protocol.messages import Phase, Token
+
+    missing = missing_tools(get_target("cortex-m4"))
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing; install with `bash scripts/setup-system.sh`")
+    tlm = _tlm(tmp_path, stories260k, 4)
+    prompt = tuple(load_tokenizer(tok512).encode(PROMPT, bos=True))
+    run = Run(4, 42, temperature, 8, prompt)
+    res = build("cortex-m4", tlm, build_dir=tmp_path / "fw")
+    with trio.fail_after(120):
+        frames = await _qemu("cortex-m4", res.elf, run)
+    firmware = [f.message.token_id for f in frames
+                if isinstance(f.message, Token) and f.message.phase == Phase.DECODE]
+    lm = open_model(tlm)
+    twin = TwinDevice(platform("stm32f4"), lm.runnable, weight_bits=lm.weight_bits)
+    assert list(twin.generate(run)) == firmware and len(firmware) == 8
