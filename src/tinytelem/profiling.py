@@ -148,6 +148,7 @@ def _trace_attrs(options: ProfileOptions, handle: DeviceHandle, host_t0: float) 
         # one-sided jitter); the clock fit cannot see a constant delay, so it is declared.
         **({"sensor_latency_s": SIM_SENSOR_TRANSPORT_S} if options.sensor == "sim" else {}),
         "prompt": options.prompt,
+        "requested_tokens": options.n_tokens,
         "tool": f"tinytelem {__version__}",
         "trace_level": options.trace_level.name.lower(),
         **_model_attrs(options),
@@ -443,6 +444,7 @@ async def run_record(
         writer = TraceWriter.create(options.out, overwrite=options.overwrite, attrs={
             "host_t0": host_t0, "device": handle.url, "link_url": handle.link_url,
             "platform": handle.platform or "", "sensor": "none", "calibration_id": "none",
+            **({"requested_tokens": options.n_tokens} if options.run else {}),
         })
         raw = RawCaptureWriter.create(raw_path, header={
             "url": handle.url, "link_url": handle.link_url, "tool_version": __version__,

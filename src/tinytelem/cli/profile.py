@@ -103,5 +103,7 @@ def profile(
         console.print("[dim]built-in model (seeded random weights): timing is real, text is not; "
                       "pass --model and --tokenizer for a trained model[/dim]")
     console.print(render_table(result.summary))
+    for warning in result.summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"trace   {result.trace_path}\nsummary {result.summary_path}\n"
                   f"raw     {result.raw_path}")
