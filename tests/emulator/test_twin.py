@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 
 from tinytelem.emulator.schedule import energy_between
-from tinytelem.emulator.twin import ERR_BAD_RUN, ERR_BUSY, TwinDevice
+from tinytelem.emulator.twin import ERR_BAD_RUN, ERR_BUSY, LOOKAHEAD_S, TwinDevice
 from tinytelem.protocol.codec import FrameDecoder
 from tinytelem.protocol.messages import (
     Config,
@@ -38,6 +39,7 @@ PROMPT = (1, 20, 30)
 
 def run_all(d: TwinDevice, run: Run, t0: float = 0.25) -> list:
     d.receive(run, t0)
+    d.advance(t0 + 0.9)
     return d.pop_due(t0 + 0.9)
 
 
@@ -65,9 +67,11 @@ def test_temperature_sampling_depends_on_seed() -> None:
     for seed in (1, 2, 3):
         d = device()
         d.receive(Run(1, seed, 1.0, 20, PROMPT), 0.0)
+        d.advance(math.inf)
         ids[seed] = d.truths[1].token_ids
     again = device()
     again.receive(Run(1, 1, 1.0, 20, PROMPT), 0.0)
+    again.advance(math.inf)
     assert again.truths[1].token_ids == ids[1]
     assert len(set(ids.values())) > 1
 
@@ -120,10 +124,12 @@ def test_config_changes_next_run_and_tracing_costs_time() -> None:
     d = device()
     d.receive(Config(TraceLevel.OFF), 0.0)
     d.receive(Run(1, 1, 0.0, 8, PROMPT), 0.0)
+    d.advance(math.inf)
     off = d.truths[1]
     d.pop_due(1.0)
     d.receive(Config(TraceLevel.SPANS), 1.0)
     d.receive(Run(2, 1, 0.0, 8, PROMPT), 1.0)
+    d.advance(math.inf)
     spans = d.truths[2]
     assert (spans.end_s - spans.start_s) > (off.end_s - off.start_s)
     d.receive(Config(9), 2.0)
@@ -158,6 +164,7 @@ def test_heartbeats_and_hello() -> None:
 def test_stop_cuts_the_run() -> None:
     d = device()
     d.receive(Run(3, 1, 0.0, 40, PROMPT), 0.0)
+    d.advance(math.inf)
     full = d.truths[3]
     t_stop = full.token_end_s[10] + 1e-6
     early = d.pop_due(t_stop)
@@ -183,8 +190,10 @@ def test_busy_and_bad_runs_are_reported() -> None:
     d = device()
     d.receive(Run(1, 1, 0.0, 30, PROMPT), 0.0)
     d.receive(Run(2, 1, 0.0, 5, PROMPT), 0.0001)
+    d.advance(0.0001)
     errors = [f.message for f in d.pop_due(0.0001) if isinstance(f.message, DeviceError)]
     assert errors and errors[0].code == ERR_BUSY
+    d.advance(1.0)
     d.pop_due(1.0)
     d.receive(Run(4, 1, 0.0, 5, (1, 99999)), 1.0)
     out = [f.message for f in d.pop_due(1.0)]
@@ -198,22 +207,32 @@ def test_busy_and_bad_runs_are_reported() -> None:
 def test_empty_prompt_means_bos_and_clipping() -> None:
     d = device()
     d.receive(Run(1, 1, 0.0, 0, ()), 0.0)
+    d.advance(math.inf)
     assert d.truths[1].token_ids == (1,)
     small = TwinDevice(platform("rp2040", sram_bytes=60_000), model())
     ctx = small.cost.context
     assert 20 < ctx < 100
     small.receive(Run(2, 1, 0.0, 5000, (1,)), 0.0)
+    small.advance(math.inf)
     # P + N - 1 forward passes fit the context (the last sampled token is never fed back).
     assert len(small.truths[2].token_ids) <= ctx + 1
-    assert any(isinstance(f.message, Log) for f in small.pop_due(0.0))
+    frames = small.pop_due(100.0)
+    (warning,) = [f.message for f in frames if isinstance(f.message, Log)]
+    assert "asked for 5000 tokens" in warning.text and "llama2.c" in warning.text
+    assert f"room for {ctx}" in warning.text
+    begin = next(f.message for f in frames if isinstance(f.message, InferBegin))
+    assert begin.n_tokens == ctx  # INFER_BEGIN announces the clipped count, as the firmware
 
 
 def test_power_is_contiguous_and_matches_truth() -> None:
     d = device()
     d.drain_power(0.1)
     d.receive(Run(1, 1, 0.0, 10, PROMPT), 0.2)
+    d.advance(0.3)
+    segs = d.drain_power(0.3)  # only what is laid out: never idle over the run's future
+    d.advance(math.inf)
     truth = d.truths[1]
-    segs = d.drain_power(truth.end_s / 2)
+    segs += d.drain_power(truth.end_s / 2)
     segs += d.drain_power(2.0)
     assert segs[0].start_s == 0.1 and segs[-1].end_s == 2.0
     for a, b in itertools.pairwise(segs):
@@ -238,20 +257,62 @@ def test_real_stories260k(stories260k) -> None:  # type: ignore[no-untyped-def]
     d = TwinDevice(platform(), m)
     prompt = (1, 403, 407, 261, 378)  # BOS and four tok512 ids
     d.receive(Run(1, 1, 0.0, 30, prompt), 0.0)
+    d.advance(math.inf)
     ref = generate(m, prompt, len(prompt) + 29)
     assert list(d.truths[1].token_ids[len(prompt):]) == ref[len(prompt):]
 
 
-def test_a_run_starts_when_its_plan_is_ready() -> None:
-    """Planning takes real time; the schedule begins after it, shifted whole, not overdue."""
-    run = Run(1, 42, 0.0, 6, (1, 2, 3))
-    plain, late = device(), device()
-    plain.start_run(run, 1.0)
-    late.start_run(run, 1.0, clock=lambda: 1.5)
-    a, b = plain.truths[1], late.truths[1]
-    assert b.start_s == pytest.approx(a.start_s + 0.5)
-    assert [y - x for x, y in zip(a.token_end_s, b.token_end_s, strict=True)] == pytest.approx(
-        [0.5] * len(a.token_end_s))
-    assert b.ttft_s == pytest.approx(a.ttft_s) and b.energy_j == pytest.approx(a.energy_j)
-    assert late.plans[1].frames[0].time_s == pytest.approx(plain.plans[1].frames[0].time_s + 0.5)
-    assert late.plans[1].power[0].start_s == pytest.approx(plain.plans[1].power[0].start_s + 0.5)
+class _CountingEngine:
+    def __init__(self, m: object) -> None:
+        from tinytelem.models.reference import Transformer
+
+        self.inner = Transformer(m)  # type: ignore[arg-type]
+        _CountingEngine.calls = 0
+
+    calls = 0
+
+    def forward(self, token: int, pos: int) -> object:
+        _CountingEngine.calls += 1
+        return self.inner.forward(token, pos)
+
+
+def test_a_long_run_streams_instead_of_planning_first() -> None:
+    """Tokens are computed as time needs them: the first frames are out while most of the
+    run is not computed yet, and the layout equals the one of a run computed all at once."""
+    run = Run(1, 0, 0.0, 500, PROMPT)
+    whole = TwinDevice(platform("esp32s3"), model(), weight_bits=32)
+    whole.receive(run, 0.0)
+    whole.advance(math.inf)
+    truth = whole.truths[1]
+    streamed = TwinDevice(platform("esp32s3"), model(), weight_bits=32,
+                          engine_factory=_CountingEngine)
+    streamed.receive(run, 0.0)
+    streamed.advance(0.2)
+    early = streamed.pop_due(0.2)
+    assert sum(isinstance(f.message, Token) for f in early) >= 3
+    # Forward passes so far: what covers 0.2 s plus the look-ahead, not the whole run.
+    needed = sum(1 for e in truth.token_end_s if e < 0.2 + LOOKAHEAD_S) + 1
+    assert _CountingEngine.calls <= needed < len(truth.token_ids) // 2
+    assert not any(isinstance(f.message, InferEnd) for f in early) and streamed.busy
+    assert all(f.time_s <= 0.2 for f in early)
+    streamed.advance(math.inf)
+    rest = streamed.pop_due(100.0)
+    assert [(f.time_s, f.message) for f in early + rest] == \
+        [(f.time_s, f.message) for f in whole.pop_due(100.0)]
+    assert streamed.truths[1] == truth
+
+
+def test_stop_while_the_run_is_still_being_computed() -> None:
+    d = device()
+    d.receive(Run(3, 1, 0.0, 300, PROMPT), 0.0)
+    d.advance(0.02)
+    early = d.pop_due(0.02)
+    d.receive(Stop(), 0.02)
+    d.advance(math.inf)  # nothing left to compute
+    rest = d.pop_due(5.0)
+    end = next(f.message for f in rest if isinstance(f.message, InferEnd))
+    truth = d.truths[3]
+    assert end.status == InferStatus.STOPPED and truth.end_s == 0.02
+    n_tokens = sum(isinstance(f.message, Token) for f in early + rest)
+    assert n_tokens == len(truth.token_ids) and not d.busy
+    assert energy_between(d.drain_power(5.0), 0.0, 0.02) == pytest.approx(truth.energy_j)

@@ -248,6 +248,18 @@ def _select_runs(data: RunData, run_id: int | None, warnings: list[str]) -> list
     return []
 
 
+def _clip_warnings(data: RunData, rows: list[np.void | None]) -> list[str]:
+    """Runs the device clipped: INFER_BEGIN announced fewer tokens than the host asked for
+    (``requested_tokens`` attribute), because the context ends first (llama2.c stops there)."""
+    asked = data.attrs.get("requested_tokens")
+    if asked is None:
+        return []
+    return [f"run {int(r['run_id'])}: asked for {int(asked)} tokens, but the device's context "
+            f"leaves room for {int(r['n_tokens'])} after the {int(r['n_prompt'])}-token "
+            "prompt, so the run was clipped there (llama2.c stops at seq_len too)"
+            for r in rows if r is not None and int(r["n_tokens"]) < int(asked)]
+
+
 def _run_tokens(data: RunData, rid: int) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(prefill times, decode times, decode indices) of one run, sorted by device time."""
     tok = data.tokens[data.tokens["run_id"] == rid]
@@ -529,6 +541,7 @@ def compute_metrics(data: RunData, run_id: int | None = None) -> Summary:
     """
     warnings: list[str] = []
     rows = _select_runs(data, run_id, warnings)
+    warnings += _clip_warnings(data, rows)
     device = _device_clock(data, warnings)
     power, sensor = _power_trace(data, device, warnings)
     ordered = data.runs[np.argsort(data.runs["begin_s"], kind="stable")] if data.runs.size else None

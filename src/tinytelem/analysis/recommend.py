@@ -155,8 +155,10 @@ class ModelRef:
 
 
 def resolve_model(spec: str) -> ModelRef:
-    """A llama2.c checkpoint path, or ``builtin-260k`` / ``stories260k`` for that shape."""
-    from tinytelem.models.llama2c import STORIES260K_SHAPE, builtin_model, load_checkpoint
+    """A model file of any format :func:`tinytelem.models.formats.open_model` reads,
+    ``builtin[:SHAPE][:SEED]``, or ``builtin-260k`` / ``stories260k`` for that shape."""
+    from tinytelem.models.formats import open_model
+    from tinytelem.models.llama2c import STORIES260K_SHAPE, builtin_model
 
     if spec.lower() in ("builtin", "builtin-260k"):
         m = builtin_model(42)
@@ -164,11 +166,11 @@ def resolve_model(spec: str) -> ModelRef:
     if spec.lower() in ("stories260k", "stories260k-shape"):
         return ModelRef(STORIES260K_SHAPE, "stories260K", "")
     path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"model {spec!r} is neither a checkpoint file nor a known name "
+    if not spec.startswith("builtin:") and not path.is_file():
+        raise ConfigError(f"model {spec!r} is neither a model file nor a known name "
                           "(builtin-260k, stories260k)")
-    m = load_checkpoint(path)
-    return ModelRef(m.config, m.name or path.stem, m.sha256)
+    lm = open_model(spec)
+    return ModelRef(lm.model.config, lm.model.name or path.stem, lm.sha256)
 
 
 @dataclass

@@ -42,11 +42,14 @@ def parse_fault(text: str) -> tuple[str, int]:
 @click.option("--power-listen", default=None,
               help="tcp://HOST:PORT for the power waveform side channel.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="llama2.c checkpoint (default: built-in random 260K model).")
+              default=None, help="Model file of any format `tinytelem model` reads (.bin, "
+              ".tlm, .gguf, .onnx) or builtin[:SHAPE][:SEED] (default: the built-in random "
+              "260K model). A .tlm runs on the integer reference, like the firmware.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the built-in model.")
-@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default="4",
-              show_default=True, help="Stored weight width the cost model assumes.")
+@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]),
+              help="Stored weight width the cost model assumes [default: the model's own; 4 "
+                   "for the generated demo model].")
 @click.option("--drift-ppm", type=float, default=25.0, show_default=True,
               help="Device crystal error relative to host time.")
 @click.option("--tick-offset", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
@@ -63,7 +66,7 @@ def parse_fault(text: str) -> tuple[str, int]:
                    "died); used when the profiler spawns the twin.")
 def emulate(
     platform_name: str, listen: str, power_listen: str | None, model_path: Path | None,
-    seed: int, weight_bits: str, drift_ppm: float, tick_offset: int, trace_level: str,
+    seed: int, weight_bits: str | None, drift_ppm: float, tick_offset: int, trace_level: str,
     faults: tuple[str, ...], once: bool, as_json: bool, exit_with_stdin: bool,
 ) -> None:
     """Run a device twin: wire protocol v1 with a real token loop and a platform cost model."""
@@ -71,7 +74,7 @@ def emulate(
 
     from tinytelem.emulator.server import ServerAddresses, parse_listen_url, serve
     from tinytelem.emulator.twin import TwinDevice
-    from tinytelem.models.llama2c import builtin_model, load_checkpoint
+    from tinytelem.models.formats import open_model
     from tinytelem.platforms import get_platform
     from tinytelem.protocol.messages import TraceLevel
 
@@ -80,16 +83,20 @@ def emulate(
     if power_listen is not None:
         parse_listen_url(power_listen)
     platform = get_platform(platform_name)
-    model = load_checkpoint(model_path) if model_path is not None else builtin_model(seed)
+    lm = open_model(model_path if model_path is not None else f"builtin:{seed}")
+    model = lm.runnable
+    bits = int(weight_bits) if weight_bits else lm.weight_bits
     device = TwinDevice(
         platform, model, seed=seed, drift_ppm=drift_ppm, tick_offset=tick_offset,
-        trace_level=TraceLevel[trace_level.upper()], weight_bits=int(weight_bits),
+        trace_level=TraceLevel[trace_level.upper()], weight_bits=bits,
+        model_sha256=lm.sha256,
     )
 
     def announce(addrs: ServerAddresses) -> None:
         if as_json:
             line = json.dumps({"link": addrs.link, "power": addrs.power,
-                               "platform": platform.name, "model": model.name})
+                               "platform": platform.name, "model": model.name,
+                               "weight_bits": bits})
         else:
             line = f"link {addrs.link}" + (f" power {addrs.power}" if addrs.power else "")
         sys.stdout.write(line + "\n")

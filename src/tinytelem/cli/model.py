@@ -1,179 +1,36 @@
-"""``tinytelem model``: quantize, generate, inspect (more sub-commands plug in, see below).
+"""``tinytelem model``: quantize, generate, inspect; validate, eval and optimize are added from
+their own modules (:mod:`tinytelem.cli.model_validate`, :mod:`~tinytelem.cli.model_eval`,
+:mod:`~tinytelem.cli.model_optimize`).
 
-Extension hook: at import, this module imports ``tinytelem.cli.model_b`` if it exists. That
-module adds sub-commands with ``model.add_command(cmd)`` and extends the formats through:
-
-* ``register_input_format(".gguf", loader)`` -- ``loader(path) -> LlamaModel | QuantizedModel``,
-  used by ``generate``, ``inspect`` and ``quantize``;
-* ``register_output_format(".onnx", writer)`` -- ``writer(request, out_path) -> dict`` of facts
-  to print, where ``request`` is a :class:`QuantizeRequest`;
-* ``register_quant_type("q4_0", "help line", extensions=(".gguf",))`` -- a value for
-  ``quantize --type``; ``request.qtype`` carries it to the writer (``--type`` and ``--bits``
-  are mutually exclusive; the ``.tlm`` / ``.c`` writers only take ``--bits``).
-
-Only a missing ``model_b`` module is ignored; an error inside it propagates.
+Formats are not decided here: every MODEL is opened with
+:func:`tinytelem.models.formats.open_model`, and ``quantize -o`` picks its writer from
+:data:`tinytelem.models.formats.WRITERS` (named ``--type`` values from ``QUANT_TYPES``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from tinytelem.errors import ConfigError, ModelError
+from tinytelem.cli.model_eval import eval_cmd
+from tinytelem.cli.model_optimize import optimize
+from tinytelem.cli.model_validate import validate
+from tinytelem.errors import ConfigError
 
 if TYPE_CHECKING:
     from tinytelem.models.llama2c import LlamaModel
     from tinytelem.models.quant import QuantizedModel
-    from tinytelem.models.tokenizer import TextCodec
 
     AnyModel = LlamaModel | QuantizedModel
 
-__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "PLAN_SCHEMAS", "QUANT_TYPES", "QuantPlan",
-           "QuantizeRequest", "load_model", "model", "read_plan", "register_input_format",
-           "register_output_format", "register_quant_type"]
+__all__ = ["PLAN_SCHEMAS", "QuantPlan", "describe", "model", "read_plan"]
 
-
-@dataclass
-class QuantizeRequest:
-    """What ``model quantize`` asks an output writer to produce.
-
-    Attributes:
-        source: The float model read from IN.
-        bits: ``--bits`` (None when ``--type`` was given).
-        group_size: ``--group``.
-        symmetric: False with ``--asym``.
-        method: ``rtn`` or ``search``.
-        qtype: ``--type`` value (None when ``--bits`` was given).
-        alignment: ``--align`` (for container formats that align tensors).
-        progress: Call with a tensor name as each is quantized (drives the progress bar).
-        source_path: The file IN came from (None for ``builtin``), so a writer can embed
-            what sits beside it (the GGUF writer stores the llama2.c tokenizer it finds there).
-        per_tensor_bits: From ``--plan``: width per tensor (32 = float32), else None.
-        per_tensor_group: From ``--plan``: group size per tensor, else None.
-    """
-
-    source: LlamaModel
-    bits: int | None
-    group_size: int
-    symmetric: bool
-    method: str
-    qtype: str | None
-    alignment: int = 16
-    progress: Callable[[str], None] = field(default=lambda name: None)
-    source_path: str | None = None
-    per_tensor_bits: dict[str, int] | None = None
-    per_tensor_group: dict[str, int] | None = None
-
-    def quantize(self) -> QuantizedModel:
-        """The group-wise quantized model (``--bits`` path) for writers that need one."""
-        from tinytelem.models.quant import Method, quantize_model
-
-        if self.bits is None:
-            raise ConfigError(f"--type {self.qtype} cannot be written to this format; use "
-                              "--bits B for .tlm and .c outputs")
-        method: Method = "search" if self.method == "search" else "rtn"
-        return quantize_model(self.source, self.bits, self.group_size, self.symmetric, method,
-                              per_tensor_bits=self.per_tensor_bits, progress=self.progress,
-                              per_tensor_group=self.per_tensor_group)
-
-
-Loader = Callable[[Path], "AnyModel"]
-Writer = Callable[[QuantizeRequest, Path], dict[str, Any]]
-INPUT_FORMATS: dict[str, Loader] = {}
-OUTPUT_FORMATS: dict[str, Writer] = {}
-QUANT_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {}
-
-
-def register_input_format(ext: str, loader: Loader) -> None:
-    """Teach ``generate`` / ``inspect`` / ``quantize`` to read files ending in ``ext``."""
-    INPUT_FORMATS[ext.lower()] = loader
-
-
-def register_output_format(ext: str, writer: Writer) -> None:
-    """Teach ``quantize -o`` to write files ending in ``ext``."""
-    OUTPUT_FORMATS[ext.lower()] = writer
-
-
-def register_quant_type(name: str, help_line: str, extensions: tuple[str, ...] = ()) -> None:
-    """Accept ``quantize --type name`` (only for outputs ending in one of ``extensions``)."""
-    QUANT_TYPES[name.lower()] = (help_line, tuple(e.lower() for e in extensions))
-
-
-def _load_llama2c(path: Path) -> AnyModel:
-    from tinytelem.models.llama2c import load_checkpoint
-
-    return load_checkpoint(path)
-
-
-def _load_tlm(path: Path) -> AnyModel:
-    from tinytelem.models.tlm import read_tlm
-
-    return read_tlm(path)
-
-
-register_input_format(".bin", _load_llama2c)
-register_input_format(".tlm", _load_tlm)
-
-
-def load_model(spec: str) -> AnyModel:
-    """A model from a path (format by extension) or ``builtin[:SHAPE][:SEED]`` (seeded random
-    weights; shapes 260k (default), 1m, 8m).
-
-    Raises:
-        ConfigError: For an unknown extension or seed.
-        ModelError: When the file is unreadable or invalid.
-    """
-    if spec == "builtin" or spec.startswith("builtin:"):
-        from tinytelem.models.llama2c import builtin_from_spec
-
-        try:
-            return builtin_from_spec(spec)
-        except ModelError as exc:
-            raise ConfigError(str(exc)) from exc
-    path = Path(spec)
-    loader = INPUT_FORMATS.get(path.suffix.lower())
-    if loader is None:
-        known = ", ".join(sorted(INPUT_FORMATS))
-        raise ConfigError(f"{path}: unknown model format {path.suffix!r}; supported: {known} "
-                          "(or builtin[:SEED])")
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist; check the path")
-    return loader(path)
-
-
-def _float_model(m: AnyModel) -> LlamaModel:
-    from tinytelem.models.quant import QuantizedModel, dequantize_model
-
-    return dequantize_model(m) if isinstance(m, QuantizedModel) else m
-
-
-def _write_tlm(req: QuantizeRequest, out: Path) -> dict[str, Any]:
-    from tinytelem.models.tlm import write_tlm
-
-    qm = req.quantize()
-    size = write_tlm(qm, out, req.alignment)
-    return {"output": str(out), "format": "tlm", "bytes": size,
-            "bits_per_weight": round(qm.bits_per_weight(), 3), "params": qm.param_count()}
-
-
-def _write_c(req: QuantizeRequest, out: Path) -> dict[str, Any]:
-    from tinytelem.models.export_c import export_c
-    from tinytelem.models.tlm import serialize_tlm
-
-    qm = req.quantize()
-    image = serialize_tlm(qm, req.alignment)
-    c_path, h_path = export_c(image, out, symbol="tlm_model", alignment=req.alignment)
-    return {"output": str(c_path), "header": str(h_path), "format": "c", "bytes": len(image),
-            "bits_per_weight": round(qm.bits_per_weight(), 3), "params": qm.param_count()}
-
-
-register_output_format(".tlm", _write_tlm)
 
 PLAN_SCHEMAS = ("tinytelem.plan/1",)
 """Plan schemas ``quantize --plan`` reads (written by ``model optimize -o``)."""
@@ -232,15 +89,14 @@ def read_plan(path: Path) -> QuantPlan:
         raise ConfigError(f"{path}: plan field 'method' must be 'rtn' or 'search', "
                           f"got {method!r}")
     return QuantPlan(group, sym, method, bits, _int_map(plan, "per_tensor_group", path))
-register_output_format(".c", _write_c)
 
 
 @click.group("model")
 def model() -> None:
     """Quantize, run, inspect (and, with the analysis commands, validate/evaluate) models.
 
-    MODEL arguments accept llama2.c checkpoints (.bin), .tlm files and builtin[:SEED] (a random
-    model with stories260K's shape), plus any format registered by the other model commands.
+    MODEL arguments accept llama2.c checkpoints (.bin), .tlm, GGUF (.gguf) and ONNX (.onnx)
+    files and builtin[:SHAPE][:SEED] (a random model; stories260K's shape by default).
     """
 
 
@@ -268,9 +124,12 @@ def quantize(source: str, bits: int | None, plan_path: Path | None, qtype: str |
     """Quantize IN group-wise and write OUT (.tlm, .c, or a registered format)."""
     from rich.progress import Progress
 
-    writer = OUTPUT_FORMATS.get(out.suffix.lower())
+    from tinytelem.models.formats import QUANT_TYPES, WRITERS, open_model
+    from tinytelem.models.writers import QuantizeRequest
+
+    writer = WRITERS.get(out.suffix.lower())
     if writer is None:
-        known = ", ".join(sorted(OUTPUT_FORMATS))
+        known = ", ".join(sorted(WRITERS))
         raise ConfigError(f"{out}: cannot write {out.suffix!r} files; use one of {known}")
     if sum(x is not None for x in (bits, qtype, plan_path)) != 1:
         raise ConfigError("give exactly one of --bits B, --type NAME or --plan plan.json")
@@ -285,7 +144,8 @@ def quantize(source: str, bits: int | None, plan_path: Path | None, qtype: str |
             raise ConfigError(f"unknown --type {qtype!r}; known types: {known}")
         if entry[1] and out.suffix.lower() not in entry[1]:
             raise ConfigError(f"--type {qtype} is written to {', '.join(entry[1])} files only")
-    src = _float_model(load_model(source))
+    lm = open_model(source)
+    src = lm.model
     out.parent.mkdir(parents=True, exist_ok=True)
     total = 2 + src.config.n_layers * 7 + (0 if src.config.shared_classifier else 1)
     started = time.perf_counter()
@@ -299,7 +159,7 @@ def quantize(source: str, bits: int | None, plan_path: Path | None, qtype: str |
             src, bits, group_size, not asym, method, qtype.lower() if qtype else None,
             alignment, advance, source_path=None if source.startswith("builtin") else source,
             per_tensor_bits=plan.per_tensor_bits if plan else None,
-            per_tensor_group=plan.per_tensor_group if plan else None)
+            per_tensor_group=plan.per_tensor_group if plan else None, tokenizer=lm.tokenizer)
         facts = writer(req, out)
     facts["seconds"] = round(time.perf_counter() - started, 3)
     if as_json:
@@ -309,21 +169,6 @@ def quantize(source: str, bits: int | None, plan_path: Path | None, qtype: str |
     bpw = facts.get("bits_per_weight")
     click.echo(f"wrote {facts['output']}{extra}: {facts.get('bytes', '?')} bytes"
                + (f", {bpw} bits/weight" if bpw is not None else ""))
-
-
-def _find_tokenizer(model_spec: str, vocab: int, explicit: Path | None) -> TextCodec:
-    from tinytelem.models.tokenizer import ByteTokenizer, load_tokenizer
-
-    if explicit is not None:
-        return load_tokenizer(explicit, vocab)
-    if not model_spec.startswith("builtin"):
-        folder = Path(model_spec).parent
-        for name in (f"tok{vocab}.bin", "tokenizer.bin"):
-            if (folder / name).is_file():
-                return load_tokenizer(folder / name, vocab)
-    if vocab >= 259:
-        return ByteTokenizer(vocab)
-    raise ConfigError(f"no tokenizer found for {model_spec}; pass --tokenizer tok{vocab}.bin")
 
 
 def _steps(m: AnyModel, ids: list[int], steps: int, temperature: float, topp: float,
@@ -344,7 +189,8 @@ def _steps(m: AnyModel, ids: list[int], steps: int, temperature: float, topp: fl
 @model.command("generate")
 @click.argument("model_spec", metavar="MODEL")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="llama2.c tokenizer (default: tok<vocab>.bin or tokenizer.bin beside MODEL).")
+              help="llama2.c tokenizer (default: the one stored in MODEL, else tok<vocab>.bin "
+              "or tokenizer.bin beside it).")
 @click.option("--prompt", default="", help="Prompt text (BOS is prepended).")
 @click.option("--steps", type=int, default=64, show_default=True,
               help="Positions including the prompt, like run.c's -n.")
@@ -355,11 +201,13 @@ def _steps(m: AnyModel, ids: list[int], steps: int, temperature: float, topp: fl
 def generate(model_spec: str, tokenizer: Path | None, prompt: str, steps: int,
              temperature: float, topp: float, seed: int, as_json: bool) -> None:
     """Generate text: float reference for llama2.c files, the integer engine for .tlm."""
+    from tinytelem.models.formats import open_model, resolve_tokenizer
     from tinytelem.models.quant import QuantizedModel
     from tinytelem.models.tokenizer import BOS
 
-    m = load_model(model_spec)
-    codec = _find_tokenizer(model_spec, m.config.vocab_size, tokenizer)
+    lm = open_model(model_spec)
+    m = lm.runnable
+    codec = resolve_tokenizer(lm, tokenizer)
     prompt_ids = codec.encode(prompt, bos=True)
     ids = list(prompt_ids[:1])
     started = time.perf_counter()
@@ -423,9 +271,11 @@ def describe(m: AnyModel, path: Path | None) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(model_spec: str, as_json: bool) -> None:
     """Show config, parameter count, per-type tensor histogram, bits/weight and file size."""
-    m = load_model(model_spec)
-    path = None if model_spec.startswith("builtin") else Path(model_spec)
-    facts = describe(m, path)
+    from tinytelem.models.formats import open_model
+
+    lm = open_model(model_spec)
+    path = None if lm.fmt == "builtin" else Path(model_spec)
+    facts = describe(lm.runnable, path)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -445,15 +295,6 @@ def inspect(model_spec: str, as_json: bool) -> None:
     console.print(table)
 
 
-# Part B's commands and formats (validate, eval, optimize, GGUF, ONNX); see the module docstring.
-def _load_extensions() -> None:
-    import importlib
-
-    try:
-        importlib.import_module("tinytelem.cli.model_b")
-    except ModuleNotFoundError as exc:
-        if exc.name != "tinytelem.cli.model_b":
-            raise
-
-
-_load_extensions()
+model.add_command(validate)
+model.add_command(eval_cmd)
+model.add_command(optimize)

@@ -87,4 +87,7 @@ def record(
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        Console().print(render_table(summary))
+        shown = Console()
+        shown.print(render_table(summary))
+        for warning in summary.get("warnings", []):
+            shown.print(f"[yellow]warning:[/yellow] {warning}")

@@ -1,10 +1,13 @@
 """Turn one RUN into a timed schedule of frames, power segments and the ground truth.
 
-Pure functions over the cost model: given the token ids (already computed by real forward passes)
-and the device time the run starts, :func:`plan_run` lays out every frame the firmware would emit
-at the given trace level, the power waveform a sensor would see, and a :class:`RunTruth` the
-tests and the host-side metrics are checked against. Times are seconds since the twin booted,
-in true (host) time; the device clock's drift is applied only when stamping ticks.
+:class:`RunLayout` lays a run out token by token, as the twin's forward passes produce the ids
+(the twin streams: a long run never waits for a plan of the whole run). Each step places every
+frame the firmware would emit at the given trace level and the power waveform a sensor would
+see; :meth:`RunLayout.plan` gives what is laid out so far as a :class:`RunPlan` with the
+:class:`RunTruth` the tests and the host-side metrics are checked against. Timing depends on
+positions only, never on the ids, so a layout is the same whether the ids come one by one or
+all at once (:func:`plan_run`). Times are seconds since the twin booted, in true (host) time;
+the device clock's drift is applied only when stamping ticks.
 
 Token windows tile the run: token ``i`` runs from the end of token ``i-1`` (the INFER_BEGIN time
 for the first) to its TOKEN frame's timestamp, so per-token energies add up to the energy of the
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from tinytelem.emulator.costmodel import CostModel, OpTiming
 from tinytelem.power.waveform import PowerSegment
@@ -40,6 +43,7 @@ from tinytelem.protocol.messages import (
 
 __all__ = [
     "PowerSegment",
+    "RunLayout",
     "RunPlan",
     "RunTruth",
     "ScheduledFrame",
@@ -147,11 +151,14 @@ class _Builder:
         self.power: list[PowerSegment] = []
         self._instr_w = cost.instrumentation_watts()
         self.macs = 0
+        self.power_taken = 0
+        """Segments already handed out: they are final, so new time never merges into them."""
 
     def _segment(self, duration: float, watts: float) -> None:
         end = self.t + duration
         power = self.power
-        if power and power[-1].watts == watts and power[-1].end_s == self.t:
+        if (len(power) > self.power_taken and power[-1].watts == watts
+                and power[-1].end_s == self.t):
             power[-1] = PowerSegment(power[-1].start_s, end, watts)
         else:
             power.append(PowerSegment(self.t, end, watts))
@@ -185,6 +192,114 @@ class _Builder:
             self.emit(SpanEnd(layer, Op.LAYER))
 
 
+class RunLayout:
+    """One run, laid out step by step as its token ids become known.
+
+    Call :meth:`prefill` for each prompt token, :meth:`decode` for each sampled one (None when
+    the sample was BOS, which ends the run like llama2.c), then :meth:`finish`. Prompt token
+    ``i`` is one forward pass at position ``i`` (llama2.c computes the classifier for every
+    position, so do we). The first generated token needs only sampling from the last prompt
+    position's logits; every later one is a forward pass of the previous token plus sampling.
+    COUNTER frames carry counters since boot, so ``macs_before`` / ``cycles_before`` continue
+    them. INFER_BEGIN announces ``n_tokens``, the (clipped) count the run may generate, as the
+    firmware does.
+    """
+
+    def __init__(self, cost: CostModel, *, run_id: int, n_prompt: int, n_tokens: int,
+                 start_s: float, level: TraceLevel, heap_peak: int = 0, macs_before: int = 0,
+                 cycles_before: int = 0) -> None:
+        self.cost = cost
+        self.run_id = run_id
+        self.n_prompt = n_prompt
+        self.start_s = start_s
+        self._b = _Builder(cost, level, start_s)
+        self._macs_before = macs_before
+        self._cycles_before = cycles_before
+        self.peak = heap_peak
+        self.cycles = cycles_before
+        self.end_s: float | None = None
+        self.n_generated = 0
+        self._ids: list[int] = []
+        self._phases: list[Phase] = []
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self._frames_taken = 0
+        self._b.emit(InferBegin(run_id, n_prompt, n_tokens))
+
+    @property
+    def horizon_s(self) -> float:
+        """Device time laid out so far (the end of the run once finished)."""
+        return self._b.t
+
+    @property
+    def done(self) -> bool:
+        """True once INFER_END is laid out."""
+        return self.end_s is not None
+
+    def _token(self, index: int, token_id: int, phase: Phase, window_start: float) -> None:
+        self._ids.append(token_id)
+        self._phases.append(phase)
+        self._starts.append(window_start)
+        self._ends.append(self._b.t)
+        self._b.emit(Token(index, token_id, phase))
+
+    def prefill(self, index: int, token_id: int) -> None:
+        """Prompt token ``index``: one forward pass, then its TOKEN frame."""
+        w = self._b.t
+        self._b.forward(index)
+        self._token(index, token_id, Phase.PREFILL, w)
+
+    def decode(self, j: int, token_id: int | None) -> None:
+        """Generated token ``j`` (forward pass unless ``j == 0``, sampling, TOKEN, MEMORY);
+        ``token_id`` None means the sample was BOS: no TOKEN, and the run ends."""
+        b = self._b
+        w = b.t
+        if j > 0:
+            b.forward(self.n_prompt - 1 + j)
+        b.work(self.cost.sample_op())
+        if token_id is None:
+            return
+        pos = self.n_prompt + j
+        self._token(pos, token_id, Phase.DECODE, w)
+        self.n_generated += 1
+        mem = self.cost.memory(pos, self.peak)
+        self.peak = mem.heap_peak
+        b.emit(Memory(mem.heap_used, mem.heap_peak, mem.stack_peak, mem.arena_bytes,
+                      mem.kv_bytes))
+
+    def finish(self) -> None:
+        """COUNTER frames and INFER_END(OK): the run is complete."""
+        b = self._b
+        self.cycles = self._cycles_before + round((b.t - self.start_s) * self.cost.platform.cpu_hz)
+        b.emit(CounterValue(Counter.MACS, self._macs_before + b.macs))
+        b.emit(CounterValue(Counter.CYCLES, self.cycles))
+        self.end_s = b.t
+        b.emit(InferEnd(self.run_id, self.n_generated, InferStatus.OK))
+
+    def take(self) -> tuple[list[ScheduledFrame], list[PowerSegment]]:
+        """Frames and finished power segments laid out since the last call.
+
+        The last segment stays behind until the run is done: the next step may extend it.
+        """
+        b = self._b
+        frames = b.frames[self._frames_taken:]
+        self._frames_taken = len(b.frames)
+        upto = len(b.power) if self.done else max(b.power_taken, len(b.power) - 1)
+        power = b.power[b.power_taken:upto]
+        b.power_taken = upto
+        return frames, power
+
+    def plan(self) -> RunPlan:
+        """What is laid out so far as a plan (the whole run once :attr:`done`)."""
+        b = self._b
+        power = tuple(b.power)
+        end_s = self.end_s if self.end_s is not None else b.t
+        truth = _truth(self.run_id, InferStatus.OK, self.start_s, end_s, self.n_prompt,
+                       self._ids, self._phases, self._starts, self._ends, power, b.macs)
+        return RunPlan(self.run_id, self.start_s, end_s, tuple(b.frames), power, truth,
+                       self.peak, self.cycles)
+
+
 def plan_run(
     cost: CostModel,
     *,
@@ -196,54 +311,25 @@ def plan_run(
     heap_peak: int = 0,
     macs_before: int = 0,
     cycles_before: int = 0,
+    n_tokens: int | None = None,
 ) -> RunPlan:
-    """Lay out one run that starts at ``start_s``.
+    """Lay out a whole run whose ids are known (``generated`` without the final BOS).
 
-    Prompt token ``i`` is one forward pass at position ``i`` (llama2.c computes the classifier
-    for every position, so do we). The first generated token needs only sampling from the last
-    prompt position's logits; every later one is a forward pass of the previous token plus
-    sampling. COUNTER frames carry counters since boot, so ``macs_before`` / ``cycles_before``
-    continue them.
+    ``n_tokens`` is the count INFER_BEGIN announces (default ``len(generated)``); when it is
+    larger, the run ended on a sampled BOS, whose forward pass and sampling are laid out too.
     """
-    b = _Builder(cost, level, start_s)
-    n_prompt = len(prompt)
-    b.emit(InferBegin(run_id, n_prompt, len(generated)))
-    ids: list[int] = []
-    phases: list[Phase] = []
-    starts: list[float] = []
-    ends: list[float] = []
-    peak = heap_peak
-
-    def token(index: int, token_id: int, phase: Phase, window_start: float) -> None:
-        ids.append(token_id)
-        phases.append(phase)
-        starts.append(window_start)
-        ends.append(b.t)
-        b.emit(Token(index, token_id, phase))
-
+    n = len(generated) if n_tokens is None else n_tokens
+    lay = RunLayout(cost, run_id=run_id, n_prompt=len(prompt), n_tokens=n, start_s=start_s,
+                    level=level, heap_peak=heap_peak, macs_before=macs_before,
+                    cycles_before=cycles_before)
     for i, tok in enumerate(prompt):
-        w = b.t
-        b.forward(i)
-        token(i, tok, Phase.PREFILL, w)
+        lay.prefill(i, tok)
     for j, tok in enumerate(generated):
-        w = b.t
-        if j > 0:
-            b.forward(n_prompt - 1 + j)
-        b.work(cost.sample_op())
-        token(n_prompt + j, tok, Phase.DECODE, w)
-        mem = cost.memory(n_prompt + j, peak)
-        peak = mem.heap_peak
-        b.emit(Memory(mem.heap_used, mem.heap_peak, mem.stack_peak, mem.arena_bytes, mem.kv_bytes))
-    cycles = cycles_before + round((b.t - start_s) * cost.platform.cpu_hz)
-    b.emit(CounterValue(Counter.MACS, macs_before + b.macs))
-    b.emit(CounterValue(Counter.CYCLES, cycles))
-    end_s = b.t
-    b.emit(InferEnd(run_id, len(generated), InferStatus.OK))
-    power = tuple(b.power)
-    truth = _truth(
-        run_id, InferStatus.OK, start_s, end_s, n_prompt, ids, phases, starts, ends, power, b.macs
-    )
-    return RunPlan(run_id, start_s, end_s, tuple(b.frames), power, truth, peak, cycles)
+        lay.decode(j, tok)
+    if len(generated) < n:
+        lay.decode(len(generated), None)
+    lay.finish()
+    return lay.plan()
 
 
 def _truth(
@@ -317,30 +403,4 @@ def truncate_plan(plan: RunPlan, stop_s: float) -> RunPlan:
         truth,
         plan.heap_peak,
         plan.cycles,
-    )
-
-
-def shift_plan(plan: RunPlan, dt: float) -> RunPlan:
-    """The same plan ``dt`` seconds later: every frame, power segment and truth time moved.
-
-    Planning a long run takes real time (thousands of frames); the twin starts the run when
-    the plan is ready, not when RUN arrived, so its frames are not already overdue.
-    """
-    if dt == 0:
-        return plan
-    t = plan.truth
-    truth = replace(
-        t,
-        start_s=t.start_s + dt,
-        end_s=t.end_s + dt,
-        token_start_s=tuple(x + dt for x in t.token_start_s),
-        token_end_s=tuple(x + dt for x in t.token_end_s),
-    )
-    return replace(
-        plan,
-        start_s=plan.start_s + dt,
-        end_s=plan.end_s + dt,
-        frames=tuple(ScheduledFrame(f.time_s + dt, f.message) for f in plan.frames),
-        power=tuple(PowerSegment(p.start_s + dt, p.end_s + dt, p.watts) for p in plan.power),
-        truth=truth,
     )

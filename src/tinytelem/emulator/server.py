@@ -1,7 +1,10 @@
 """Put a :class:`~tinytelem.emulator.twin.TwinDevice` on a TCP socket or a pseudo-terminal.
 
-One task (the pump) paces the device in real time: it emits every frame whose time has come,
-then sleeps until the next one (at least 1 ms), waking early when a host command arrives. The
+One task (the pump) paces the device in real time: it computes the active run's next tokens
+in a worker thread while they are needed to cover the next moments (the twin streams: a run
+never waits for a plan of the whole run), emits every frame whose time has come, then sleeps
+until the next one (at least 1 ms), waking early when a host command arrives. When the host
+computes slower than the board it emulates, frames leave late but keep their device times. The
 device keeps running while no host is connected; its frames are then lost, but their sequence
 numbers are spent, so a host that reconnects sees the gap (after the HELLO it gets first).
 
@@ -129,6 +132,10 @@ class _Server:
         device = self.device
         while True:
             self.wake = trio.Event()
+            stream = device.next_step(self.now())
+            if stream is not None:  # one token per turn, so frames go out between tokens
+                value = await trio.to_thread.run_sync(stream.compute)
+                device.commit(stream, value)
             async with self.send_lock:
                 frames = device.pop_due(self.now())
                 if frames:
@@ -137,6 +144,9 @@ class _Server:
             if segments:
                 self.power.publish(segments)
             now = self.now()
+            if device.next_step(now) is not None:
+                await trio.lowlevel.checkpoint()
+                continue
             delay = min(device.next_due(), now + POWER_PERIOD_S) - now
             with trio.move_on_after(max(delay, MIN_SLEEP_S)):
                 await self.wake.wait()
@@ -194,11 +204,11 @@ class _Server:
     async def command(self, message: AnyMessage) -> None:
         device = self.device
         if isinstance(message, Run) and not device.busy:
-            try:
-                generated = await trio.to_thread.run_sync(device.generate, message)
+            try:  # the engine's set-up takes real time for a large model: not in the loop
+                prepared = await trio.to_thread.run_sync(device.prepare_run, message)
             except ModelError:
-                generated = None  # start_run reports it to the host as ERROR + INFER_END
-            device.start_run(message, self.now(), generated, clock=self.now)
+                prepared = None  # start_run reports it to the host as ERROR + INFER_END
+            device.start_run(message, self.now(), prepared)
         else:
             device.receive(message, self.now())
         self.wake.set()

@@ -17,23 +17,29 @@ import hashlib
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from tinytelem import __version__
 from tinytelem.emulator.costmodel import CostModel, PlatformSpec
 from tinytelem.emulator.schedule import (
     PowerSegment,
+    RunLayout,
     RunPlan,
     RunTruth,
-    plan_run,
-    shift_plan,
     truncate_plan,
 )
+from tinytelem.emulator.tokenloop import (
+    BOS,
+    Engine,
+    PreparedRun,
+    RunStream,
+    TwinModel,
+    make_sampler,
+    reference_engine,
+)
 from tinytelem.errors import ModelError
-from tinytelem.models.llama2c import LlamaModel
-from tinytelem.models.reference import Sampler, Transformer
+from tinytelem.models.quant import QuantizedModel
 from tinytelem.protocol.codec import encode_frame
 from tinytelem.protocol.messages import (
     HASH_LEN,
@@ -63,26 +69,20 @@ __all__ = [
     "TwinDevice",
 ]
 
-BOS = 1
-"""llama2.c's beginning-of-sequence id: an empty prompt means [BOS]; sampling it ends a run."""
 
 ERR_BUSY = 1
 ERR_BAD_RUN = 2
 ERR_BAD_CONFIG = 3
 
-TOPP = 0.9
-"""Top-p of temperature sampling (llama2.c's default; RUN carries no top-p)."""
 
 DEFAULT_SAMPLER_SEED = 42
 """Sampler seed used when RUN.seed is 0 (the xorshift state must be non-zero)."""
 
 HEARTBEAT_PERIOD_S = 1.0
 
-
-class Engine(Protocol):
-    """A forward pass with its own KV cache (``tinytelem.models.reference.Transformer``)."""
-
-    def forward(self, token: int, pos: int) -> Any: ...
+LOOKAHEAD_S = 0.25
+"""How far ahead of the present a run is computed and laid out (seconds of device time): far
+enough that frames are ready when due, near enough that a STOP wastes few forward passes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,37 +99,36 @@ class EmittedFrame:
         return encode_frame(self.message, self.seq, self.ticks)
 
 
-def _reference_engine(model: LlamaModel) -> Engine:
-    engine: Engine = Transformer(model)
-    return engine
-
-
 class TwinDevice:
     """A device running a tiny LLM with tinytelem firmware, minus the hardware.
 
     Args:
         platform: the target platform (clocks, memories, power).
-        model: the model whose token loop really runs (``LlamaModel``).
+        model: the model whose token loop really runs (see :data:`TwinModel`).
         seed: identifies this twin instance (firmware build seed); runs use RUN.seed.
         drift_ppm: how fast the device crystal runs relative to true time.
         tick_offset: device ticks at boot (u32; near 2**32 to test the wrap).
         trace_level: initial trace level (CONFIG changes it for later runs).
         weight_bits: stored weight width, which drives the cost model.
-        engine_factory: builds a fresh forward-pass engine per run (default: the reference
-            Transformer); tests may pass a cheaper one.
+        engine_factory: builds a fresh forward-pass engine per run (default: the float
+            reference Transformer, or the integer QTransformer for a quantized model); tests
+            may pass a cheaper one.
+        model_sha256: hex digest HELLO carries (the model file's, like the firmware's);
+            default: the model's own hash.
     """
 
     def __init__(
         self,
         platform: PlatformSpec,
-        model: LlamaModel,
+        model: TwinModel,
         *,
         seed: int = 0,
         drift_ppm: float = 0.0,
         tick_offset: int = 0,
         trace_level: TraceLevel = TraceLevel.SPANS,
         weight_bits: int = 4,
-        engine_factory: Callable[[LlamaModel], Engine] | None = None,
+        engine_factory: Callable[[TwinModel], Engine] | None = None,
+        model_sha256: str | None = None,
     ) -> None:
         self.platform = platform
         self.model = model
@@ -138,14 +137,16 @@ class TwinDevice:
         self.tick_offset = tick_offset & 0xFFFFFFFF
         self.trace_level = TraceLevel(trace_level)
         self.weight_bits = weight_bits
-        self._engine_factory = engine_factory or _reference_engine
+        self._engine_factory = engine_factory or reference_engine
+        self._model_sha256 = model_sha256
         self.cost = CostModel(platform, model.config, weight_bits, self.trace_level)
         self._rate = (1.0 + drift_ppm * 1e-6) * platform.tick_hz
         self._seq = 0
         self._order = itertools.count()
         self._queue: list[tuple[float, int, AnyMessage, int]] = []
         self._next_heartbeat = HEARTBEAT_PERIOD_S
-        self._active: RunPlan | None = None
+        self._active: RunStream | None = None
+        self._power_frontier = 0.0
         self._power: deque[PowerSegment] = deque()
         self._power_cursor = 0.0
         self._heap_peak = 0
@@ -167,7 +168,9 @@ class TwinDevice:
 
     def model_hash(self) -> bytes:
         """The model's SHA-256 as 32 bytes (hashing the name when the model has no hash)."""
-        digest = self.model.sha256
+        digest = self._model_sha256 or (self.model.source_sha256
+                                        if isinstance(self.model, QuantizedModel)
+                                        else self.model.sha256)
         try:
             raw = bytes.fromhex(digest)
         except (TypeError, ValueError):
@@ -233,112 +236,125 @@ class TwinDevice:
         self.trace_level = level
         self.cost.trace_level = level
 
+    def prepare_run(self, run: Run) -> PreparedRun:
+        """Check ``run`` and build its engine and sampler (pure: safe in a worker thread, and
+        worth it there, since a large model's engine takes real time to set up).
+
+        Raises:
+            ModelError: a prompt token is outside the vocabulary or the prompt exceeds the
+                context.
+        """
+        prompt = run.prompt or (BOS,)
+        vocab = self.model.config.vocab_size
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise ModelError(f"prompt token {bad[0]} is outside the vocabulary 0..{vocab - 1}")
+        ctx = self.cost.context
+        if len(prompt) > ctx:
+            raise ModelError(f"prompt of {len(prompt)} tokens exceeds the {ctx}-token context")
+        seed = run.seed or DEFAULT_SAMPLER_SEED
+        return PreparedRun(run, prompt, max(0, min(run.n_tokens, ctx - len(prompt) + 1)),
+                           self._engine_factory(self.model),
+                           make_sampler(self.model, max(float(run.temperature), 0.0), seed))
+
     def generate(self, run: Run) -> tuple[int, ...]:
         """Token ids the model generates for ``run`` (real forward passes; pure, thread-safe).
 
         Stops early when the model samples BOS, like llama2.c.
 
         Raises:
-            ModelError: a prompt token is outside the vocabulary or the context is exceeded.
+            ModelError: as :meth:`prepare_run`.
         """
-        prompt = self._prompt(run)
-        n = self._n_tokens(run, prompt)
-        if n == 0:
-            return ()
-        cfg = self.model.config
-        engine = self._engine_factory(self.model)
-        seed = run.seed or DEFAULT_SAMPLER_SEED
-        sampler = Sampler(cfg.vocab_size, max(float(run.temperature), 0.0), TOPP, seed)
-        logits: Any = None
-        for pos, tok in enumerate(prompt):
-            logits = engine.forward(tok, pos)
+        stream = RunStream(self.prepare_run(run), None)
         out: list[int] = []
-        for j in range(n):
-            if j > 0:
-                logits = engine.forward(out[-1], len(prompt) - 1 + j)
-            nxt = int(sampler.sample(logits))
-            if nxt == BOS:
-                break
-            out.append(nxt)
+        while not stream.finished:
+            value = stream.compute()
+            if stream.step >= len(stream.prompt) and value != BOS:
+                out.append(value)
+            stream.commit(value)
         return tuple(out)
 
-    def _prompt(self, run: Run) -> tuple[int, ...]:
-        prompt = run.prompt or (BOS,)
-        vocab = self.model.config.vocab_size
-        bad = [t for t in prompt if not 0 <= t < vocab]
-        if bad:
-            raise ModelError(f"prompt token {bad[0]} is outside the vocabulary 0..{vocab - 1}")
-        if len(prompt) > self.cost.context:
-            raise ModelError(
-                f"prompt of {len(prompt)} tokens exceeds the {self.cost.context}-token context"
-            )
-        return prompt
+    def _clip_warning(self, prep: PreparedRun) -> str:
+        ctx, seq_len = self.cost.context, self.model.config.seq_len
+        why = f"the model's seq_len {seq_len}" if ctx == seq_len else \
+            f"the {ctx} positions whose KV cache fits this board's RAM (seq_len {seq_len})"
+        return (f"RUN asked for {prep.run.n_tokens} tokens; the context ends at {why}, which "
+                f"leaves room for {prep.n} after the {len(prep.prompt)}-token prompt: the run "
+                "stops there, as llama2.c stops at seq_len")[:255]
 
-    def _n_tokens(self, run: Run, prompt: Sequence[int]) -> int:
-        return max(0, min(run.n_tokens, self.cost.context - len(prompt) + 1))
+    def start_run(self, run: Run, t: float, prepared: PreparedRun | None = None) -> None:
+        """Start ``run`` at ``t`` (``prepared`` may come from :meth:`prepare_run`).
 
-    def start_run(self, run: Run, t: float, generated: Sequence[int] | None = None,
-                  clock: Callable[[], float] | None = None) -> None:
-        """Start ``run`` at ``t``; ``generated`` may be precomputed with :meth:`generate`.
-
-        With ``clock`` (seconds since boot, as ``t``), the run starts when its plan is ready
-        rather than at ``t``: planning a long traced run takes real time, and a schedule that
-        began before it would be overdue the moment it exists.
+        Nothing is computed here: :meth:`advance` (or a server through :meth:`next_step` and
+        :meth:`commit`) runs the forward passes as time goes on, so a long run streams.
         """
         if self._active is not None:
-            self._push(
-                t,
-                DeviceError(
-                    ERR_BUSY, f"busy with run {self._active.run_id}; send STOP or wait for it"
-                ),
-            )
+            self._push(t, DeviceError(
+                ERR_BUSY, f"busy with run {self._active.run_id}; send STOP or wait for it"))
             return
         try:
-            prompt = self._prompt(run)
-            if generated is None:
-                generated = self.generate(run)
+            prep = prepared or self.prepare_run(run)
         except ModelError as exc:
             self._push(t, DeviceError(ERR_BAD_RUN, str(exc)[:200]))
             self._push(t, InferEnd(run.run_id, 0, InferStatus.ERROR))
             return
-        if self._n_tokens(run, prompt) < run.n_tokens:
-            self._push(t, Log(LogLevel.WARNING, "n_tokens clipped to the context length"))
-        plan = plan_run(
-            self.cost,
-            run_id=run.run_id,
-            prompt=prompt,
-            generated=generated,
-            start_s=t,
-            level=self.trace_level,
-            heap_peak=self._heap_peak,
-            macs_before=self._macs,
-            cycles_before=self._cycles,
-        )
-        if clock is not None:
-            plan = shift_plan(plan, max(0.0, clock() - t))
-        self._install(plan)
+        if prep.n < run.n_tokens:
+            self._push(t, Log(LogLevel.WARNING, self._clip_warning(prep)))
+        layout = RunLayout(self.cost, run_id=run.run_id, n_prompt=len(prep.prompt),
+                           n_tokens=prep.n, start_s=t, level=self.trace_level,
+                           heap_peak=self._heap_peak, macs_before=self._macs,
+                           cycles_before=self._cycles)
+        self._active = RunStream(prep, layout)
+        self._power_frontier = t
+        self._collect()
 
-    def _install(self, plan: RunPlan) -> None:
-        self._active = plan
-        self.plans[plan.run_id] = plan
-        self.truths[plan.run_id] = plan.truth
-        for frame in plan.frames:
-            self._push(frame.time_s, frame.message, plan.run_id)
-        self._power.extend(plan.power)
+    def next_step(self, t: float) -> RunStream | None:
+        """The active run when it needs its next token computed to cover ``t`` plus
+        :data:`LOOKAHEAD_S`; call its ``compute()`` (any thread), then :meth:`commit`."""
+        a = self._active
+        if a is None or a.finished or a.layout is None:
+            return None
+        return a if a.layout.horizon_s < t + LOOKAHEAD_S else None
+
+    def commit(self, stream: RunStream, value: int) -> None:
+        """Lay out the token ``stream.compute()`` gave (ignored when that run was stopped)."""
+        if stream is self._active and not stream.finished:
+            stream.commit(value)
+            self._collect()
+
+    def advance(self, t: float) -> None:
+        """Compute and lay out the active run up to ``t`` (``math.inf``: to its end)."""
+        while (stream := self.next_step(t)) is not None:
+            self.commit(stream, stream.compute())
+
+    def _collect(self) -> None:
+        a = self._active
+        assert a is not None and a.layout is not None
+        frames, power = a.layout.take()
+        for frame in frames:
+            self._push(frame.time_s, frame.message, a.run_id)
+        if power:
+            self._power.extend(power)
+            self._power_frontier = power[-1].end_s
+        if a.layout.done:
+            a.final = a.layout.plan()
+            self.plans[a.run_id] = a.final
+            self.truths[a.run_id] = a.final.truth
 
     def stop(self, t: float) -> None:
         """STOP at ``t``: cut the active run's future and end it with INFER_END(STOPPED)."""
-        plan = self._active
-        if plan is None or plan.end_s <= t:
+        a = self._active
+        if a is None or a.layout is None or (a.final is not None and a.final.end_s <= t):
             return  # nothing running, or its INFER_END is already due
-        cut = truncate_plan(plan, t)
-        run_id = plan.run_id
+        cut = truncate_plan(a.final or a.layout.plan(), t)
+        run_id = a.run_id
         self._queue = [q for q in self._queue if not (q[3] == run_id and q[0] > t)]
         heapq.heapify(self._queue)
         self._power = deque(
             PowerSegment(s.start_s, min(s.end_s, t), s.watts) for s in self._power if s.start_s < t
         )
-        self._active = cut
+        a.final = cut
+        a.finished = True
         self.plans[run_id] = cut
         self.truths[run_id] = cut.truth
         self._push(t, cut.frames[-1].message, run_id)
@@ -355,6 +371,7 @@ class TwinDevice:
         """Frames whose time is <= ``t``, in time order, with sequence numbers and ticks."""
         out: list[EmittedFrame] = []
         queue = self._queue
+        t = min(t, self._frame_frontier())
         while True:
             head = queue[0][0] if queue else float("inf")
             if self._next_heartbeat <= t and self._next_heartbeat <= head:
@@ -369,7 +386,15 @@ class TwinDevice:
             out.append(self.stamp(message, when))
             active = self._active
             if isinstance(message, InferEnd) and active and message.run_id == active.run_id:
-                self._finish(active)
+                assert active.final is not None
+                self._finish(active.final)
+
+    def _frame_frontier(self) -> float:
+        """Frames up to here are final: a run still being laid out may add frames after it."""
+        a = self._active
+        if a is None or a.finished or a.layout is None:
+            return float("inf")
+        return a.layout.horizon_s
 
     def _finish(self, plan: RunPlan) -> None:
         self._active = None
@@ -396,6 +421,8 @@ class TwinDevice:
                 out.append(PowerSegment(start, seg.end_s, seg.watts))
             cursor = max(cursor, seg.end_s)
         limit = min(t, power[0].start_s) if power else t
+        if self._frame_frontier() < float("inf"):  # a run being laid out: its power is to come
+            limit = min(limit, self._power_frontier)
         if limit > cursor:
             out.append(PowerSegment(cursor, limit, idle))
             cursor = limit

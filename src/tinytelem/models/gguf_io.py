@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinytelem.errors import ModelError
+from tinytelem.models import names
 from tinytelem.models.llama2c import LlamaConfig, LlamaModel, LlamaWeights
 from tinytelem.models.tokenizer import Tokenizer
 
@@ -52,9 +53,7 @@ GGUF_TYPES: Final = ("f32", "f16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k")
 # When a row length is not a multiple of the requested type's block, the next type tried.
 _FALLBACK: Final = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q4_0", "q4_0": "f16",
                     "q8_0": "f16", "f16": "f16", "f32": "f32"}
-_LAYER_FIELDS: Final = {"rms_att": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v",
-                        "wo": "attn_output", "rms_ffn": "ffn_norm", "w1": "ffn_gate",
-                        "w2": "ffn_down", "w3": "ffn_up"}
+_LAYER_FIELDS: Final = {t.field: t.gguf for t in names.LAYER}
 
 
 @dataclass(frozen=True)
@@ -89,14 +88,8 @@ class GgufFile:
 
 
 def canonical_names(config: LlamaConfig) -> list[str]:
-    """Canonical names of every tensor a model of this shape has, in file order."""
-    names = ["token_embd.weight"]
-    for i in range(config.n_layers):
-        names += [f"blk.{i}.{g}.weight" for g in _LAYER_FIELDS.values()]
-    names.append("output_norm.weight")
-    if not config.shared_classifier:
-        names.append("output.weight")
-    return names
+    """Canonical (GGUF) names of every tensor a model of this shape has, in file order."""
+    return names.gguf_names(config)
 
 
 def tensor_items(model: LlamaModel) -> dict[str, F32]:

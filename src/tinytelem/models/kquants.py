@@ -22,7 +22,7 @@ Block layouts (little-endian, ``QK_K`` = 256 weights per super-block):
 K-quant scales are fitted per sub-block with a small search over candidate scales followed by a
 least-squares refit (the idea of ggml's ``make_qkx2_quants``, written from its description); the
 results are not byte-identical to llama.cpp's but dequantize with ``gguf.quants`` to errors
-bounded in ``tests/models_b``.
+bounded in ``tests/models/test_kquants.py``.
 """
 
 from __future__ import annotations

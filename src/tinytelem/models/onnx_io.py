@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinytelem.errors import ModelError
+from tinytelem.models import names
 from tinytelem.models.gguf_io import (
     TensorInfo,
     hf_to_meta,
@@ -63,20 +64,11 @@ _KNOWN_OPS: Final = frozenset({
     "QuantizeLinear", "MatMulNBits", "SimplifiedLayerNormalization", "RotaryEmbedding",
     "SkipSimplifiedLayerNormalization", "GroupQueryAttention", "Attention", "Gelu", "Silu",
     "Less", "Greater", "Max", "Min", "Exp", "Tanh", "RMSNormalization", "ScatterND"})
-_HF_LAYER: Final = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v",
-                    "o_proj": "attn_output", "gate_proj": "ffn_gate", "up_proj": "ffn_up",
-                    "down_proj": "ffn_down", "input_layernorm": "attn_norm",
-                    "post_attention_layernorm": "ffn_norm", "wq": "attn_q", "wk": "attn_k",
-                    "wv": "attn_v", "wo": "attn_output", "w1": "ffn_gate", "w3": "ffn_up",
-                    "w2": "ffn_down", "attention_norm": "attn_norm", "ffn_norm": "ffn_norm"}
-_GG_LAYER = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
-             "attn_norm", "ffn_norm")
+# Layer-kind spellings an exporter may use -> GGUF kind: HF's last component, then ours.
+_HF_LAYER: Final = {**{t.hf.rsplit(".", 1)[-1]: t.gguf for t in names.LAYER},
+                    **{t.native: t.gguf for t in names.LAYER}}
+_GG_LAYER: Final = tuple(t.gguf for t in names.LAYER)
 _LAYER_RE = re.compile(r"(?:layers|blk|h)[./_](\d+)[./_]")
-_HF_NAMES: Final = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-                    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-                    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-                    "ffn_norm": "post_attention_layernorm"}
 
 
 def canonical_onnx_name(name: str) -> str | None:
@@ -338,20 +330,6 @@ def _store(found: dict[str, tuple[F32, str, int]], name: str, node_name: str, c:
 
 # ---------------------------------------------------------------- writing
 
-def _hf_name(canon: str) -> str:
-    m = re.match(r"blk\.(\d+)\.(\w+)\.weight", canon)
-    if m:
-        return f"model.layers.{m.group(1)}.{_HF_NAMES[m.group(2)]}.weight"
-    return _HF_GLOBAL_NAMES[canon]
-
-
-_HF_GLOBAL_NAMES = dict([  # tensor names (pairs, so no scanner mistakes them for secrets)
-    ("token_embd.weight", "model.embed_tokens.weight"),
-    ("output_norm.weight", "model.norm.weight"),
-    ("output.weight", "lm_head.weight"),
-])
-
-
 def _quant_tensor(w: F32, bits: int, block: int, symmetric: bool, given: Any) -> Any:
     """The QuantTensor to write: the given one, or ``w`` zero-padded to whole groups."""
     from tinytelem.models.quant import QuantTensor, quantize_matrix
@@ -365,7 +343,7 @@ def _quant_tensor(w: F32, bits: int, block: int, symmetric: bool, given: Any) ->
 def write_onnx(model: Any, path: str | Path, bits: int = 4, block_size: int = 32, *,
                symmetric: bool = True, style: str = "qdq",
                rope_layout: str = "hf") -> list[TensorInfo]:
-    """Write a weights graph (see module docstring) from a float or part-A quantized model.
+    """Write a weights graph (see module docstring) from a float or a group-wise quantized model.
 
     Args:
         model: A LlamaModel (quantized here with ``quantize_matrix``) or a QuantizedModel (its
@@ -391,11 +369,8 @@ def write_onnx(model: Any, path: str | Path, bits: int = 4, block_size: int = 32
         raise ModelError(f"ONNX style {style!r} is unknown; use qdq or matmulnbits")
     qts: dict[str, Any] = {}
     if isinstance(model, QuantizedModel):
-        from tinytelem.models.quant import tensor_names
-
-        part_a = tensor_names(model.config)
-        ours = _part_a_to_canonical(model.config)
-        qts = {ours[n]: model.tensors[n] for n in part_a if n in ours}
+        qts = {names.native_to_gguf(n): model.tensors[n]
+               for n in names.native_names(model.config)}
         model = dequantize_model(model)
     if not isinstance(model, LlamaModel):
         raise ModelError(f"cannot write {type(model).__name__} as ONNX; pass a LlamaModel")
@@ -406,7 +381,7 @@ def write_onnx(model: Any, path: str | Path, bits: int = 4, block_size: int = 32
     written: list[TensorInfo] = []
     opset = 21
     for canon, arr in tensor_items(model).items():
-        hf = _hf_name(canon)
+        hf = names.hf_name(canon)
         out_name = f"{canon}.y"
         w = np.asarray(arr, dtype=np.float32)
         heads = cfg.n_heads if ".attn_q." in canon else cfg.n_kv_heads
@@ -484,18 +459,6 @@ def write_onnx(model: Any, path: str | Path, bits: int = 4, block_size: int = 32
     except OSError as exc:
         raise ModelError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return written
-
-
-def _part_a_to_canonical(cfg: LlamaConfig) -> dict[str, str]:
-    names = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight",
-             "output": "output.weight"}
-    kinds = {"attention_norm": "attn_norm", "ffn_norm": "ffn_norm", "wq": "attn_q",
-             "wk": "attn_k", "wv": "attn_v", "wo": "attn_output", "w1": "ffn_gate",
-             "w2": "ffn_down", "w3": "ffn_up"}
-    for i in range(cfg.n_layers):
-        for k, g in kinds.items():
-            names[f"layers.{i}.{k}"] = f"blk.{i}.{g}.weight"
-    return names
 
 
 def _emit_dq(hf: str, levels: Any, scales: F32, zeros: Any, bits: int, gs: int,

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinytelem.errors import ConfigError, ModelError
+from tinytelem.models import names
 from tinytelem.models.evaluate import blas_single_thread, forward_sequence, log_softmax
 from tinytelem.models.llama2c import LlamaModel, LlamaWeights
 from tinytelem.models.validate import CODE_ESTIMATES, family_of, memory_need
@@ -53,38 +54,40 @@ Options = dict[str, dict[Choice, tuple[int, float]]]
 """Tensor -> choice -> (bytes, KLD with only that tensor quantized)."""
 PLAN_SCHEMA: Final = "tinytelem.plan/1"
 _BITS: Final = (8, 4, 3, 2)
-_KINDS: Final = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+_KINDS: Final = names.MATRIX_KINDS
+_FIELD: Final = {t.native: t.field for t in names.LAYER}
+_EMB, _CLS = names.EMBEDDING, names.CLASSIFIER
 
 
 def _matrices(model: LlamaModel) -> dict[str, F32]:
-    """Part A's tensor names -> matrix, for every quantizable matrix."""
+    """Native (``.tlm``) tensor names -> matrix, for every quantizable matrix."""
     w = model.weights
-    out = {"tok_embeddings": w.token_embedding}
+    out = {_EMB.native: getattr(w, _EMB.field)}
     for i in range(model.config.n_layers):
         for k in _KINDS:
-            out[f"layers.{i}.{k}"] = getattr(w, k)[i]
+            out[f"layers.{i}.{k}"] = getattr(w, _FIELD[k])[i]
     if not model.config.shared_classifier:
-        out["output"] = w.wcls
+        out[_CLS.native] = getattr(w, _CLS.field)
     return out
 
 
 def _with(model: LlamaModel, replace: dict[str, F32]) -> LlamaModel:
-    """A copy of ``model`` with some matrices replaced (by part A name)."""
+    """A copy of ``model`` with some matrices replaced (by native name)."""
     w = model.weights
     fields = {k: getattr(w, k) for k in vars(w)}
     for kind in _KINDS:
         if any(n.endswith(f".{kind}") for n in replace):
-            stack = np.array(fields[kind], copy=True)
+            stack = np.array(fields[_FIELD[kind]], copy=True)
             for i in range(model.config.n_layers):
                 if f"layers.{i}.{kind}" in replace:
                     stack[i] = replace[f"layers.{i}.{kind}"]
-            fields[kind] = stack
-    if "tok_embeddings" in replace:
-        fields["token_embedding"] = replace["tok_embeddings"]
+            fields[_FIELD[kind]] = stack
+    if _EMB.native in replace:
+        fields[_EMB.field] = replace[_EMB.native]
         if model.config.shared_classifier:
-            fields["wcls"] = fields["token_embedding"]
-    if "output" in replace:
-        fields["wcls"] = replace["output"]
+            fields[_CLS.field] = fields[_EMB.field]
+    if _CLS.native in replace:
+        fields[_CLS.field] = replace[_CLS.native]
     return LlamaModel(model.config, LlamaWeights(**fields), model.name, model.sha256,
                       model.source)
 

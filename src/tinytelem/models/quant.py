@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinytelem.errors import ModelError
+from tinytelem.models import names
 from tinytelem.models.llama2c import LlamaConfig, LlamaModel, LlamaWeights
 
 __all__ = [
@@ -355,27 +356,19 @@ def quantize_matrix(w: npt.ArrayLike, bits: int, group_size: int, symmetric: boo
 # Whole models
 
 
-_LAYER_NORMS = ("attention_norm", "ffn_norm")
-_LAYER_MATS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
-_FIELD = {"attention_norm": "rms_att", "ffn_norm": "rms_ffn", "wq": "wq", "wk": "wk",
-          "wv": "wv", "wo": "wo", "w1": "w1", "w2": "w2", "w3": "w3"}
+_LAYER_NORMS = names.NORM_KINDS
+_LAYER_MATS = names.MATRIX_KINDS
+_FIELD = {t.native: t.field for t in names.LAYER}
 
 
 def tensor_names(config: LlamaConfig) -> list[str]:
-    """Canonical tensor names in file order.
+    """Native tensor names in ``.tlm`` file order (:func:`tinytelem.models.names.native_names`).
 
     ``tok_embeddings``, then per layer ``layers.{i}.attention_norm, wq, wk, wv, wo, ffn_norm,
     w1, w2, w3``, then ``norm``, ``output`` (only with a separate classifier), ``rope.cos`` and
     ``rope.sin``.
     """
-    names = ["tok_embeddings"]
-    for i in range(config.n_layers):
-        names += [f"layers.{i}.{n}" for n in ("attention_norm", "wq", "wk", "wv", "wo",
-                                               "ffn_norm", "w1", "w2", "w3")]
-    names.append("norm")
-    if not config.shared_classifier:
-        names.append("output")
-    return [*names, "rope.cos", "rope.sin"]
+    return [*names.native_names(config), "rope.cos", "rope.sin"]
 
 
 def rope_tables(config: LlamaConfig, theta: float = ROPE_THETA) -> tuple[F32, F32]:
@@ -397,7 +390,7 @@ class QuantizedModel:
     Attributes:
         config: Hyper-parameters (``shared_classifier`` means ``output`` is absent and the
             classifier reuses ``tok_embeddings``).
-        tensors: By canonical name (:func:`tensor_names`), in file order.
+        tensors: By native name (:func:`tensor_names`), in file order.
         name: Model name (at most 31 bytes of UTF-8 survive a ``.tlm``).
         source_sha256: sha256 hex of the float checkpoint it came from ("" when unknown).
         metadata: Free-form JSON-able facts (method, producer); not read by the firmware.
@@ -515,7 +508,7 @@ def quantize_model(model: LlamaModel, bits: int, group_size: int, symmetric: boo
 
     out: dict[str, Tensor] = {"tok_embeddings": convert("tok_embeddings", w.token_embedding, 8)}
     for i in range(cfg.n_layers):
-        for kind in ("attention_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3"):
+        for kind in _FIELD:
             arr: F32 = getattr(w, _FIELD[kind])[i]
             name = f"layers.{i}.{kind}"
             out[name] = (np.array(arr, dtype=np.float32) if kind in _LAYER_NORMS

@@ -18,17 +18,15 @@ fp16 and int8 KV, or the bit-width whose weights fit the flash.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
-from tinytelem.errors import ConfigError, ModelError
+from tinytelem.errors import ConfigError
 from tinytelem.models.cost import activation_bytes, kv_cache_bytes
-from tinytelem.models.gguf_io import TensorInfo, tensor_items
-from tinytelem.models.llama2c import MAGIC, LlamaConfig, LlamaModel
-from tinytelem.models.tokenizer import TextCodec
+from tinytelem.models.formats import LoadedModel, open_model
+from tinytelem.models.gguf_io import TensorInfo
+from tinytelem.models.llama2c import LlamaConfig
 
 __all__ = [
     "CODE_ESTIMATES",
@@ -56,114 +54,6 @@ CODE_ESTIMATES: Final[dict[str, tuple[int, int]]] = {
     "linux": (0, 256 * 1024 * 1024),
 }
 _SCRATCH_FIXED = 4096  # telemetry ring + frame buffer
-
-
-@dataclass
-class LoadedModel:
-    """A model file opened for inspection, whatever its format."""
-
-    path: str
-    fmt: str  # llama2c, gguf, onnx, tlm, builtin
-    model: LlamaModel  # float32 view of the weights
-    tensors: list[TensorInfo]
-    tokenizer: TextCodec | None = None
-    qmodel: Any = None  # a part-A QuantizedModel for .tlm files
-    ops: dict[str, int] = field(default_factory=dict)  # ONNX node histogram
-    unsupported_ops: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def weight_bytes(self) -> int:
-        """Stored bytes of all tensors."""
-        return sum(t.nbytes for t in self.tensors)
-
-
-def _float_infos(model: LlamaModel, qtype: str = "f32", group: int = 0) -> list[TensorInfo]:
-    out = []
-    for name, arr in tensor_items(model).items():
-        n = arr.size
-        if arr.ndim == 2 and qtype == "int8":
-            out.append(TensorInfo(name, arr.shape, "int8", n + 4 * (n // group)))
-        else:
-            out.append(TensorInfo(name, arr.shape, "f32", 4 * n))
-    return out
-
-
-def _tlm_infos(qmodel: Any) -> list[TensorInfo]:
-    from tinytelem.models.quant import QuantTensor
-
-    out = []
-    for name, t in qmodel.tensors.items():
-        if name.startswith("rope."):
-            continue
-        if isinstance(t, QuantTensor):
-            kind = f"{'int' if t.symmetric else 'uint'}{t.bits}"
-            out.append(TensorInfo(name, t.shape, kind, t.nbytes()))
-        else:
-            out.append(TensorInfo(name, tuple(t.shape), "f32", int(t.nbytes)))
-    return out
-
-
-def _find_tokenizer(path: Path, vocab: int) -> TextCodec | None:
-    """llama2.c's convention: tokenizer.bin or tok{vocab}.bin beside the model."""
-    from tinytelem.models.tokenizer import load_tokenizer
-
-    for cand in (path.with_name(f"tok{vocab}.bin"), path.with_name("tokenizer.bin")):
-        if cand.is_file() and cand != path:
-            return load_tokenizer(cand, vocab)
-    return None
-
-
-def open_model(spec: str | Path) -> LoadedModel:
-    """Open a generated model or a llama2.c ``.bin``, ``.gguf``, ``.onnx`` or ``.tlm`` file.
-
-    Generated models are ``builtin[:SEED]`` (stories260K's shape) and ``builtin:1m[:SEED]`` /
-    ``builtin:8m[:SEED]`` (see :data:`tinytelem.models.llama2c.BUILTIN_SHAPES`).
-
-    Raises:
-        ModelError: The file is unreadable, of an unknown kind or inconsistent.
-    """
-    s = str(spec)
-    if s == "builtin" or s.startswith("builtin:"):
-        from tinytelem.models.llama2c import builtin_from_spec
-        from tinytelem.models.tokenizer import ByteTokenizer
-
-        m = builtin_from_spec(s)
-        return LoadedModel(s, "builtin", m, _float_infos(m), ByteTokenizer(m.config.vocab_size))
-    path = Path(s)
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist; check the path")
-    suffix = path.suffix.lower()
-    if suffix == ".gguf":
-        from tinytelem.models.gguf_io import read_gguf
-
-        g = read_gguf(path)
-        tok = g.tokenizer or _find_tokenizer(path, g.model.config.vocab_size)
-        return LoadedModel(s, "gguf", g.model, g.tensors, tok, notes=g.notes)
-    if suffix == ".onnx":
-        from tinytelem.models.onnx_io import read_onnx
-
-        o = read_onnx(path)
-        return LoadedModel(s, "onnx", o.model, o.tensors,
-                           _find_tokenizer(path, o.model.config.vocab_size), ops=o.ops,
-                           unsupported_ops=o.unsupported_ops, notes=o.notes)
-    if suffix == ".tlm":
-        from tinytelem.models.quant import dequantize_model
-        from tinytelem.models.tlm import read_tlm
-
-        q = read_tlm(path)
-        m = dequantize_model(q)
-        return LoadedModel(s, "tlm", m, _tlm_infos(q),
-                           _find_tokenizer(path, q.config.vocab_size), qmodel=q)
-    from tinytelem.models.llama2c import load_checkpoint
-
-    m = load_checkpoint(path)
-    with path.open("rb") as fh:
-        head = fh.read(64)
-    infos = _float_infos(m)
-    if len(head) >= 42 and struct.unpack_from("<Ii", head)[:2] == (MAGIC, 2):
-        infos = _float_infos(m, "int8", struct.unpack_from("<i", head, 37)[0])
-    return LoadedModel(s, "llama2c", m, infos, _find_tokenizer(path, m.config.vocab_size))
 
 
 # ---------------------------------------------------------------- memory model

@@ -82,20 +82,19 @@ class NullSink:
 
 def tokenize_prompt(options: SessionOptions) -> tuple[list[int], Callable[[list[int]], str] | None]:
     """Prompt ids (BOS first) and a decoder for the generated ids, when a tokenizer is known."""
+    from tinytelem.models.formats import open_model, resolve_tokenizer
     from tinytelem.models.tokenizer import ByteTokenizer, load_tokenizer
 
-    text_known = True
-    if options.tokenizer is not None:
-        tok: Any = load_tokenizer(options.tokenizer)
-    elif options.model is None:
-        # The built-in model has seeded random weights: its output ids are not text.
-        tok = ByteTokenizer()
-        text_known = False
+    tok: Any
+    if options.model is not None:
+        # The model's own tokenizer (stored in it or beside it), or --tokenizer.
+        tok = resolve_tokenizer(open_model(options.model), options.tokenizer)
+    elif options.tokenizer is not None:
+        tok = load_tokenizer(options.tokenizer)
     else:
-        raise ConfigError(
-            f"--model {options.model} needs --tokenizer (the llama2.c tokenizer .bin that "
-            "belongs to it, e.g. tok512.bin for stories260K)"
-        )
+        tok = ByteTokenizer()
+    # Generated models have seeded random weights: their output ids are not text.
+    text_known = not isinstance(tok, ByteTokenizer)
     ids = list(tok.encode(options.prompt, bos=True, eos=False))
 
     def decode(generated: list[int]) -> str:
@@ -175,26 +174,25 @@ def model_attrs(options: SessionOptions) -> dict[str, Any]:
     """Model shape and weight width, so reports can compute rooflines from the trace alone.
 
     HELLO carries only the model's name and hash; the dimensions are known on the host when
-    the twin runs (built-in shape) or when ``--model`` names the checkpoint.
+    the twin runs (built-in shape) or when ``--model`` names the model file.
     """
     from tinytelem.models.cost import param_count
-    from tinytelem.models.llama2c import STORIES260K_SHAPE, load_checkpoint
+    from tinytelem.models.formats import GENERATED_MODEL_BITS, open_model
+    from tinytelem.models.llama2c import STORIES260K_SHAPE
 
     out: dict[str, Any] = {}
     config = None
-    if options.model is not None and options.model.suffix == ".tlm":
-        from tinytelem.models.tlm import read_tlm
-
-        config = read_tlm(options.model).config
-    elif options.model is not None:
-        config = load_checkpoint(options.model).config
+    bits = GENERATED_MODEL_BITS
+    if options.model is not None:
+        lm = open_model(options.model)
+        config, bits = lm.model.config, lm.weight_bits
     elif options.device.startswith("emu:"):
         config = STORIES260K_SHAPE
     if config is not None:
         out["model_config"] = json.dumps(asdict(config))
         out["model_params"] = param_count(config)
     if options.device.startswith("emu:"):
-        out["weight_bits"] = options.weight_bits
+        out["weight_bits"] = options.weight_bits or bits
     return out
 
 
@@ -212,6 +210,7 @@ def _trace_attrs(options: SessionOptions, handle: DeviceHandle, host_t0: float,
         # one-sided jitter); the clock fit cannot see a constant delay, so it is declared.
         **({"sensor_latency_s": SIM_SENSOR_TRANSPORT_S} if options.sensor == "sim" else {}),
         "prompt": options.prompt if run else "",
+        **({"requested_tokens": options.n_tokens} if run else {}),
         "tool": f"tinytelem {__version__}",
         "trace_level": options.trace_level.name.lower(),
         **model_attrs(options),

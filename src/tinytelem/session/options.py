@@ -33,7 +33,8 @@ class SessionOptions:
     sensor_rate_hz: float = 100_000.0
     sensor_drift_ppm: float = -40.0
     """The simulated sensor's clock error against the host (a real sensor has one too)."""
-    weight_bits: int = 4
+    weight_bits: int | None = None
+    """Width the twin's cost model assumes; None: the model's own (see models.formats)."""
     faults: list[str] = field(default_factory=list)
     overwrite: bool = False
     run_timeout_s: float = 300.0

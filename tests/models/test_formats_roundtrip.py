@@ -1,9 +1,9 @@
 """Export -> load round trips of the generated 1 M model through .bin, .tlm, GGUF and ONNX.
 
-tests/models_a covers .tlm on the 260K shape and tests/models_b GGUF/ONNX weights on it and
-fp32 greedy tokens of stories260K; here every format carries a wider model (hidden 344: not a
-whole number of 32-weight groups, so padding and short last blocks are exercised) and the
-check is the same each time: identical weights and identical greedy tokens.
+test_tlm.py covers .tlm on the 260K shape, test_gguf_io.py and test_onnx_io.py GGUF/ONNX
+weights on it and fp32 greedy tokens of stories260K; here every format carries a wider model
+(hidden 344: not a whole number of 32-weight groups, so padding and short last blocks are
+exercised) and the check is the same each time: identical weights and identical greedy tokens.
 """
 
 from __future__ import annotations

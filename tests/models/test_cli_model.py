@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tinytelem.cli import model as model_cli
 from tinytelem.cli.main import cli
 from tinytelem.errors import ConfigError, ModelError
+from tinytelem.models import formats
 from tinytelem.models.tlm import read_tlm
+from tinytelem.models.writers import QuantizeRequest
 
 
 def _ok(args: list[str]) -> str:
@@ -73,7 +74,7 @@ def test_errors_are_typed(tmp_path: Path) -> None:
           "-o", str(tmp_path / "x.tlm")], ModelError, "group size 12"),
         (["model", "inspect", str(tmp_path / "nope.bin")], ModelError, "does not exist"),
         (["model", "inspect", str(tmp_path / "model.xyz")], ConfigError, "unknown model format"),
-        (["model", "inspect", "builtin:x"], ConfigError, "builtin:SEED"),
+        (["model", "inspect", "builtin:x"], ModelError, "builtin:SEED"),
     ]
     for args, kind, needle in cases:
         result = runner.invoke(cli, args)
@@ -81,19 +82,19 @@ def test_errors_are_typed(tmp_path: Path) -> None:
         assert needle in str(result.exception)
 
 
-def test_registration_hook(tmp_path: Path) -> None:
-    """Part B's formats plug in without touching this module."""
+def test_format_registry_accepts_new_writers(tmp_path: Path) -> None:
+    """A new output format and --type plug into the registry without touching the CLI."""
     seen: dict[str, object] = {}
 
-    def writer(req: model_cli.QuantizeRequest, out: Path) -> dict[str, object]:
+    def writer(req: QuantizeRequest, out: Path) -> dict[str, object]:
         seen["qtype"] = req.qtype
         with pytest.raises(ConfigError, match="--bits B"):
             req.quantize()
         out.write_bytes(b"x")
         return {"output": str(out), "bytes": 1}
 
-    model_cli.register_output_format(".fake", writer)
-    model_cli.register_quant_type("f_0", "a fake type", (".fake",))
+    formats.register_writer(".fake", writer)
+    formats.register_quant_type("f_0", "a fake type", (".fake",))
     try:
         _ok(["model", "quantize", "builtin", "--type", "F_0", "-o", str(tmp_path / "m.fake")])
         assert seen["qtype"] == "f_0"
@@ -101,8 +102,8 @@ def test_registration_hook(tmp_path: Path) -> None:
                                           "-o", str(tmp_path / "m.tlm")])
         assert "written to .fake files only" in str(result.exception)
     finally:
-        del model_cli.OUTPUT_FORMATS[".fake"]
-        del model_cli.QUANT_TYPES["f_0"]
+        del formats.WRITERS[".fake"]
+        del formats.QUANT_TYPES["f_0"]
 
 
 def test_subprocess_error_exit_without_traceback(tmp_path: Path) -> None:

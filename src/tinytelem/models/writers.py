@@ -1,0 +1,130 @@
+"""Writers of ``model quantize -o OUT``: one per output format, chosen by OUT's extension.
+
+:data:`tinytelem.models.formats.WRITERS` maps extensions to the functions here. Each takes a
+:class:`QuantizeRequest` and the output path and returns a dict of facts to print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from tinytelem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinytelem.models.llama2c import LlamaModel
+    from tinytelem.models.quant import QuantizedModel
+    from tinytelem.models.tokenizer import TextCodec
+
+__all__ = ["BITS_TO_GGUF", "QuantizeRequest", "write_c_file", "write_gguf_file",
+           "write_onnx_file", "write_tlm_file"]
+
+BITS_TO_GGUF: Final = {8: "q8_0", 4: "q4_0", 3: "q3_k", 2: "q2_k"}
+"""The GGUF type ``--bits B`` means for a ``.gguf`` output."""
+
+
+@dataclass
+class QuantizeRequest:
+    """What ``model quantize`` asks an output writer to produce.
+
+    Attributes:
+        source: The float model read from IN.
+        bits: ``--bits`` (None when ``--type`` was given).
+        group_size: ``--group``.
+        symmetric: False with ``--asym``.
+        method: ``rtn`` or ``search``.
+        qtype: ``--type`` value (None when ``--bits`` was given).
+        alignment: ``--align`` (for container formats that align tensors).
+        progress: Call with a tensor name as each is quantized (drives the progress bar).
+        source_path: The file IN came from (None for ``builtin``).
+        per_tensor_bits: From ``--plan``: width per tensor (32 = float32), else None.
+        per_tensor_group: From ``--plan``: group size per tensor, else None.
+        tokenizer: IN's tokenizer (stored in it or beside it), so a container that can hold
+            one (GGUF) is self-contained; None when IN has none.
+    """
+
+    source: LlamaModel
+    bits: int | None
+    group_size: int
+    symmetric: bool
+    method: str
+    qtype: str | None
+    alignment: int = 16
+    progress: Callable[[str], None] = field(default=lambda name: None)
+    source_path: str | None = None
+    per_tensor_bits: dict[str, int] | None = None
+    per_tensor_group: dict[str, int] | None = None
+    tokenizer: TextCodec | None = None
+
+    def quantize(self) -> QuantizedModel:
+        """The group-wise quantized model (``--bits`` path) for writers that need one."""
+        from tinytelem.models.quant import Method, quantize_model
+
+        if self.bits is None:
+            raise ConfigError(f"--type {self.qtype} cannot be written to this format; use "
+                              "--bits B for .tlm and .c outputs")
+        method: Method = "search" if self.method == "search" else "rtn"
+        return quantize_model(self.source, self.bits, self.group_size, self.symmetric, method,
+                              per_tensor_bits=self.per_tensor_bits, progress=self.progress,
+                              per_tensor_group=self.per_tensor_group)
+
+
+def write_tlm_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
+    """``.tlm``: the firmware's container."""
+    from tinytelem.models.tlm import write_tlm
+
+    qm = req.quantize()
+    size = write_tlm(qm, out, req.alignment)
+    return {"output": str(out), "format": "tlm", "bytes": size,
+            "bits_per_weight": round(qm.bits_per_weight(), 3), "params": qm.param_count()}
+
+
+def write_c_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
+    """``.c`` + ``.h``: the ``.tlm`` image as a C array."""
+    from tinytelem.models.export_c import export_c
+    from tinytelem.models.tlm import serialize_tlm
+
+    qm = req.quantize()
+    image = serialize_tlm(qm, req.alignment)
+    c_path, h_path = export_c(image, out, symbol="tlm_model", alignment=req.alignment)
+    return {"output": str(c_path), "header": str(h_path), "format": "c", "bytes": len(image),
+            "bits_per_weight": round(qm.bits_per_weight(), 3), "params": qm.param_count()}
+
+
+def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
+    """``.gguf`` for llama.cpp, with IN's llama2.c tokenizer when it has one."""
+    from tinytelem.models.gguf_io import write_gguf
+    from tinytelem.models.tokenizer import Tokenizer
+
+    qtype = req.qtype or BITS_TO_GGUF.get(req.bits or 0)
+    if qtype is None:
+        raise ConfigError(f"--bits {req.bits} has no GGUF type; use --type q4_0, q8_0, q2_k, "
+                          "q3_k, q4_k, f16 or f32")
+    types = None
+    if req.per_tensor_bits:  # a plan: nearest GGUF type per tensor (32 = f32)
+        table = {**BITS_TO_GGUF, 32: "f32"}
+        types = {name: table[b] for name, b in req.per_tensor_bits.items() if b in table}
+    tok = req.tokenizer if isinstance(req.tokenizer, Tokenizer) else None
+    infos = write_gguf(req.source, out, qtype, tokenizer=tok, tensor_types=types)
+    for info in infos:
+        req.progress(info.name)
+    nbytes = sum(i.nbytes for i in infos)
+    numel = sum(i.numel for i in infos)
+    return {"output": str(out), "format": "gguf", "type": qtype, "bytes": out.stat().st_size,
+            "bits_per_weight": round(8 * nbytes / max(1, numel), 3),
+            "types": sorted({i.qtype for i in infos}), "tokenizer": tok is not None}
+
+
+def write_onnx_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
+    """``.onnx``: a weights graph with blocked DequantizeLinear."""
+    from tinytelem.models.onnx_io import write_onnx
+
+    if req.bits is None:
+        raise ConfigError("ONNX output takes --bits 2, 3, 4 or 8 (blocked DequantizeLinear)")
+    qm = req.quantize()
+    infos = write_onnx(qm, out, req.bits, req.group_size, symmetric=req.symmetric)
+    return {"output": str(out), "format": "onnx", "bytes": out.stat().st_size,
+            "bits_per_weight": round(qm.bits_per_weight(), 3),
+            "types": sorted({i.qtype for i in infos})}

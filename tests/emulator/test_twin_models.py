@@ -1,0 +1,141 @@
+"""The twin runs every model format: a .tlm on the integer reference (the firmware's tokens),
+float files on the float reference, each costed at its own width unless told otherwise."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tinytelem.cli.main import cli
+from tinytelem.emulator.twin import TwinDevice
+from tinytelem.models import qinfer
+from tinytelem.models.formats import open_model
+from tinytelem.models.gguf_io import write_gguf
+from tinytelem.models.llama2c import load_checkpoint
+from tinytelem.models.quant import QuantizedModel, quantize_model
+from tinytelem.models.reference import generate
+from tinytelem.models.tlm import write_tlm
+from tinytelem.models.tokenizer import load_tokenizer
+from tinytelem.protocol.messages import Run
+from tinytelem.trace.reader import open_trace
+
+from .helpers import platform
+
+PROMPT = "Once upon a time"
+
+
+@lru_cache(maxsize=8)
+def _quantized(checkpoint: Path, bits: int, group: int) -> QuantizedModel:
+    return quantize_model(load_checkpoint(checkpoint), bits, group)
+
+
+def _tlm(tmp_path: Path, checkpoint: Path, bits: int, group: int = 32) -> Path:
+    path = tmp_path / f"s{bits}g{group}.tlm"
+    write_tlm(_quantized(checkpoint, bits, group), path)
+    return path
+
+
+@pytest.mark.parametrize(("bits", "group", "temperature"),
+                         [(4, 32, 0.0), (8, 64, 0.0), (2, 32, 0.0), (3, 16, 0.9)])
+def test_twin_runs_a_tlm_on_the_integer_reference(tmp_path: Path, stories260k: Path,
+                                                  tok512: Path, bits: int, group: int,
+                                                  temperature: float) -> None:
+    lm = open_model(_tlm(tmp_path, stories260k, bits, group))
+    assert lm.qmodel is not None and lm.weight_bits == bits
+    twin = TwinDevice(platform("stm32f4"), lm.runnable, weight_bits=lm.weight_bits)
+    prompt = tuple(load_tokenizer(tok512).encode(PROMPT, bos=True))
+    got = twin.generate(Run(1, 7, temperature, 30, prompt))
+    want = qinfer.generate(lm.qmodel, prompt, len(prompt) - 1 + 30, temperature=temperature,
+                           seed=7)
+    assert list(got) == want[len(prompt):]
+    assert twin.cost.weight_bits == bits
+
+
+def test_twin_runs_float_formats(tmp_path: Path, stories260k: Path, tok512: Path) -> None:
+    gguf = tmp_path / "s.gguf"
+    write_gguf(load_checkpoint(stories260k), gguf, "q8_0")
+    prompt = tuple(load_tokenizer(tok512).encode(PROMPT, bos=True))
+    for path, bits in ((stories260k, 32), (gguf, 8)):
+        lm = open_model(path)
+        assert lm.weight_bits == bits
+        twin = TwinDevice(platform("esp32s3"), lm.runnable, weight_bits=bits)
+        want = generate(lm.model, prompt, len(prompt) - 1 + 20)
+        assert list(twin.generate(Run(1, 0, 0.0, 20, prompt))) == want[len(prompt):]
+
+
+def _profile(args: list[str]) -> dict[str, object]:
+    res = CliRunner().invoke(cli, ["profile", "--tokens", "6", "--trace-level", "tokens",
+                                   "--json", *args])
+    assert res.exit_code == 0, (args, res.output, res.exception)
+    out = json.loads(res.output)
+    assert isinstance(out, dict)
+    return out
+
+
+def _trace_tokens(out: Path) -> tuple[list[int], dict[str, object]]:
+    with open_trace(out / "trace.h5") as tr:
+        tokens = tr.tokens
+        ids = [int(t) for t, p in zip(tokens["token_id"], tokens["phase"], strict=True)
+               if int(p) == 1]
+        return ids, dict(tr.attrs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "bits"), [("stm32f4", 4), ("esp32s3", 8), ("rp2040", 2),
+                                            ("k210", 3)])
+def test_profile_emu_runs_a_tlm_at_its_own_bits(tmp_path: Path, stories260k: Path,
+                                                tok512: Path, name: str, bits: int) -> None:
+    tlm = _tlm(tmp_path, stories260k, bits)
+    out = tmp_path / "run"
+    _profile(["--device", f"emu:{name}", "--model", str(tlm), "--tokenizer", str(tok512),
+              "--out", str(out)])
+    ids, attrs = _trace_tokens(out)
+    prompt = load_tokenizer(tok512).encode(PROMPT, bos=True)
+    want = qinfer.generate(_quantized(stories260k, bits, 32), prompt, len(prompt) - 1 + 6)
+    assert ids == want[len(prompt):]
+    assert int(str(attrs["weight_bits"])) == bits
+
+
+@pytest.mark.slow
+def test_profile_emu_costs_an_fp32_checkpoint_at_32_bits(tmp_path: Path,
+                                                         stories260k: Path) -> None:
+    out = tmp_path / "run"
+    _profile(["--device", "emu:esp32s3", "--model", str(stories260k), "--out", str(out)])
+    _, attrs = _trace_tokens(out)
+    assert int(str(attrs["weight_bits"])) == 32
+    _profile(["--device", "emu:esp32s3", "--model", str(stories260k), "--weight-bits", "4",
+              "--out", str(out), "--overwrite"])
+    _, attrs = _trace_tokens(out)
+    assert int(str(attrs["weight_bits"])) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+async def test_twin_tokens_equal_the_firmware_under_qemu(tmp_path: Path, stories260k: Path,
+                                                         tok512: Path,
+                                                         temperature: float) -> None:
+    import trio
+
+    from tests.firmware.test_firmware_engine import _qemu
+    from tinytelem.firmware import build
+    from tinytelem.firmware.targets import get_target, missing_tools
+    from tinytelem.protocol.messages import Phase, Token
+
+    missing = missing_tools(get_target("cortex-m4"))
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing; install with `bash scripts/setup-system.sh`")
+    tlm = _tlm(tmp_path, stories260k, 4)
+    prompt = tuple(load_tokenizer(tok512).encode(PROMPT, bos=True))
+    run = Run(4, 42, temperature, 8, prompt)
+    res = build("cortex-m4", tlm, build_dir=tmp_path / "fw")
+    with trio.fail_after(120):
+        frames = await _qemu("cortex-m4", res.elf, run)
+    firmware = [f.message.token_id for f in frames
+                if isinstance(f.message, Token) and f.message.phase == Phase.DECODE]
+    lm = open_model(tlm)
+    twin = TwinDevice(platform("stm32f4"), lm.runnable, weight_bits=lm.weight_bits)
+    assert list(twin.generate(run)) == firmware and len(firmware) == 8
