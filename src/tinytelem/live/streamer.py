@@ -7,14 +7,21 @@
                           │  summaries, raw-sample ring        counted)          awaits only its
                           └──────────────────────────────────────────────────── own socket)
 
-The pump never awaits a client: it *offers* each message to every client's mailbox, a deque
-that drops its oldest entry when full (FINDINGS: awaiting clients in turn let one slow client
-pull the broadcaster down to 10 % of its rate). Each client has one sender task that awaits only
-its own socket, so a slow client loses its own oldest messages and nothing else. Before the
-next message it does get, it receives ``{"type": "dropped", "count": n, "total": t}``.
+The pump never awaits a client: it *offers* each message to every client's mailbox
+(:mod:`tinytelem.live.mailbox`; FINDINGS: awaiting clients in turn let one slow client pull
+the broadcaster down to 10 % of its rate). Each client has one sender task that awaits only
+its own socket, so a slow client loses its own oldest *droppable* messages (spans, raw power)
+and nothing else; tokens, run events, memory, errors and summaries are kept. Before the next
+message it does get, it receives ``{"type": "dropped", "count": n, "classes": {...}, ...}``.
 
-The streamer itself is a *live* hub subscriber, so it can never stall the recorder; if the pump
-ever falls behind, the hub drops for it and ``stats.server_dropped`` says so.
+The streamer itself is a *live* hub subscriber, so it can never stall the recorder. It takes
+records in batches, and its hub mailbox keeps every record that is not an operator span: if the
+pump ever falls behind, the hub drops spans for it, ``stats.server_dropped`` counts them and
+every client is told with a ``dropped`` message (``server: true``).
+
+Each client connection is a bulkhead: its tasks catch their own connection's closing and
+breakage (and any other failure, which is logged), so one client never ends the session or
+the recording. Client messages are validated (:mod:`tinytelem.live.requests`).
 
 Messages are encoded at most once per codec however many clients want them
 (:class:`_Prepared`). Power summaries are per client: each chooses a level and a rate in a
@@ -25,8 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +41,20 @@ from typing import Any
 import numpy as np
 import trio
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 import tinytelem
 from tinytelem.actors.hub import Hub, LiveSubscription
-from tinytelem.errors import ConfigError, ProtocolError
+from tinytelem.errors import ConfigError, TinyTelemError
 from tinytelem.live.convert import RecordConverter
+from tinytelem.live.mailbox import Mailbox, Prepared
+from tinytelem.live.requests import (
+    MAX_CLIENT_MESSAGE_BYTES,
+    RawRequest,
+    Subscribe,
+    parse_client_message,
+)
 from tinytelem.live.ring import PowerRing
 from tinytelem.live.schema import (
     SCHEMA,
@@ -50,14 +67,27 @@ from tinytelem.live.schema import (
 )
 from tinytelem.live.security import ListenAddress, extract_token, redact_logs, token_matches
 from tinytelem.live.summaries import DEFAULT_LEVELS_S, MultiLevelSummary, level_name
-from tinytelem.records import PowerBlock, Record
+from tinytelem.protocol.messages import SpanBegin, SpanEnd
+from tinytelem.records import DeviceRecord, PowerBlock, Record
 
-__all__ = ["ClientStatistics", "Streamer", "StreamerConfig", "StreamerStatistics"]
+__all__ = ["ClientStatistics", "Streamer", "StreamerConfig", "StreamerStatistics",
+           "is_kept_record"]
 
 log = logging.getLogger("tinytelem.live")
 
 MAX_RAW_SAMPLES = 1 << 20
 """Largest raw_request answer (4 MiB of float32); clients accept messages up to 16 MiB."""
+MAX_BAD_REQUESTS = 64
+"""A client whose requests were refused this many times is closed (1008, policy violation)."""
+PUMP_BATCH = 512
+"""Records the pump takes from its hub mailbox per task switch."""
+DEVICE_EVENTS = frozenset({"token", "span", "layers", "memory", "run", "device", "log"})
+
+
+def is_kept_record(record: Record) -> bool:
+    """Records the streamer's hub mailbox never drops for spans: all but SPAN_BEGIN/END."""
+    return not (isinstance(record, DeviceRecord)
+                and isinstance(record.message, SpanBegin | SpanEnd))
 
 
 @dataclass
@@ -69,9 +99,13 @@ class StreamerConfig:
     ssl_context: Any = None
     """``ssl.SSLContext`` for wss (see :func:`tinytelem.live.security.server_ssl_context`)."""
     client_queue: int = 1024
-    """Messages that may wait for one client before its oldest are dropped."""
+    """Droppable messages (spans, raw power) that may wait for one client before its oldest
+    are dropped."""
+    kept_queue: int = 65536
+    """Kept messages (tokens, runs, memory, errors, summaries...) that may wait for one client;
+    only a client this far behind loses them."""
     hub_queue: int = 16384
-    """The streamer's own hub mailbox (records)."""
+    """The streamer's own hub mailbox for spans (records); other records get 4x this."""
     stats_interval_s: float = 1.0
     levels_s: tuple[float, ...] = DEFAULT_LEVELS_S
     default_level: str = "100ms"
@@ -96,6 +130,7 @@ class ClientStatistics:
     dropped: int
     high_water: int
     connected: bool
+    dropped_by_class: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +139,8 @@ class StreamerStatistics:
 
     records_in: int
     server_dropped: int
+    """Records the streamer missed (its hub mailbox overflowed): spans, unless
+    ``server_dropped_kept`` says otherwise."""
     messages: int
     """Messages the pump offered (each counted once, however many clients took it)."""
     clients_total: int
@@ -112,72 +149,76 @@ class StreamerStatistics:
     max_offer_s: float
     """Longest time the pump spent handing one record to every client (never awaits them)."""
     clients: tuple[ClientStatistics, ...]
-
-
-class _Prepared:
-    """One message map, encoded lazily and at most once per codec."""
-
-    __slots__ = ("_cache", "map")
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        self.map = message
-        self._cache: dict[str, bytes | str] = {}
-
-    def payload(self, codec: Codec) -> bytes | str:
-        cached = self._cache.get(codec)
-        if cached is None:
-            cached = self._cache[codec] = encode(self.map, codec)
-        return cached
+    server_dropped_kept: int = 0
+    """Of ``server_dropped``, records of the kept classes (should be 0)."""
+    closed_for_errors: int = 0
+    """Client connections that ended with an unexpected error (logged; the session went on)."""
 
 
 class _Client:
     """Mailbox and subscription of one websocket client."""
 
-    def __init__(self, ws: Any, codec: Codec, peer: str, maxlen: int, level: int,
+    def __init__(self, ws: Any, codec: Codec, peer: str, config: StreamerConfig, level: int,
                  rate_hz: float) -> None:
         self.ws = ws
         self.codec: Codec = codec
         self.peer = peer
-        self.maxlen = maxlen
-        self.items: deque[_Prepared] = deque()
-        self.lot = trio.lowlevel.ParkingLot()
-        self.dropped = 0
-        self.dropped_since_send = 0
+        self.box = Mailbox(config.client_queue, config.kept_queue)
+        self.summary_max = config.kept_queue  # buckets: summaries are a kept class
         self.sent = 0
-        self.high_water = 0
         self.level = level
         self.rate_hz = rate_hz
         self.raw = False
         self.events = True
+        self.spans = "layers"
+        self.subscribed = False
+        self.bad_requests = 0
         self.summary_rows: list[np.ndarray] = []
         self.summary_count = 0
         self.next_summary = 0.0
-        self.closing = False
         self.connected = True
 
-    def offer(self, item: _Prepared) -> None:
-        if len(self.items) >= self.maxlen:
-            self.items.popleft()
-            self.dropped += 1
-            self.dropped_since_send += 1
-        self.items.append(item)
-        self.high_water = max(self.high_water, len(self.items))
-        self.lot.unpark_all()
+    def wants(self, item: Prepared) -> bool:
+        kind = item.map["type"]
+        if kind in DEVICE_EVENTS and not self.events:
+            return False
+        if kind == "span":
+            return self.spans == "raw"
+        if kind == "layers":
+            return self.spans == "layers"
+        if kind == "raw":
+            return self.raw
+        return True
 
     def add_summary(self, rows: np.ndarray) -> None:
         self.summary_rows.append(rows)
         self.summary_count += int(rows.shape[0])
-        # Bounded like the mailbox: a client that stopped reading loses its oldest buckets.
-        while self.summary_count > self.maxlen * 16 and len(self.summary_rows) > 1:
+        # Bounded too: a client that stopped reading loses its oldest buckets (counted).
+        while self.summary_count > self.summary_max and len(self.summary_rows) > 1:
             lost = self.summary_rows.pop(0)
             self.summary_count -= int(lost.shape[0])
-            self.dropped += 1
-            self.dropped_since_send += 1
-        self.lot.unpark_all()
+            self.box.count_lost("summary", 1)
+        self.box.lot.unpark_all()
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self.peer, self.codec, self.sent, self.dropped, self.high_water,
-                                self.connected)
+        return ClientStatistics(self.peer, self.codec, self.sent, self.box.dropped,
+                                self.box.high_water, self.connected,
+                                dict(self.box.dropped_by_class))
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from trio_websocket import ConnectionClosed, HandshakeError
+
+    return (ConnectionClosed, HandshakeError, trio.BrokenResourceError,
+            trio.ClosedResourceError, OSError)
+
+
+def _split(exc: BaseException, types: tuple[type[BaseException], ...]
+           ) -> tuple[BaseException | None, BaseException | None]:
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(types)
+        return matched, rest
+    return (exc, None) if isinstance(exc, types) else (None, exc)
 
 
 class Streamer:
@@ -186,11 +227,14 @@ class Streamer:
     Use as an extra actor of the supervisor (``Supervisor(extra_actors=[streamer.run])``) or
     with any :class:`~tinytelem.actors.hub.Hub`. :meth:`run` returns once the hub has finished
     and clients got their ``bye`` (or ``close_grace_s`` passed).
+
+    To let clients connect before the recording starts (``serve --wait-clients``), start
+    :meth:`listen` first, :meth:`wait_subscribed`, then run :meth:`attach` as the extra actor.
     """
 
     def __init__(self, config: StreamerConfig) -> None:
-        if config.client_queue < 1 or config.hub_queue < 1:
-            raise ConfigError("client_queue and hub_queue must be at least 1")
+        if config.client_queue < 1 or config.hub_queue < 1 or config.kept_queue < 1:
+            raise ConfigError("client_queue, kept_queue and hub_queue must be at least 1")
         self.config = config
         self.port: int | None = None
         self.url: str | None = None
@@ -205,24 +249,37 @@ class Streamer:
         self._records_in = 0
         self._messages = 0
         self._rejected = 0
+        self._closed_for_errors = 0
         self._max_offer_s = 0.0
+        self._server_dropped_told = (0, 0)
         self._finished = False
+        self._changed = trio.lowlevel.ParkingLot()
         self._level_names = [level_name(s) for s in config.levels_s]
         if config.default_level not in self._level_names:
             raise ConfigError(f"default level {config.default_level!r} is not one of "
                               f"{', '.join(self._level_names)}")
         self.ready = trio.Event()
+        self.listening = False
 
     # ------------------------------------------------------------------ actor
 
     async def run(
         self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Subscribe to ``hub``, listen, stream until the hub finishes, then say bye."""
+        """Listen (unless :meth:`listen` already runs), stream until the hub finishes, bye."""
+        if self.listening:
+            await self.attach(hub, task_status=task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.listen)
+            await self.attach(hub, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    async def listen(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+        """Accept clients until cancelled (they get hello, then whatever is streamed)."""
         from trio_websocket import serve_websocket
 
-        sub = hub.subscribe_live("streamer", self.config.hub_queue)
-        self._sub = sub
         listen = self.config.listen
         with redact_logs(self.config.token):
             async with trio.open_nursery() as nursery:
@@ -230,7 +287,7 @@ class Streamer:
                     server = await nursery.start(
                         lambda task_status: serve_websocket(
                             self._handle, listen.host, listen.port, self.config.ssl_context,
-                            handler_nursery=nursery, max_message_size=64 * 1024,
+                            handler_nursery=nursery, max_message_size=MAX_CLIENT_MESSAGE_BYTES,
                             task_status=task_status,
                         )
                     )
@@ -241,10 +298,23 @@ class Streamer:
                     ) from exc
                 self.port = int(server.port)
                 self.url = listen.url(self.port)
+                self.listening = True
                 log.info("streaming on %s", self.url)
                 if self.config.on_listening is not None:
                     self.config.on_listening(self.url)
                 self.ready.set()
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def attach(
+        self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Subscribe to ``hub`` and stream its records until it finishes, then say bye."""
+        sub = hub.subscribe_live("streamer", self.config.hub_queue, keep=is_kept_record,
+                                 max_kept=4 * self.config.hub_queue)
+        self._sub = sub
+        with redact_logs(self.config.token):
+            async with trio.open_nursery() as nursery:
                 task_status.started()
                 nursery.start_soon(self._stats_loop)
                 async with sub:
@@ -252,27 +322,53 @@ class Streamer:
                 await self._say_bye("recording finished")
                 nursery.cancel_scope.cancel()
 
+    def subscribed_clients(self) -> int:
+        """Connected clients that have sent at least one valid ``subscribe``."""
+        return sum(1 for c in self._clients if c.subscribed)
+
+    async def wait_subscribed(self, n: int) -> None:
+        """Return once ``n`` connected clients have subscribed."""
+        while self.subscribed_clients() < n:
+            await self._changed.park()
+
     async def _pump(self, sub: LiveSubscription) -> None:
         while True:
             try:
-                record, _lost = await sub.receive()
+                records, lost = await sub.receive_batch(PUMP_BATCH)
             except trio.EndOfChannel:
                 return
-            self._records_in += 1
-            t0 = time.perf_counter()
-            self._dispatch(record)
-            self._max_offer_s = max(self._max_offer_s, time.perf_counter() - t0)
+            if lost:
+                self._tell_server_drops(sub)
+            for record in records:
+                self._records_in += 1
+                t0 = time.perf_counter()
+                self._dispatch(record)
+                self._max_offer_s = max(self._max_offer_s, time.perf_counter() - t0)
 
     def feed(self, record: Record) -> None:
         """Convert and offer one record synchronously (what the pump does for each record)."""
         self._records_in += 1
         self._dispatch(record)
 
+    def _tell_server_drops(self, sub: LiveSubscription) -> None:
+        spans_told, kept_told = self._server_dropped_told
+        kept = sub.kept_dropped
+        spans = sub.dropped - kept
+        classes = {k: v for k, v in (("span", spans - spans_told), ("records", kept - kept_told))
+                   if v}
+        self._server_dropped_told = (spans, kept)
+        if not classes:
+            return
+        log.warning("streamer fell behind: dropped %s", classes)
+        self._broadcast({"type": "dropped", "server": True, "count": sum(classes.values()),
+                         "total": sub.dropped, "classes": classes,
+                         "totals": {"span": spans, "records": kept}})
+
     def _dispatch(self, record: Record) -> None:
         if isinstance(record, PowerBlock):
             self._power(record)
         for message in self.converter.convert(record):
-            self._broadcast(message, event=True)
+            self._broadcast(message)
 
     def _power(self, block: PowerBlock) -> None:
         if self.summary is None:
@@ -288,35 +384,33 @@ class Streamer:
             if rows.shape[0]:
                 client.add_summary(rows)
         if any(c.raw for c in self._clients):
-            raw = _Prepared({
+            self._broadcast({
                 "type": "raw", "live": True, "first_index": int(block.first_index),
                 "sample_rate_hz": block.sample_rate_hz, "voltage_v": block.voltage_v,
                 "current_a": np.asarray(block.current_a, dtype="<f4").tobytes(),
             })
-            self._messages += 1
-            for client in self._clients:
-                if client.raw:
-                    client.offer(raw)
 
-    def _broadcast(self, message: dict[str, Any], *, event: bool) -> None:
-        prepared = _Prepared(message)
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        prepared = Prepared(message)
         self._messages += 1
         for client in self._clients:
-            if client.events or not event:
-                client.offer(prepared)
+            if client.wants(prepared):
+                client.box.offer(prepared)
 
     async def _stats_loop(self) -> None:
         while True:
             await trio.sleep(self.config.stats_interval_s)
             for client in self._clients:
-                client.offer(_Prepared(self._stats_map(client)))
+                client.box.offer(Prepared(self._stats_map(client)))
 
     def _stats_map(self, client: _Client) -> dict[str, Any]:
         c = self.converter
         return {
             "type": "stats", "host_s": time.monotonic(), "records_in": self._records_in,
             "server_dropped": self._sub.dropped if self._sub is not None else 0,
-            "sent": client.sent, "dropped": client.dropped, "clients": len(self._clients),
+            "sent": client.sent, "dropped": client.box.dropped,
+            "dropped_by_class": dict(client.box.dropped_by_class),
+            "clients": len(self._clients),
             "link_up": c.link_up, "link_outages": c.link_outages,
             "decode_errors": c.decode_errors, "power_samples": c.power_samples,
             "power_gaps": c.power_gaps, "device_tx_dropped": c.device_tx_dropped,
@@ -331,8 +425,7 @@ class Streamer:
                     client.add_summary(per_level[client.level])
         for client in self._clients:
             self._flush_summary(client)
-            client.offer(_Prepared({"type": "bye", "reason": reason}))
-            client.closing = True
+            client.box.offer(Prepared({"type": "bye", "reason": reason}))
         with trio.move_on_after(self.config.close_grace_s):
             while any(c.connected for c in self._clients):
                 await trio.sleep(0.01)
@@ -350,12 +443,29 @@ class Streamer:
             "level_seconds": ([lv.seconds for lv in levels] if levels
                               else list(self.config.levels_s)),
             "sample_rate_hz": self.sample_rate_hz, "queue": self.config.client_queue,
+            "kept_queue": self.config.kept_queue,
         }
 
     async def _handle(self, request: Any) -> None:
-        from trio_websocket import ConnectionClosed
-
+        """One connection, start to end. A bulkhead: nothing it raises reaches the session
+        (except cancellation of the session itself)."""
         peer = str(request.remote)
+        try:
+            await self._serve_client(request, peer)
+        except BaseException as exc:  # sorted below; Cancelled is re-raised
+            cancelled, rest = _split(exc, (trio.Cancelled,))
+            if rest is not None:
+                _gone, failure = _split(rest, _connection_errors())
+                if failure is not None:
+                    self._closed_for_errors += 1
+                    log.error("client %s: closed after an unexpected error (the session goes "
+                              "on)", peer, exc_info=failure)
+                else:
+                    log.info("client %s: connection lost (%r)", peer, rest)
+            if cancelled is not None:
+                raise cancelled from None
+
+    async def _serve_client(self, request: Any, peer: str) -> None:
         expected = self.config.token
         if expected is not None and not token_matches(
             extract_token(request.headers, request.path), expected
@@ -372,7 +482,7 @@ class Streamer:
         chosen = next((p for p in proposed if p in (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)),
                       None)
         ws = await request.accept(subprotocol=chosen)
-        client = _Client(ws, codec_of(chosen), peer, self.config.client_queue,
+        client = _Client(ws, codec_of(chosen), peer, self.config,
                          self._level_names.index(self.config.default_level),
                          self.config.default_rate_hz)
         client.next_summary = trio.current_time() + 1.0 / client.rate_hz
@@ -388,50 +498,61 @@ class Streamer:
             if self._finished and client not in self._clients:
                 await ws.send_message(encode({"type": "bye", "reason": "recording finished"},
                                              client.codec))
+                await ws.aclose(1000, "recording finished")
                 return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receiver, client, nursery.cancel_scope)
                 await self._sender(client)
                 nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
         finally:
             client.connected = False
             if client in self._clients:
                 self._clients.remove(client)
-            log.info("client %s gone: sent %d, dropped %d", peer, client.sent, client.dropped)
+            self._changed.unpark_all()
+            log.info("client %s gone: sent %d, dropped %d", peer, client.sent,
+                     client.box.dropped)
 
     async def _sender(self, client: _Client) -> None:
+        """Send this client's messages until bye or its connection ends (then return)."""
+        from trio_websocket import ConnectionClosed
+
+        try:
+            await self._send_loop(client)
+        except ConnectionClosed:
+            return
+
+    async def _send_loop(self, client: _Client) -> None:
         ws = client.ws
+        box = client.box
         while True:
-            if not client.items:
+            if not len(box) and not box.has_untold:
                 wake = client.next_summary if client.summary_rows else math.inf
                 with trio.move_on_at(wake):
-                    await client.lot.park()
+                    await box.lot.park()
             if client.summary_rows and trio.current_time() >= client.next_summary:
                 client.next_summary = trio.current_time() + 1.0 / client.rate_hz
                 message = self._flush_summary_map(client)
                 if message is not None:
                     await ws.send_message(encode(message, client.codec))
                     client.sent += 1
-            if not client.items:
-                continue
+            notice = box.drop_notice()
+            if notice is not None:
+                await ws.send_message(encode(notice, client.codec))
+                client.sent += 1
             # One item per round, so summaries stay on time under a steady flow of events.
-            item = client.items.popleft()
-            if client.dropped_since_send:
-                lost, client.dropped_since_send = client.dropped_since_send, 0
-                await ws.send_message(encode(
-                    {"type": "dropped", "count": lost, "total": client.dropped}, client.codec))
+            item = box.pop()
+            if item is None:
+                continue
             await ws.send_message(item.payload(client.codec))
             client.sent += 1
-            if item.map.get("type") == "bye":
+            if item.map["type"] == "bye":
                 await ws.aclose(1000, "recording finished")
                 return
 
     def _flush_summary(self, client: _Client) -> None:
         message = self._flush_summary_map(client)
         if message is not None:
-            client.offer(_Prepared(message))
+            client.box.offer(Prepared(message))
 
     def _flush_summary_map(self, client: _Client) -> dict[str, Any] | None:
         if not client.summary_rows or self.summary is None:
@@ -448,52 +569,59 @@ class Streamer:
         }
 
     async def _receiver(self, client: _Client, scope: trio.CancelScope) -> None:
+        """Read and apply this client's requests; its connection ending ends the client."""
         from trio_websocket import ConnectionClosed
 
         try:
             while True:
                 payload = await client.ws.get_message()
                 try:
-                    self._on_client_message(client, decode(payload))
-                except (ProtocolError, ConfigError, ValueError, TypeError) as exc:
-                    client.offer(_Prepared({"type": "error", "host_s": time.monotonic(),
-                                            "text": str(exc)}))
+                    self._on_client_message(client, parse_client_message(decode(payload)))
+                except TinyTelemError as exc:
+                    client.bad_requests += 1
+                    client.box.offer(Prepared({"type": "error", "host_s": time.monotonic(),
+                                               "text": str(exc)}))
+                    if client.bad_requests >= MAX_BAD_REQUESTS:
+                        log.warning("client %s: %d bad requests, closing it", client.peer,
+                                    client.bad_requests)
+                        await client.ws.aclose(1008, "too many bad requests")
+                        break
         except ConnectionClosed:
-            scope.cancel()
+            pass
+        scope.cancel()
 
-    def _on_client_message(self, client: _Client, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "subscribe":
-            if "level" in message:
-                name = str(message["level"])
-                if name not in self._level_names:
-                    raise ConfigError(f"no summary level {name!r}; levels are "
+    def _on_client_message(self, client: _Client, request: Subscribe | RawRequest) -> None:
+        if isinstance(request, Subscribe):
+            if request.level is not None:
+                if request.level not in self._level_names:
+                    raise ConfigError(f"no summary level {request.level!r}; levels are "
                                       f"{', '.join(self._level_names)}")
-                client.level = self._level_names.index(name)
+                client.level = self._level_names.index(request.level)
                 client.summary_rows.clear()
                 client.summary_count = 0
-            if "rate_hz" in message:
-                rate = float(message["rate_hz"])
-                if not 0.1 <= rate <= 100.0:
-                    raise ConfigError(f"rate_hz must be within 0.1 .. 100, got {rate}")
-                client.rate_hz = rate
-                client.next_summary = trio.current_time() + 1.0 / rate
-            client.raw = bool(message.get("raw", client.raw))
-            client.events = bool(message.get("events", client.events))
-        elif kind == "raw_request":
-            seconds = float(message.get("seconds", 0.1))
-            if self.ring is None:
-                raise ConfigError("no power samples yet; ask again once power is streaming")
-            n = int(max(0.0, seconds) * self.sample_rate_hz)
-            first, samples = self.ring.latest(min(n, MAX_RAW_SAMPLES))
-            client.offer(_Prepared({
-                "type": "raw", "live": False, "first_index": first,
-                "sample_rate_hz": self.sample_rate_hz, "voltage_v": self.voltage_v,
-                "current_a": samples.astype("<f4").tobytes(),
-            }))
-        else:
-            raise ConfigError(f"unknown client message type {kind!r}; send 'subscribe' or "
-                              "'raw_request'")
+            if request.rate_hz is not None:
+                client.rate_hz = request.rate_hz
+                client.next_summary = trio.current_time() + 1.0 / request.rate_hz
+            if request.raw is not None:
+                client.raw = request.raw
+            if request.events is not None:
+                client.events = request.events
+            if request.spans is not None:
+                client.spans = request.spans
+            self.converter.raw_spans = any(c.spans == "raw" for c in self._clients)
+            if not client.subscribed:
+                client.subscribed = True
+                self._changed.unpark_all()
+            return
+        if self.ring is None:
+            raise ConfigError("no power samples yet; ask again once power is streaming")
+        n = int(request.seconds * self.sample_rate_hz)
+        first, samples = self.ring.latest(min(n, MAX_RAW_SAMPLES))
+        client.box.offer(Prepared({
+            "type": "raw", "live": False, "first_index": first,
+            "sample_rate_hz": self.sample_rate_hz, "voltage_v": self.voltage_v,
+            "current_a": samples.astype("<f4").tobytes(),
+        }))
 
     def statistics(self) -> StreamerStatistics:
         """Counters (immutable snapshot)."""
@@ -506,4 +634,6 @@ class Streamer:
             rejected=self._rejected,
             max_offer_s=self._max_offer_s,
             clients=tuple(c.statistics() for c in self._all_clients),
+            server_dropped_kept=self._sub.kept_dropped if self._sub is not None else 0,
+            closed_for_errors=self._closed_for_errors,
         )
