@@ -324,6 +324,8 @@ class StatsMessage:
     power_samples: int
     power_gaps: int
     device_tx_dropped: int
+    dropped_by_class: dict[str, int] = field(default_factory=dict, compare=False)
+    """``dropped`` per stream class (``{"span": 120}``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +430,8 @@ _PARSERS: dict[str, Any] = {
         float(m["host_s"]), int(m["records_in"]), int(m["server_dropped"]), int(m["sent"]),
         int(m["dropped"]), int(m["clients"]), bool(m["link_up"]), int(m["link_outages"]),
         int(m["decode_errors"]), int(m["power_samples"]), int(m["power_gaps"]),
-        int(m["device_tx_dropped"])),
+        int(m["device_tx_dropped"]),
+        {str(k): int(v) for k, v in (m.get("dropped_by_class") or {}).items()}),
     "layers": lambda m: LayersMessage(
         int(m["index"]), _f(m["begin_s"]), _f(m["end_s"]), int(m["spans"]),
         _cols(m, "layer", int), _cols(m, "layer_s", float), _cols(m, "op", int),
