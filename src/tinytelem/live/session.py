@@ -7,6 +7,7 @@ session logic still needs the recorder's view of HELLO and runs, and nothing is 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -71,6 +72,10 @@ class ServeOptions:
     sensor_rate_hz: float = 100_000.0
     client_queue: int = 1024
     faults: list[str] = field(default_factory=list)
+    wait_clients: int = 0
+    """Before recording (and before RUN), wait until this many clients have subscribed."""
+    wait_timeout_s: float | None = None
+    """Give up waiting for clients after this long (ConfigError); None waits until stopped."""
 
 
 @dataclass
@@ -122,12 +127,41 @@ def make_streamer(
                                    on_listening=on_listening))
 
 
+async def wait_for_clients(
+    streamer: Streamer, options: ServeOptions, stop: trio.Event,
+    on_waiting: Callable[[int, int], None] | None,
+) -> None:
+    """Until ``options.wait_clients`` clients subscribed (or ``stop``); ConfigError on timeout."""
+    with trio.move_on_after(options.wait_timeout_s or math.inf) as timeout:
+        async with trio.open_nursery() as nursery:
+            async def stopper() -> None:
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stopper)
+            await streamer.wait_subscribed(options.wait_clients, on_waiting)
+            nursery.cancel_scope.cancel()
+    if timeout.cancelled_caught:
+        raise ConfigError(
+            f"{streamer.subscribed_clients()} of {options.wait_clients} client(s) subscribed to "
+            f"{streamer.url} within {options.wait_timeout_s:g} s (--wait-timeout); start the "
+            "clients sooner, lower --wait-clients or raise --wait-timeout. A client counts once "
+            "it has sent a 'subscribe' message."
+        )
+
+
 async def serve_device(
     options: ServeOptions,
     stop: trio.Event,
     on_listening: Callable[[str], None] | None = None,
+    on_waiting: Callable[[int, int], None] | None = None,
 ) -> ServeResult:
-    """Open the device, start the graph with the streamer, stream until the session ends."""
+    """Open the device, start the graph with the streamer, stream until the session ends.
+
+    With ``options.wait_clients`` the stream listens first and the recording (and RUN) starts
+    only once that many clients have subscribed; ``on_waiting(connected, subscribed)`` reports
+    progress.
+    """
     from tinytelem.actors.recorder import TraceRecorder
     from tinytelem.actors.supervisor import RunRequest, Supervisor
     from tinytelem.devices import TwinOptions, open_device
@@ -151,7 +185,11 @@ async def serve_device(
                              trace_level=options.trace_level)
     is_emu = options.device.startswith("emu:")
     twin = TwinOptions(model=options.model, seed=options.seed, faults=tuple(options.faults))
-    async with open_device(options.device, twin if is_emu else None) as handle:
+    async with open_device(options.device, twin if is_emu else None) as handle, \
+            trio.open_nursery() as listener:
+        if options.wait_clients > 0:
+            await listener.start(streamer.listen)
+            await wait_for_clients(streamer, options, stop, on_waiting)
         power = None
         if options.sensor == "sim" and handle.power_url is not None:
             power = TwinSensor(handle.power_url, options.sensor_rate_hz, -40.0, options.seed)
@@ -184,6 +222,7 @@ async def serve_device(
         finally:
             if writer is not None:
                 writer.close()
+        listener.cancel_scope.cancel()
     if options.out is not None:
         from tinytelem.profiling import write_summary
 

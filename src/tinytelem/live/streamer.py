@@ -330,9 +330,17 @@ class Streamer:
         """Connected clients that have sent at least one valid ``subscribe``."""
         return sum(1 for c in self._clients if c.subscribed)
 
-    async def wait_subscribed(self, n: int) -> None:
-        """Return once ``n`` connected clients have subscribed."""
-        while self.subscribed_clients() < n:
+    async def wait_subscribed(
+        self, n: int, on_change: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Return once ``n`` connected clients have subscribed; ``on_change(connected,
+        subscribed)`` is called at the start and whenever a client comes, subscribes or goes."""
+        while True:
+            subscribed = self.subscribed_clients()
+            if on_change is not None:
+                on_change(len(self._clients), subscribed)
+            if subscribed >= n:
+                return
             await self._changed.park()
 
     async def _pump(self, sub: LiveSubscription) -> None:
@@ -499,6 +507,7 @@ class Streamer:
                 # Registered before the hello goes out: anything broadcast while it is being
                 # sent (the device's HELLO, say) queues for this client instead of missing it.
                 self._clients.append(client)
+                self._changed.unpark_all()
             await ws.send_message(hello)
             if self._finished and client not in self._clients:
                 await ws.send_message(encode({"type": "bye", "reason": "recording finished"},
