@@ -588,21 +588,27 @@ class Streamer:
 
         try:
             while True:
-                payload = await client.ws.get_message()
-                try:
-                    self._on_client_message(client, parse_client_message(decode(payload)))
-                except TinyTelemError as exc:
-                    client.bad_requests += 1
-                    client.box.offer(Prepared({"type": "error", "host_s": time.monotonic(),
-                                               "text": str(exc)}))
-                    if client.bad_requests >= MAX_BAD_REQUESTS:
-                        log.warning("client %s: %d bad requests, closing it", client.peer,
-                                    client.bad_requests)
-                        await client.ws.aclose(1008, "too many bad requests")
-                        break
+                if not self.handle_payload(client, await client.ws.get_message()) and \
+                        client.bad_requests >= MAX_BAD_REQUESTS:
+                    log.warning("client %s: %d bad requests, closing it", client.peer,
+                                client.bad_requests)
+                    await client.ws.aclose(1008, "too many bad requests")
+                    break
         except ConnectionClosed:
             pass
         scope.cancel()
+
+    def handle_payload(self, client: _Client, payload: bytes | str) -> bool:
+        """Apply one client message (sans I/O). A bad one is answered with an ``error``
+        message in the client's mailbox; returns whether it was applied."""
+        try:
+            self._on_client_message(client, parse_client_message(decode(payload)))
+        except TinyTelemError as exc:
+            client.bad_requests += 1
+            client.box.offer(Prepared({"type": "error", "host_s": time.monotonic(),
+                                       "text": str(exc)}))
+            return False
+        return True
 
     def _on_client_message(self, client: _Client, request: Subscribe | RawRequest) -> None:
         if isinstance(request, Subscribe):
