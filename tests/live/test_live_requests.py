@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinytelem.errors import ProtocolError
+from tinytelem.live.connection import ClientConnection
 from tinytelem.live.requests import (
     SPAN_MODES,
     RawRequest,
@@ -28,13 +29,13 @@ from tinytelem.live.requests import (
 )
 from tinytelem.live.schema import decode
 from tinytelem.live.security import parse_listen
-from tinytelem.live.streamer import Streamer, StreamerConfig, _Client
+from tinytelem.live.streamer import Streamer, StreamerConfig
 from tinytelem.records import PowerBlock
 
 
-def _streamer() -> tuple[Streamer, _Client]:
+def _streamer() -> tuple[Streamer, ClientConnection]:
     streamer = Streamer(StreamerConfig(parse_listen("ws://127.0.0.1:0")))
-    client = _Client(None, "json", "fuzz", streamer.config, 2, 5.0)
+    client = ClientConnection(None, "json", "fuzz", 1024, 65536, 2, 5.0)
     streamer._clients.append(client)
     return streamer, client
 
@@ -98,7 +99,7 @@ def _encodings(message: dict[str, Any]) -> list[bytes | str]:
     return out
 
 
-def _check(streamer: Streamer, client: _Client, payload: bytes | str) -> None:
+def _check(streamer: Streamer, client: ClientConnection, payload: bytes | str) -> None:
     before = len(client.box)
     applied = streamer.handle_payload(client, payload)
     if applied:

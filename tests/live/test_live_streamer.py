@@ -229,3 +229,32 @@ async def test_spans_are_aggregated_per_token_by_default() -> None:
     # each layers message comes just before its token
     kinds = [type(m) for m in got if isinstance(m, LayersMessage | TokenMessage)]
     assert kinds == [LayersMessage, TokenMessage] * 4
+
+
+async def test_server_side_span_drops_never_lose_tokens_and_are_told() -> None:
+    """The streamer's hub mailbox overflowing at span rates drops spans only, and says so."""
+    from tinytelem.protocol.messages import SpanBegin, SpanEnd
+
+    from .live_helpers import device, hello, token
+
+    batch: list[object] = [hello()]
+    for i in range(50):
+        for k in range(100):
+            t = 1000 * i + k
+            batch += [device(SpanBegin(k % 4, 3), ticks=t), device(SpanEnd(k % 4, 3), ticks=t)]
+        batch.append(token(i))
+    with trio.fail_after(20):
+        async with streaming(hub_queue=16) as h, connect(h.url) as stream:
+            assert isinstance(await stream.receive(), HelloMessage)
+            await stream.subscribe(spans="raw")
+            await trio.sleep(0.05)
+            await h.send(tuple(batch))  # type: ignore[arg-type]  # one decoder batch
+            await h.finish()
+            got = await _collect(stream)
+    assert [m.index for m in got if isinstance(m, TokenMessage)] == list(range(50))
+    told = [m for m in got if isinstance(m, DroppedMessage)]
+    assert told and all(m.server for m in told)
+    stats = h.streamer.statistics()
+    assert stats.server_dropped > 9000 and stats.server_dropped_kept == 0
+    assert sum(m.classes.get("span", 0) for m in told) == stats.server_dropped
+    assert set(told[-1].totals) == {"span", "records"} and told[-1].totals["records"] == 0

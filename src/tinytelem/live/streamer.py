@@ -42,13 +42,18 @@ import numpy as np
 import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 import tinytelem
 from tinytelem.actors.hub import Hub, LiveSubscription
 from tinytelem.errors import ConfigError, TinyTelemError
+from tinytelem.live.connection import (
+    ClientConnection,
+    ClientStatistics,
+    guarded,
+)
 from tinytelem.live.convert import RecordConverter
-from tinytelem.live.mailbox import Mailbox, Prepared
+from tinytelem.live.mailbox import Prepared
 from tinytelem.live.requests import (
     MAX_CLIENT_MESSAGE_BYTES,
     RawRequest,
@@ -60,7 +65,6 @@ from tinytelem.live.schema import (
     SCHEMA,
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
-    Codec,
     codec_of,
     decode,
     encode,
@@ -77,14 +81,11 @@ log = logging.getLogger("tinytelem.live")
 
 MAX_RAW_SAMPLES = 1 << 20
 """Largest raw_request answer (4 MiB of float32); clients accept messages up to 16 MiB."""
-MAX_BAD_REQUESTS = 64
-"""A client whose requests were refused this many times is closed (1008, policy violation)."""
 PUMP_BATCH = 1 << 16
 """Most records the pump takes from its hub mailbox per task switch. Converting costs ~1 us a
 record, so it takes whatever is waiting: the decoder hands the hub thousands of records per
 link read at span rates, and a pump taking a few hundred per turn fell behind (measured with
 ``monitor --device emu:esp32s3 --run --tokens 400``: 8.6 k spans dropped at 512, none here)."""
-DEVICE_EVENTS = frozenset({"token", "span", "layers", "memory", "run", "device", "log"})
 
 
 def is_kept_record(record: Record) -> bool:
@@ -124,19 +125,6 @@ class StreamerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientStatistics:
-    """Counters of one client connection."""
-
-    peer: str
-    codec: str
-    sent: int
-    dropped: int
-    high_water: int
-    connected: bool
-    dropped_by_class: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class StreamerStatistics:
     """Counters of the streamer (immutable snapshot)."""
 
@@ -157,72 +145,6 @@ class StreamerStatistics:
     """Of ``server_dropped``, records of the kept classes (should be 0)."""
     closed_for_errors: int = 0
     """Client connections that ended with an unexpected error (logged; the session went on)."""
-
-
-class _Client:
-    """Mailbox and subscription of one websocket client."""
-
-    def __init__(self, ws: Any, codec: Codec, peer: str, config: StreamerConfig, level: int,
-                 rate_hz: float) -> None:
-        self.ws = ws
-        self.codec: Codec = codec
-        self.peer = peer
-        self.box = Mailbox(config.client_queue, config.kept_queue)
-        self.summary_max = config.kept_queue  # buckets: summaries are a kept class
-        self.sent = 0
-        self.level = level
-        self.rate_hz = rate_hz
-        self.raw = False
-        self.events = True
-        self.spans = "layers"
-        self.subscribed = False
-        self.bad_requests = 0
-        self.summary_rows: list[np.ndarray] = []
-        self.summary_count = 0
-        self.next_summary = 0.0
-        self.connected = True
-
-    def wants(self, item: Prepared) -> bool:
-        kind = item.map["type"]
-        if kind in DEVICE_EVENTS and not self.events:
-            return False
-        if kind == "span":
-            return self.spans == "raw"
-        if kind == "layers":
-            return self.spans == "layers"
-        if kind == "raw":
-            return self.raw
-        return True
-
-    def add_summary(self, rows: np.ndarray) -> None:
-        self.summary_rows.append(rows)
-        self.summary_count += int(rows.shape[0])
-        # Bounded too: a client that stopped reading loses its oldest buckets (counted).
-        while self.summary_count > self.summary_max and len(self.summary_rows) > 1:
-            lost = self.summary_rows.pop(0)
-            self.summary_count -= int(lost.shape[0])
-            self.box.count_lost("summary", 1)
-        self.box.lot.unpark_all()
-
-    def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self.peer, self.codec, self.sent, self.box.dropped,
-                                self.box.high_water, self.connected,
-                                dict(self.box.dropped_by_class))
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    from trio_websocket import ConnectionClosed, HandshakeError
-
-    return (ConnectionClosed, HandshakeError, trio.BrokenResourceError,
-            trio.ClosedResourceError, OSError)
-
-
-def _split(exc: BaseException, types: tuple[type[BaseException], ...]
-           ) -> tuple[BaseException | None, BaseException | None]:
-    if isinstance(exc, BaseExceptionGroup):
-        matched, rest = exc.split(types)
-        return matched, rest
-    return (exc, None) if isinstance(exc, types) else (None, exc)
 
 
 class Streamer:
@@ -247,8 +169,8 @@ class Streamer:
         self.ring: PowerRing | None = None
         self.voltage_v = math.nan
         self.sample_rate_hz = math.nan
-        self._clients: list[_Client] = []
-        self._all_clients: list[_Client] = []
+        self._clients: list[ClientConnection] = []
+        self._all_clients: list[ClientConnection] = []
         self._sub: LiveSubscription | None = None
         self._records_in = 0
         self._messages = 0
@@ -416,7 +338,7 @@ class Streamer:
             for client in self._clients:
                 client.box.offer(Prepared(self._stats_map(client)))
 
-    def _stats_map(self, client: _Client) -> dict[str, Any]:
+    def _stats_map(self, client: ClientConnection) -> dict[str, Any]:
         c = self.converter
         return {
             "type": "stats", "host_s": time.monotonic(), "records_in": self._records_in,
@@ -460,25 +382,12 @@ class Streamer:
         }
 
     async def _handle(self, request: Any) -> None:
-        """One connection, start to end. A bulkhead: nothing it raises reaches the session
-        (except cancellation of the session itself)."""
-        peer = str(request.remote)
-        try:
-            await self._serve_client(request, peer)
-        except BaseException as exc:  # sorted below; Cancelled is re-raised
-            cancelled, rest = _split(exc, (trio.Cancelled,))
-            if rest is not None:
-                _gone, failure = _split(rest, _connection_errors())
-                if failure is not None:
-                    self._closed_for_errors += 1
-                    log.error("client %s: closed after an unexpected error (the session goes "
-                              "on)", peer, exc_info=failure)
-                else:
-                    log.info("client %s: connection lost (%r)", peer, rest)
-            if cancelled is not None:
-                raise cancelled from None
+        """One connection, start to end, behind a bulkhead (see :func:`guarded`)."""
+        if not await guarded(str(request.remote), self._serve_client, request):
+            self._closed_for_errors += 1
 
-    async def _serve_client(self, request: Any, peer: str) -> None:
+    async def _serve_client(self, request: Any) -> None:
+        peer = str(request.remote)
         expected = self.config.token
         if expected is not None and not token_matches(
             extract_token(request.headers, request.path), expected
@@ -495,9 +404,10 @@ class Streamer:
         chosen = next((p for p in proposed if p in (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)),
                       None)
         ws = await request.accept(subprotocol=chosen)
-        client = _Client(ws, codec_of(chosen), peer, self.config,
-                         self._level_names.index(self.config.default_level),
-                         self.config.default_rate_hz)
+        client = ClientConnection(ws, codec_of(chosen), peer, self.config.client_queue,
+                                  self.config.kept_queue,
+                                  self._level_names.index(self.config.default_level),
+                                  self.config.default_rate_hz)
         client.next_summary = trio.current_time() + 1.0 / client.rate_hz
         log.info("client %s connected (%s)", peer, client.codec)
         self._all_clients.append(client)
@@ -515,8 +425,8 @@ class Streamer:
                 await ws.aclose(1000, "recording finished")
                 return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receiver, client, nursery.cancel_scope)
-                await self._sender(client)
+                nursery.start_soon(client.receive, self.handle_payload, nursery.cancel_scope)
+                await client.send(self._flush_summary_map)
                 nursery.cancel_scope.cancel()
         finally:
             client.connected = False
@@ -526,49 +436,12 @@ class Streamer:
             log.info("client %s gone: sent %d, dropped %d", peer, client.sent,
                      client.box.dropped)
 
-    async def _sender(self, client: _Client) -> None:
-        """Send this client's messages until bye or its connection ends (then return)."""
-        from trio_websocket import ConnectionClosed
-
-        try:
-            await self._send_loop(client)
-        except ConnectionClosed:
-            return
-
-    async def _send_loop(self, client: _Client) -> None:
-        ws = client.ws
-        box = client.box
-        while True:
-            if not len(box) and not box.has_untold:
-                wake = client.next_summary if client.summary_rows else math.inf
-                with trio.move_on_at(wake):
-                    await box.lot.park()
-            if client.summary_rows and trio.current_time() >= client.next_summary:
-                client.next_summary = trio.current_time() + 1.0 / client.rate_hz
-                message = self._flush_summary_map(client)
-                if message is not None:
-                    await ws.send_message(encode(message, client.codec))
-                    client.sent += 1
-            notice = box.drop_notice()
-            if notice is not None:
-                await ws.send_message(encode(notice, client.codec))
-                client.sent += 1
-            # One item per round, so summaries stay on time under a steady flow of events.
-            item = box.pop()
-            if item is None:
-                continue
-            await ws.send_message(item.payload(client.codec))
-            client.sent += 1
-            if item.map["type"] == "bye":
-                await ws.aclose(1000, "recording finished")
-                return
-
-    def _flush_summary(self, client: _Client) -> None:
+    def _flush_summary(self, client: ClientConnection) -> None:
         message = self._flush_summary_map(client)
         if message is not None:
             client.box.offer(Prepared(message))
 
-    def _flush_summary_map(self, client: _Client) -> dict[str, Any] | None:
+    def _flush_summary_map(self, client: ClientConnection) -> dict[str, Any] | None:
         if not client.summary_rows or self.summary is None:
             return None
         rows = np.concatenate(client.summary_rows)
@@ -582,23 +455,7 @@ class Streamer:
                                                        "max")},
         }
 
-    async def _receiver(self, client: _Client, scope: trio.CancelScope) -> None:
-        """Read and apply this client's requests; its connection ending ends the client."""
-        from trio_websocket import ConnectionClosed
-
-        try:
-            while True:
-                if not self.handle_payload(client, await client.ws.get_message()) and \
-                        client.bad_requests >= MAX_BAD_REQUESTS:
-                    log.warning("client %s: %d bad requests, closing it", client.peer,
-                                client.bad_requests)
-                    await client.ws.aclose(1008, "too many bad requests")
-                    break
-        except ConnectionClosed:
-            pass
-        scope.cancel()
-
-    def handle_payload(self, client: _Client, payload: bytes | str) -> bool:
+    def handle_payload(self, client: ClientConnection, payload: bytes | str) -> bool:
         """Apply one client message (sans I/O). A bad one is answered with an ``error``
         message in the client's mailbox; returns whether it was applied."""
         try:
@@ -610,7 +467,7 @@ class Streamer:
             return False
         return True
 
-    def _on_client_message(self, client: _Client, request: Subscribe | RawRequest) -> None:
+    def _on_client_message(self, client: ClientConnection, request: Subscribe | RawRequest) -> None:
         if isinstance(request, Subscribe):
             if request.level is not None:
                 if request.level not in self._level_names:
