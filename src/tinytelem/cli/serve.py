@@ -63,8 +63,10 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
               help="'sim' samples the twin's power waveform (emu: devices).")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Simulated sensor rate in samples/s.")
-@click.option("--client-queue", type=click.IntRange(1), default=1024, show_default=True,
-              help="Messages queued per client before its oldest are dropped.")
+@click.option("--client-queue", type=click.IntRange(1), default=65536, show_default=True,
+              help="Droppable messages (spans, raw power; at most 8 MiB) queued per client "
+                   "before its oldest are dropped. Tokens, runs, memory, errors and summaries "
+                   "are kept apart.")
 @click.option("--fault", "faults", multiple=True, metavar="drop@N",
               help="Twin fault injection (emu: devices only).")
 @click.option("--wait-clients", type=click.IntRange(0), default=0, show_default=True,
@@ -147,6 +149,11 @@ def serve(
         click.echo(json.dumps({"url": result.url, "trace": str(result.trace or ""),
                                "streamer": dataclasses.asdict(stats)}, indent=2))
     else:
+        by_class: dict[str, int] = {}
+        for c in stats.clients:
+            for cls, n in c.dropped_by_class.items():
+                by_class[cls] = by_class.get(cls, 0) + n
+        lost = ", ".join(f"{cls} {n}" for cls, n in sorted(by_class.items())) or "none"
         console.print(f"served {stats.records_in} records to {stats.clients_total} client(s); "
-                      f"dropped for slow clients: {sum(c.dropped for c in stats.clients)}; "
-                      f"refused: {stats.rejected}")
+                      f"dropped for slow clients: {lost}; dropped by the server: "
+                      f"{stats.server_dropped}; refused: {stats.rejected}")

@@ -51,11 +51,11 @@ class ClientConnection:
     """Mailbox, subscription and sender of one websocket client."""
 
     def __init__(self, ws: Any, codec: Codec, peer: str, client_queue: int, kept_queue: int,
-                 level: int, rate_hz: float) -> None:
+                 level: int, rate_hz: float, client_bytes: int = 8 << 20) -> None:
         self.ws = ws
         self.codec: Codec = codec
         self.peer = peer
-        self.box = Mailbox(client_queue, kept_queue)
+        self.box = Mailbox(client_queue, kept_queue, client_bytes)
         self.summary_max = kept_queue  # buckets: summaries are a kept class
         self.sent = 0
         self.level = level

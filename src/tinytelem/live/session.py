@@ -70,7 +70,7 @@ class ServeOptions:
     duration_s: float | None = None
     sensor: Literal["sim", "none"] = "sim"
     sensor_rate_hz: float = 100_000.0
-    client_queue: int = 1024
+    client_queue: int = 65536
     faults: list[str] = field(default_factory=list)
     wait_clients: int = 0
     """Before recording (and before RUN), wait until this many clients have subscribed."""
@@ -112,7 +112,7 @@ def make_streamer(
     tls_cert: Path | None,
     tls_key: Path | None,
     *,
-    client_queue: int = 1024,
+    client_queue: int = 65536,
     session: dict[str, Any] | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> Streamer:

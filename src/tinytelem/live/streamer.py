@@ -102,9 +102,11 @@ class StreamerConfig:
     token: str | None = None
     ssl_context: Any = None
     """``ssl.SSLContext`` for wss (see :func:`tinytelem.live.security.server_ssl_context`)."""
-    client_queue: int = 1024
+    client_queue: int = 65536
     """Droppable messages (spans, raw power) that may wait for one client before its oldest
-    are dropped."""
+    are dropped..."""
+    client_bytes: int = 8 << 20
+    """...and their (estimated) bytes (see :mod:`tinytelem.live.mailbox`)."""
     kept_queue: int = 65536
     """Kept messages (tokens, runs, memory, errors, summaries...) that may wait for one client;
     only a client this far behind loses them."""
@@ -117,7 +119,10 @@ class StreamerConfig:
     ring_seconds: float = 2.0
     """Raw samples kept for ``raw_request``."""
     close_grace_s: float = 5.0
-    """At the end, how long clients get to receive what is queued and the ``bye``."""
+    """At the end, clients receive what is queued and the ``bye``: one that takes nothing for
+    this long is not waited for."""
+    close_max_s: float = 120.0
+    """...and no client is waited for longer than this."""
     session: Mapping[str, Any] = field(default_factory=dict)
     """Facts for the hello message (device URL, platform, prompt...). Never secrets."""
     on_listening: Callable[[str], None] | None = None
@@ -145,6 +150,8 @@ class StreamerStatistics:
     """Of ``server_dropped``, records of the kept classes (should be 0)."""
     closed_for_errors: int = 0
     """Client connections that ended with an unexpected error (logged; the session went on)."""
+    offered_by_type: dict[str, int] = field(default_factory=dict)
+    """Messages the pump offered per message type (summaries are per client, not counted)."""
 
 
 class Streamer:
@@ -174,6 +181,7 @@ class Streamer:
         self._sub: LiveSubscription | None = None
         self._records_in = 0
         self._messages = 0
+        self._offered: dict[str, int] = {}
         self._rejected = 0
         self._closed_for_errors = 0
         self._max_offer_s = 0.0
@@ -328,14 +336,16 @@ class Streamer:
     def _broadcast(self, message: dict[str, Any]) -> None:
         prepared = Prepared(message)
         self._messages += 1
+        kind = message["type"]
+        self._offered[kind] = self._offered.get(kind, 0) + 1
         for client in self._clients:
             if client.wants(prepared):
                 client.box.offer(prepared)
 
     async def _stats_loop(self) -> None:
-        while True:
+        while not self._finished:  # nothing after the bye
             await trio.sleep(self.config.stats_interval_s)
-            for client in self._clients:
+            for client in self._clients if not self._finished else ():
                 client.box.offer(Prepared(self._stats_map(client)))
 
     def _stats_map(self, client: ClientConnection) -> dict[str, Any]:
@@ -361,8 +371,21 @@ class Streamer:
         for client in self._clients:
             self._flush_summary(client)
             client.box.offer(Prepared({"type": "bye", "reason": reason}))
-        with trio.move_on_after(self.config.close_grace_s):
-            while any(c.connected for c in self._clients):
+        # Clients still reading what is queued for them get the time they need (up to
+        # close_max_s); a client that took nothing for close_grace_s is not waited for.
+        with trio.move_on_after(self.config.close_max_s):
+            progress = {id(c): (c.sent, trio.current_time()) for c in self._clients}
+            while True:
+                now = trio.current_time()
+                waiting = False
+                for c in self._clients:
+                    sent, since = progress.get(id(c), (-1, now))
+                    if c.sent != sent:
+                        progress[id(c)] = (c.sent, now)
+                        since = now
+                    waiting = waiting or (c.connected and now - since < self.config.close_grace_s)
+                if not waiting:
+                    break
                 await trio.sleep(0.01)
 
     # ------------------------------------------------------------------ connections
@@ -407,7 +430,7 @@ class Streamer:
         client = ClientConnection(ws, codec_of(chosen), peer, self.config.client_queue,
                                   self.config.kept_queue,
                                   self._level_names.index(self.config.default_level),
-                                  self.config.default_rate_hz)
+                                  self.config.default_rate_hz, self.config.client_bytes)
         client.next_summary = trio.current_time() + 1.0 / client.rate_hz
         log.info("client %s connected (%s)", peer, client.codec)
         self._all_clients.append(client)
@@ -513,4 +536,5 @@ class Streamer:
             clients=tuple(c.statistics() for c in self._all_clients),
             server_dropped_kept=self._sub.kept_dropped if self._sub is not None else 0,
             closed_for_errors=self._closed_for_errors,
+            offered_by_type=dict(self._offered),
         )
