@@ -15,9 +15,10 @@ Run: ``python bench/streaming.py [--json] [--seconds 5] [--only-classes]``.
   ``fast`` (default subscription: spans as per-token ``layers``), ``fast_raw_spans`` (one
   message per span) and ``slow`` (default subscription, sleeps ``--slow-ms`` per message).
   Per stream class it prints what the server offered, what each client received and what it
-  was told it lost (``dropped`` messages), and the server's own drops. Kept classes (token,
-  run, memory, summary) must reach every client in full; droppable ones (span) may be lost,
-  and then are told. ``offered`` for span counts both span and layers messages.
+  was told it lost (``dropped`` messages), and the server's own drops; once with the default
+  per-client queue and once with a small one (``--client-queue 65536 4096``). Kept classes
+  (token, run, memory, summary) must reach every client in full; droppable ones (span) may be
+  lost when a client lags, and then are told.
 """
 
 from __future__ import annotations
@@ -350,8 +351,10 @@ async def bench_classes(platform: str, tokens: int, slow_ms: float, client_queue
 
 
 async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = [await bench_classes(args.platform, args.tokens,
-                                                         args.slow_ms, args.client_queue)]
+    results: list[dict[str, Any]] = [
+        await bench_classes(args.platform, args.tokens, args.slow_ms, queue)
+        for queue in args.client_queue
+    ]
     if args.only_classes:
         return results
     results.append(await bench_latency(args.seconds))
@@ -369,10 +372,11 @@ def main() -> None:
     parser.add_argument("--platform", default="rpi5",
                         help="twin platform of the classes bench (rpi5: the twin's fastest)")
     parser.add_argument("--tokens", type=int, default=400)
-    parser.add_argument("--slow-ms", type=float, default=10.0,
+    parser.add_argument("--slow-ms", type=float, default=1.0,
                         help="the slow client's pause per message")
-    parser.add_argument("--client-queue", type=int, default=65536,
-                        help="serve --client-queue of the classes bench")
+    parser.add_argument("--client-queue", type=int, nargs="+", default=[65536, 4096],
+                        help="serve --client-queue values of the classes bench (the default "
+                             "and one small enough that the slow client must drop spans)")
     parser.add_argument("--only-classes", action="store_true",
                         help="run only the stream-classes bench")
     parser.add_argument("--client", help=argparse.SUPPRESS)

@@ -302,7 +302,9 @@ class Streamer:
         self._server_dropped_told = (spans, kept)
         if not classes:
             return
-        log.warning("streamer fell behind: dropped %s", classes)
+        # Once at WARNING (every client is told each time, in its stream).
+        (log.debug if spans_told or kept_told else log.warning)(
+            "streamer fell behind: dropped %s records (clients are told)", classes)
         self._broadcast({"type": "dropped", "server": True, "count": sum(classes.values()),
                          "total": sub.dropped, "classes": classes,
                          "totals": {"span": spans, "records": kept}})
