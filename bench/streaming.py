@@ -1,6 +1,6 @@
-"""Benchmark live streaming: latency at 1 MS/s, fan-out with 1/4/16 clients, numba vs numpy.
+"""Benchmark live streaming: stream classes, latency at 1 MS/s, fan-out, numba vs numpy.
 
-Run: ``python bench/streaming.py [--json] [--seconds 5]``.
+Run: ``python bench/streaming.py [--json] [--seconds 5] [--only-classes]``.
 
 * latency: a hub fed with 1 MS/s of power (10k-sample blocks, 100 blocks/s) and a TOKEN event
   every 5 ms; one websocket client in *another process* subscribes to raw samples (4 MB/s) and
@@ -10,6 +10,15 @@ Run: ``python bench/streaming.py [--json] [--seconds 5]``.
   process) count what they get; reports messages/s per client and in total, and drops.
 * kernels: ring-buffer block copies (numpy slices vs a numba loop) and power summaries
   (the numpy and numba segment kernels inside MultiLevelSummary), samples/s, same run.
+* classes: a real ``tinytelem serve`` (its own process) runs the twin of its fastest platform
+  with span tracing on, and waits for three clients (``--wait-clients 3``, in this process):
+  ``fast`` (default subscription: spans as per-token ``layers``), ``fast_raw_spans`` (one
+  message per span) and ``slow`` (default subscription, sleeps ``--slow-ms`` per message).
+  Per stream class it prints what the server offered, what each client received and what it
+  was told it lost (``dropped`` messages), and the server's own drops; once with the default
+  per-client queue and once with a small one (``--client-queue 65536 4096``). Kept classes
+  (token, run, memory, summary) must reach every client in full; droppable ones (span) may be
+  lost when a client lags, and then are told.
 """
 
 from __future__ import annotations
@@ -237,8 +246,118 @@ def bench_kernels() -> list[dict[str, Any]]:
     return out
 
 
+# ---------------------------------------------------------------------------- classes
+
+
+async def _class_client(url: str, slow_s: float, spans: str, ready: trio.Event
+                        ) -> dict[str, Any]:
+    from tinytelem.client import (
+        ByeMessage,
+        DeviceInfo,
+        DroppedMessage,
+        LayersMessage,
+        LinkMessage,
+        MemoryMessage,
+        RawPowerMessage,
+        RunMessage,
+        SpanMessage,
+        SummaryMessage,
+        TokenMessage,
+        connect,
+    )
+
+    kinds = {TokenMessage: "token", RunMessage: "run", DeviceInfo: "device",
+             LinkMessage: "link", MemoryMessage: "memory", SpanMessage: "span",
+             LayersMessage: "layers", RawPowerMessage: "raw", SummaryMessage: "summary"}
+    got: dict[str, int] = {}
+    told: dict[str, int] = {}
+    server_told: dict[str, int] = {}
+    buckets = 0
+    async with connect(url) as stream:
+        await stream.subscribe(level="10ms", rate_hz=20, spans=spans)
+        ready.set()
+        async for m in stream:
+            cls = kinds.get(type(m))
+            if cls is not None:
+                got[cls] = got.get(cls, 0) + 1
+            if isinstance(m, SummaryMessage):
+                buckets += len(m.n)
+            elif isinstance(m, DroppedMessage):
+                target = server_told if m.server else told
+                for k, v in m.classes.items():
+                    target[k] = target.get(k, 0) + v
+            elif isinstance(m, ByeMessage):
+                break
+            if slow_s:
+                await trio.sleep(slow_s)
+    return {"received": got, "told_dropped": told, "told_server_dropped": server_told,
+            "summary_buckets": buckets}
+
+
+async def bench_classes(platform: str, tokens: int, slow_ms: float, client_queue: int
+                        ) -> dict[str, Any]:
+    import re
+
+    cmd = [sys.executable, "-c", "from tinytelem.cli.main import main; main()", "serve",
+           "--device", f"emu:{platform}", "--listen", "ws://127.0.0.1:0", "--run", "--tokens",
+           str(tokens), "--trace-level", "spans", "--wait-clients", "3", "--wait-timeout",
+           "120", "--client-queue", str(client_queue), "--json"]
+    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None and proc.stdout is not None
+    text = b""
+    while not re.search(rb"ws://\S+\n", text):
+        chunk = await proc.stderr.receive_some()
+        if not chunk:
+            raise RuntimeError(f"serve did not start: {text.decode()}")
+        text += chunk
+    url = re.search(rb"(ws://127\.0\.0\.1:\d+)", text).group(1).decode()  # type: ignore[union-attr]
+    results: dict[str, dict[str, Any]] = {}
+
+    async def run(name: str, slow_s: float, spans: str, ready: trio.Event) -> None:
+        results[name] = await _class_client(url, slow_s, spans, ready)
+
+    wall0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for name, slow, spans in (("fast", 0.0, "layers"), ("fast_raw_spans", 0.0, "raw"),
+                                  ("slow_raw_spans", slow_ms / 1e3, "raw")):
+            ready = trio.Event()
+            nursery.start_soon(run, name, slow, spans, ready)
+            await ready.wait()
+        out = b""
+        while chunk := await proc.stdout.receive_some():
+            out += chunk
+        while await proc.stderr.receive_some():
+            pass
+        await proc.wait()
+    stats = json.loads(out.decode())["streamer"]
+    offered = stats["offered_by_type"]
+    per_client: dict[str, Any] = {}
+    for name, r in results.items():
+        subscribed = "span" if name.endswith("raw_spans") else "layers"
+        rows = {}
+        for kind in ("run", "token", "memory", subscribed):
+            got, sent = r["received"].get(kind, 0), offered.get(kind, 0)
+            rows[kind] = {"received": got, "offered": sent,
+                          "delivered_pct": round(100 * got / sent, 1) if sent else None}
+        per_client[name] = {"types": rows, "told_dropped_by_class": r["told_dropped"],
+                            "told_server_dropped": r["told_server_dropped"],
+                            "summary_buckets": r["summary_buckets"]}
+    return {"bench": "classes", "platform": platform, "tokens": tokens, "slow_ms": slow_ms,
+            "client_queue": client_queue,
+            "server_dropped": stats["server_dropped"],
+            "server_dropped_kept": stats["server_dropped_kept"],
+            "records_in": stats["records_in"], "wall_s": round(time.perf_counter() - wall0, 2),
+            "clients": per_client}
+
+
 async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = [await bench_latency(args.seconds)]
+    results: list[dict[str, Any]] = [
+        await bench_classes(args.platform, args.tokens, args.slow_ms, queue)
+        for queue in args.client_queue
+    ]
+    if args.only_classes:
+        return results
+    results.append(await bench_latency(args.seconds))
     for n in (1, 4, 16):
         results.append(await bench_fanout(n, args.events))
     results += bench_kernels()
@@ -250,6 +369,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--platform", default="rpi5",
+                        help="twin platform of the classes bench (rpi5: the twin's fastest)")
+    parser.add_argument("--tokens", type=int, default=400)
+    parser.add_argument("--slow-ms", type=float, default=1.0,
+                        help="the slow client's pause per message")
+    parser.add_argument("--client-queue", type=int, nargs="+", default=[65536, 4096],
+                        help="serve --client-queue values of the classes bench (the default "
+                             "and one small enough that the slow client must drop spans)")
+    parser.add_argument("--only-classes", action="store_true",
+                        help="run only the stream-classes bench")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="latency", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, default=1, help=argparse.SUPPRESS)

@@ -268,3 +268,29 @@ async def test_batches_are_forwarded_whole_and_counted_by_record() -> None:
     assert [r.first_index async for r, _ in live] == [0, 1, 2, 3]  # type: ignore[union-attr]
     stats = by_name(hub.statistics())
     assert hub.statistics().records_in == 4 and stats["recorder"].delivered == 4
+
+
+async def test_kept_records_are_never_pushed_out_by_droppable_ones() -> None:
+    """A live subscriber with ``keep``: every 10th record is kept; the rest make room for each
+    other only. Batches come out in the order the records went in."""
+    hub = Hub()
+    live = hub.subscribe_live("view", 8, keep=lambda r: r.first_index % 10 == 0,  # type: ignore[union-attr]
+                              max_kept=200)
+    plain = hub.subscribe_live("plain", 8)
+    send, receive = trio.open_memory_channel[Record](0)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run, receive)
+            await feed(send, 1000)
+    records, lost = await live.receive_batch(10_000)
+    got = [r.first_index for r in records]  # type: ignore[union-attr]
+    kept = list(range(0, 1000, 10))
+    assert [i for i in got if i % 10 == 0] == kept  # all 100 kept records survived
+    assert got == sorted(got) and len(got) == 100 + 8  # plus the 8 newest droppable ones
+    assert lost == 1000 - len(got) == live.dropped and live.kept_dropped == 0
+    assert [r.first_index async for r, _ in plain] == list(range(992, 1000))  # type: ignore[union-attr]
+    # The kept mailbox is bounded too: beyond max_kept even kept records go, counted apart.
+    small = LiveSubscription("small", 2, keep=lambda r: True, max_kept=4)
+    for i in range(10):
+        small.put_nowait(rec(i))
+    assert small.pending == 4 and small.kept_dropped == small.dropped == 6

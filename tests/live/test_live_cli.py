@@ -157,7 +157,7 @@ def test_monitor_state_folds_messages() -> None:
     assert s.itl_percentiles() is None and s.memory_fractions() == []
     dev = DeviceInfo("rp2040", "1", "m", "00", 1, 1, 1000, 0, 0, 0)
     s.update(HelloMessage("tinytelem.stream/1", "x", {}, dev, ("1ms",), (0.001,), 1e3, 8))
-    s.update(RunMessage("begin", 0.0, 1.0, 7, 2, 5, 0, -1))
+    s.update(RunMessage("begin", 0.0, 1.0, 7, 1, 5, 0, -1))
     s.update(TokenMessage(0.0, 1.05, 0, 1, 0))
     for i, t in enumerate((1.1, 1.2, 1.4)):
         s.update(TokenMessage(0.0, t, i + 1, 5, 1))

@@ -74,7 +74,9 @@ async def test_node_consumer_reads_json_stream(node_consumer: Path) -> None:
     expected = sum(float(b.current_a.astype("f8").sum()) for b in
                    (power(i * 10_000, 10_000) for i in range(10))) * 3.3 / 100_000
     assert summary["energy_j"] == pytest.approx(expected, rel=1e-6)
-    assert summary["counts"]["span"] == 8 and summary["counts"]["memory"] == 8
+    # spans come aggregated per token by default: one layers message before each token
+    assert summary["counts"]["layers"] == 8 and summary["counts"]["memory"] == 8
+    assert "span" not in summary["counts"] and summary["dropped_by_class"] == {}
     assert "token #7" in out
 
 
@@ -87,3 +89,39 @@ async def test_node_consumer_refused_without_token(node_consumer: Path) -> None:
                                           capture_stderr=True, check=False)
     assert done.returncode == 2
     assert b"refused: HTTP 401" in done.stderr
+
+
+@pytest.mark.slow
+async def test_node_consumer_sees_the_whole_run_with_wait_clients(node_consumer: Path) -> None:
+    """The shipped example against a real `serve --run --wait-clients 1`: nothing missed."""
+    import re
+    import sys
+
+    with trio.fail_after(120):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-c", "from tinytelem.cli.main import main; main()", "serve",
+             "--device", "emu:esp32s3", "--listen", "ws://127.0.0.1:0", "--run", "--tokens",
+             "24", "--wait-clients", "1", "--wait-timeout", "60"],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=_env())
+        try:
+            assert proc.stderr is not None
+            text = b""
+            while not re.search(rb"ws://\S+\n", text):
+                chunk = await proc.stderr.receive_some()
+                assert chunk, text
+                text += chunk
+            url = re.search(rb"(ws://127\.0\.0\.1:\d+)", text).group(1).decode()  # type: ignore[union-attr]
+            await trio.sleep(1.0)  # a late consumer
+            done = await trio.run_process([_node(), "consumer.js", url], cwd=node_consumer,
+                                          env=_env(), capture_stdout=True,
+                                          capture_stderr=True, check=False)
+            await proc.wait()
+        finally:
+            proc.kill()
+    out = done.stdout.decode()
+    assert done.returncode == 0, out + done.stderr.decode()
+    summary = json.loads(out.strip().splitlines()[-1].removeprefix("SUMMARY "))
+    assert summary["counts"]["run"] == 2  # begin and end
+    n_prompt = len(summary["tokens"]) - 24
+    assert summary["tokens"] == list(range(n_prompt + 24)) and n_prompt > 0
+    assert summary["dropped_by_class"] == {} and summary["bye"]

@@ -17,6 +17,7 @@ from tinytelem.client import (
     DroppedMessage,
     ErrorMessage,
     HelloMessage,
+    LayersMessage,
     LinkMessage,
     MemoryMessage,
     PowerGapMessage,
@@ -49,7 +50,7 @@ async def test_events_summaries_and_raw_over_json() -> None:
             assert hello.schema == "tinytelem.stream/1"
             assert hello.device is None
             assert "10ms" in hello.levels
-            await stream.subscribe(level="1ms", rate_hz=50)
+            await stream.subscribe(level="1ms", rate_hz=50, spans="raw")
             await trio.sleep(0.05)
             for record in run_records(6):
                 await h.send(record)
@@ -69,6 +70,7 @@ async def test_events_summaries_and_raw_over_json() -> None:
     assert [m.index for m in got if isinstance(m, TokenMessage)] == list(range(6))
     span = next(m for m in got if isinstance(m, SpanMessage))
     assert span.op_name == "qkv" and span.end_s > span.begin_s
+    assert not [m for m in got if isinstance(m, LayersMessage)]  # raw spans instead
     runs = [m for m in got if isinstance(m, RunMessage)]
     assert [r.event for r in runs] == ["begin", "end"] and runs[1].n_generated == 4
     links = [m.up for m in got if isinstance(m, LinkMessage)]
@@ -205,3 +207,54 @@ async def test_client_errors() -> None:
     with trio.fail_after(10), pytest.raises(LinkBroken, match="cannot reach"):
         async with connect("ws://127.0.0.1:1"):
             pass
+
+
+async def test_spans_are_aggregated_per_token_by_default() -> None:
+    with trio.fail_after(20):
+        async with streaming() as h, connect(h.url) as stream:
+            assert isinstance(await stream.receive(), HelloMessage)
+            await stream.subscribe(level="100ms")
+            await trio.sleep(0.05)
+            for record in run_records(4):
+                await h.send(record)
+            await h.finish()
+            got = await _collect(stream)
+    assert not [m for m in got if isinstance(m, SpanMessage)]
+    layers = [m for m in got if isinstance(m, LayersMessage)]
+    tokens = [m for m in got if isinstance(m, TokenMessage)]
+    assert [m.index for m in layers] == [t.index for t in tokens] == [0, 1, 2, 3]
+    for m in layers:  # one qkv span of 400 us before each token (live_helpers.run_records)
+        assert m.spans == 1 and m.op_name == ("qkv",) and m.op_count == (1,)
+        assert m.op_s[0] == pytest.approx(400e-6) and m.end_s - m.begin_s == pytest.approx(400e-6)
+    # each layers message comes just before its token
+    kinds = [type(m) for m in got if isinstance(m, LayersMessage | TokenMessage)]
+    assert kinds == [LayersMessage, TokenMessage] * 4
+
+
+async def test_server_side_span_drops_never_lose_tokens_and_are_told() -> None:
+    """The streamer's hub mailbox overflowing at span rates drops spans only, and says so."""
+    from tinytelem.protocol.messages import SpanBegin, SpanEnd
+
+    from .live_helpers import device, hello, token
+
+    batch: list[object] = [hello()]
+    for i in range(50):
+        for k in range(100):
+            t = 1000 * i + k
+            batch += [device(SpanBegin(k % 4, 3), ticks=t), device(SpanEnd(k % 4, 3), ticks=t)]
+        batch.append(token(i))
+    with trio.fail_after(20):
+        async with streaming(hub_queue=16) as h, connect(h.url) as stream:
+            assert isinstance(await stream.receive(), HelloMessage)
+            await stream.subscribe(spans="raw")
+            await trio.sleep(0.05)
+            await h.send(tuple(batch))  # type: ignore[arg-type]  # one decoder batch
+            await h.finish()
+            got = await _collect(stream)
+    assert [m.index for m in got if isinstance(m, TokenMessage)] == list(range(50))
+    told = [m for m in got if isinstance(m, DroppedMessage)]
+    assert told and all(m.server for m in told)
+    stats = h.streamer.statistics()
+    assert stats.server_dropped > 9000 and stats.server_dropped_kept == 0
+    assert sum(m.classes.get("span", 0) for m in told) == stats.server_dropped
+    assert set(told[-1].totals) == {"span", "records"} and told[-1].totals["records"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import time
@@ -35,20 +36,26 @@ from tinytelem.cli.common import run_trio
 @click.option("--prompt", default="Once upon a time", show_default=True)
 @click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
               show_default=True, help="Tokens to generate with --run.")
+@click.option("--json", "as_json", is_flag=True,
+              help="No live view: print one JSON summary at the end (tokens expected and "
+                   "missing, latency, power, drops per stream class).")
 def monitor(
     url: str | None, device: str | None, token: str | None, cafile: Path | None, level: str,
     rate: float, interval: float, duration: float | None, reconnect: bool, start_run: bool,
-    prompt: str, n_tokens: int,
+    prompt: str, n_tokens: int, as_json: bool,
 ) -> None:
     """Watch power, tokens/s, TTFT, ITL percentiles, memory and link health live.
 
     Give the URL of `tinytelem serve` (or `record --serve`), or --device to watch a device
     directly. When stdout is not a terminal, plain status lines are printed every --interval.
+    Anything this view lost is shown as LOST (per stream class); a run whose tokens did not
+    all arrive is never reported "ok".
 
     \b
     Examples:
       tinytelem monitor ws://127.0.0.1:8765
       tinytelem monitor --device emu:esp32s3 --run --tokens 32
+      tinytelem monitor --device emu:esp32s3 --run --tokens 400 --json
     """
     import trio
 
@@ -57,7 +64,7 @@ def monitor(
 
     if (url is None) == (device is None):
         raise click.UsageError("give either a stream URL or --device (not both)")
-    tty = sys.stdout.isatty()
+    tty = sys.stdout.isatty() and not as_json
     ssl_context = client_ssl_context(cafile) if cafile is not None else None
 
     async def watch(stream_url: str, stream_token: str | None, stop: trio.Event) -> None:
@@ -68,7 +75,8 @@ def monitor(
         t0 = time.monotonic()
         async with connect(stream_url, token=stream_token, ssl_context=ssl_context,
                            reconnect=reconnect and device is None) as stream:
-            await stream.subscribe(level=level, rate_hz=rate)
+            # The view shows no spans: it does not ask for them (tokens come regardless).
+            await stream.subscribe(level=level, rate_hz=rate, spans="off")
 
             async def consume() -> None:
                 async for message in stream:
@@ -77,12 +85,16 @@ def monitor(
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(consume)
-                if tty:
+                if as_json:
+                    await stop.wait()
+                elif tty:
                     await _live_view(state, t0, stop)
                 else:
                     await _plain_lines(state, t0, stop, interval)
                 nursery.cancel_scope.cancel()
-        if not tty:
+        if as_json:
+            click.echo(json.dumps(state.summary(time.monotonic() - t0), indent=2))
+        elif not tty:
             click.echo(state.line(time.monotonic() - t0))
 
     async def main() -> None:

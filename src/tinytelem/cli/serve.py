@@ -64,17 +64,27 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
                    "emu: devices and none otherwise.")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Simulated sensor rate in samples/s.")
-@click.option("--client-queue", type=click.IntRange(1), default=1024, show_default=True,
-              help="Messages queued per client before its oldest are dropped.")
+@click.option("--client-queue", type=click.IntRange(1), default=65536, show_default=True,
+              help="Droppable messages (spans, raw power; at most 8 MiB) queued per client "
+                   "before its oldest are dropped. Tokens, runs, memory, errors and summaries "
+                   "are kept apart.")
 @click.option("--fault", "faults", multiple=True, metavar="drop@N",
               help="Twin fault injection (emu: devices only).")
+@click.option("--wait-clients", type=click.IntRange(0), default=0, show_default=True,
+              metavar="N",
+              help="Start recording (and --run) only once N authenticated clients have "
+                   "subscribed, so nobody misses the start.")
+@click.option("--wait-timeout", type=click.FloatRange(0.0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="With --wait-clients: give up (exit 1) if they have not subscribed by then "
+                   "(default: wait until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print streamer statistics as JSON.")
 def serve(
     device: str, listen: str, token: str | None, tls_cert: Path | None, tls_key: Path | None,
     out: Path | None, overwrite: bool, start_run: bool, prompt: str, n_tokens: int,
     model: Path | None, tokenizer: Path | None, seed: int, trace_level: str,
     duration: float | None, sensor: str, sensor_rate: float, client_queue: int,
-    faults: tuple[str, ...], as_json: bool,
+    faults: tuple[str, ...], wait_clients: int, wait_timeout: float | None, as_json: bool,
 ) -> None:
     """Stream a device live: power summaries, tokens, spans, memory, link health.
 
@@ -82,8 +92,9 @@ def serve(
     websocket client speaking docs/streaming.md (msgpack or JSON subprotocol).
 
     \b
-    Example:
+    Examples:
       tinytelem serve --device emu:esp32s3 --run --listen ws://127.0.0.1:8765
+      tinytelem serve --device emu:esp32s3 --run --tokens 400 --wait-clients 2
     """
     import trio
     from rich.console import Console
@@ -101,7 +112,10 @@ def serve(
         tokenizer=tokenizer, seed=seed, trace_level=TraceLevel[trace_level.upper()],
         duration_s=duration, sensor=sensor,
         sensor_rate_hz=sensor_rate, client_queue=client_queue, faults=list(faults),
+        wait_clients=wait_clients, wait_timeout_s=wait_timeout,
     )
+    if wait_timeout is not None and not wait_clients:
+        raise click.UsageError("--wait-timeout needs --wait-clients N")
     console = Console(stderr=True)
 
     async def main() -> Any:
@@ -110,9 +124,23 @@ def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signals, stop, console.print,
                                "stopping: saying bye to clients ...")
+            shown: list[tuple[int, int]] = []
+
+            def on_waiting(connected: int, subscribed: int) -> None:
+                if shown and shown[-1] == (connected, subscribed):
+                    return
+                shown.append((connected, subscribed))
+                if subscribed >= wait_clients:
+                    console.print(f"{subscribed} client(s) subscribed: starting")
+                    return
+                limit = f"{wait_timeout:g} s" if wait_timeout is not None else "Ctrl-C"
+                console.print(f"waiting for {wait_clients} client(s) to subscribe: "
+                              f"{connected} connected, {subscribed} subscribed (until {limit})")
+
             result = await serve_device(
                 options, stop,
                 on_listening=lambda url: console.print(f"streaming {device} on {url}"),
+                on_waiting=on_waiting,
             )
             nursery.cancel_scope.cancel()
         return result
@@ -123,6 +151,11 @@ def serve(
         click.echo(json.dumps({"url": result.url, "trace": str(result.trace or ""),
                                "streamer": dataclasses.asdict(stats)}, indent=2))
     else:
+        by_class: dict[str, int] = {}
+        for c in stats.clients:
+            for cls, n in c.dropped_by_class.items():
+                by_class[cls] = by_class.get(cls, 0) + n
+        lost = ", ".join(f"{cls} {n}" for cls, n in sorted(by_class.items())) or "none"
         console.print(f"served {stats.records_in} records to {stats.clients_total} client(s); "
-                      f"dropped for slow clients: {sum(c.dropped for c in stats.clients)}; "
-                      f"refused: {stats.rejected}")
+                      f"dropped for slow clients: {lost}; dropped by the server: "
+                      f"{stats.server_dropped}; refused: {stats.rejected}")

@@ -87,9 +87,12 @@ class LiveStream:
         rate_hz: float | None = None,
         raw: bool | None = None,
         events: bool | None = None,
+        spans: str | None = None,
     ) -> None:
         """Choose the summary level (``"10ms"``) and how often batches come, raw samples on
-        or off, device events on or off. Remembered and sent again after a reconnect."""
+        or off, device events on or off, and operator spans as per-token aggregates
+        (``"layers"``, the default), one message per span (``"raw"``) or ``"off"``.
+        Remembered and sent again after a reconnect."""
         update: dict[str, Any] = {}
         if level is not None:
             update["level"] = level
@@ -99,6 +102,8 @@ class LiveStream:
             update["raw"] = raw
         if events is not None:
             update["events"] = events
+        if spans is not None:
+            update["spans"] = spans
         self._subscription.update(update)
         await self._command({"type": "subscribe", **update})
 

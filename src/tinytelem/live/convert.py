@@ -4,6 +4,12 @@ One converter per streamer; it is stateful only where the wire protocol is (SPAN
 for its SPAN_END; HELLO facts are kept for clients that connect later; link and drop counters
 feed the periodic ``stats`` message). Power blocks are summarised by the streamer itself; here
 they only count.
+
+Operator spans come at ~90 per token with span tracing on: far more than any view needs and
+more than a websocket fan-out should carry. By default they are aggregated per token (one
+``layers`` message just before each ``token``: time per layer, time and count per operator);
+one ``span`` message per SPAN_BEGIN/SPAN_END pair is made only while ``raw_spans`` is set (a
+client subscribed with ``spans: "raw"``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from tinytelem.records import (
     Record,
 )
 
-__all__ = ["RecordConverter", "device_map", "op_name"]
+__all__ = ["LayerAggregate", "RecordConverter", "device_map", "op_name"]
 
 
 def op_name(op: int) -> str:
@@ -54,12 +60,53 @@ def device_map(hello: Hello) -> dict[str, Any]:
     }
 
 
+class LayerAggregate:
+    """Spans that ended since the last token, summed per layer and per operator."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.n = 0
+        self.begin_s = float("inf")
+        self.end_s = float("-inf")
+        self.layer_s: dict[int, float] = {}
+        self.op_s: dict[int, float] = {}
+        self.op_count: dict[int, int] = {}
+
+    def add(self, begin_s: float, end_s: float, layer: int, op: int) -> None:
+        self.n += 1
+        self.begin_s = min(self.begin_s, begin_s)
+        self.end_s = max(self.end_s, end_s)
+        if op == Op.LAYER:
+            self.layer_s[layer] = self.layer_s.get(layer, 0.0) + (end_s - begin_s)
+        else:
+            self.op_s[op] = self.op_s.get(op, 0.0) + (end_s - begin_s)
+            self.op_count[op] = self.op_count.get(op, 0) + 1
+
+    def message(self, index: int) -> dict[str, Any]:
+        """The ``layers`` map for token ``index`` (then starts over)."""
+        layers = sorted(self.layer_s)
+        ops = sorted(self.op_s)
+        out = {"type": "layers", "index": index, "begin_s": self.begin_s, "end_s": self.end_s,
+               "spans": self.n, "layer": layers, "layer_s": [self.layer_s[k] for k in layers],
+               "op": ops, "op_name": [op_name(k) for k in ops],
+               "op_s": [self.op_s[k] for k in ops], "op_count": [self.op_count[k] for k in ops]}
+        self.clear()
+        return out
+
+
 class RecordConverter:
     """Turns each record into zero or more message maps."""
 
     def __init__(self) -> None:
         self.device: dict[str, Any] | None = None
         self._open_spans: dict[tuple[int, int], float] = {}
+        self.layers = LayerAggregate()
+        self.raw_spans = False
+        """Also make one ``span`` message per pair (some client subscribed to raw spans)."""
+        self.spans_lost = 0
+        """SPAN_ENDs whose SPAN_BEGIN never arrived (dropped upstream): not aggregated."""
         self.link_up = True
         self.link_outages = 0
         self.decode_errors = 0
@@ -94,24 +141,32 @@ class RecordConverter:
 
     def _device(self, r: DeviceRecord) -> list[dict[str, Any]]:
         m = r.message
-        if isinstance(m, Token):
-            return [{"type": "token", "host_s": r.host_s, "device_s": r.device_s,
-                     "index": m.index, "token_id": m.token_id, "phase": m.phase}]
         if isinstance(m, SpanBegin):
             self._open_spans[(m.layer, m.op)] = r.device_s
             return []
         if isinstance(m, SpanEnd):
             begin = self._open_spans.pop((m.layer, m.op), None)
             if begin is None:
+                self.spans_lost += 1
+                return []
+            self.layers.add(begin, r.device_s, m.layer, m.op)
+            if not self.raw_spans:
                 return []
             return [{"type": "span", "begin_s": begin, "end_s": r.device_s, "layer": m.layer,
                      "op": m.op, "op_name": op_name(m.op)}]
+        if isinstance(m, Token):
+            token = {"type": "token", "host_s": r.host_s, "device_s": r.device_s,
+                     "index": m.index, "token_id": m.token_id, "phase": m.phase}
+            if self.layers.n:
+                return [self.layers.message(m.index), token]
+            return [token]
         if isinstance(m, Memory):
             return [{"type": "memory", "device_s": r.device_s, "heap_used": m.heap_used,
                      "heap_peak": m.heap_peak, "stack_peak": m.stack_peak,
                      "arena_bytes": m.arena_bytes, "kv_bytes": m.kv_bytes}]
         if isinstance(m, InferBegin):
             self._open_spans.clear()
+            self.layers.clear()
             return [{"type": "run", "event": "begin", "host_s": r.host_s,
                      "device_s": r.device_s, "run_id": m.run_id, "n_prompt": m.n_prompt,
                      "n_tokens": m.n_tokens}]

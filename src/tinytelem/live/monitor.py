@@ -5,6 +5,11 @@ terminal view, the plain periodic lines written when stdout is not a terminal, a
 Definitions follow the analysis code (docs/summary-format.md): TTFT is the first DECODE token
 minus INFER_BEGIN in device time, ITL the gaps between consecutive DECODE tokens, tokens/s the
 decode rate over the last 32 tokens.
+
+Losses are never hidden: tokens are counted against the indices seen and the run's own counts
+(INFER_BEGIN's prompt length, INFER_END's generated tokens), ``dropped`` messages are summed per
+stream class, and a run whose tokens did not all arrive never reads "ok" -- the device may have
+finished fine, but this view is incomplete, and the line says so.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tinytelem.live.schema import (
     DroppedMessage,
     ErrorMessage,
     HelloMessage,
+    LayersMessage,
     LinkMessage,
     MemoryMessage,
     PowerGapMessage,
@@ -72,8 +78,14 @@ class MonitorState:
         self.power_s = 0.0
         self.run_begin_s: float | None = None
         self.run_state = "idle"
+        self.run_id: int | None = None
+        self.run_status: int | None = None
         self.decode_t: list[float] = []
         self.n_prefill = 0
+        self.n_prompt: int | None = None
+        self.n_generated: int | None = None
+        self.max_index = -1
+        self.layers = 0
         self.memory: MemoryMessage | None = None
         self.link_up = True
         self.link_outages = 0
@@ -81,6 +93,8 @@ class MonitorState:
         self.power_gaps = 0
         self.dropped = 0
         self.server_dropped = 0
+        self.dropped_by_class: dict[str, int] = {}
+        self.server_dropped_by_class: dict[str, int] = {}
         self.device_tx_dropped = 0
         self.last_error = ""
         self.messages = 0
@@ -105,15 +119,24 @@ class MonitorState:
                 self.n_prefill += 1
             else:
                 self.decode_t.append(m.device_s)
+            self.max_index = max(self.max_index, m.index)
+        elif isinstance(m, LayersMessage):
+            self.layers += 1
         elif isinstance(m, RunMessage):
+            self.run_id = m.run_id
             if m.event == "begin":
                 self.run_begin_s = m.device_s
                 self.decode_t.clear()
                 self.n_prefill = 0
+                self.max_index = -1
+                self.n_prompt = m.n_prompt
+                self.n_generated = None
+                self.run_status = None
                 self.run_state = f"run {m.run_id} running"
             else:
-                status = {0: "ok", 1: "stopped", 2: "error"}.get(m.status, str(m.status))
-                self.run_state = f"run {m.run_id} ended ({status})"
+                self.run_status = m.status
+                self.n_generated = m.n_generated
+                self.run_state = f"run {m.run_id} ended"
         elif isinstance(m, MemoryMessage):
             self.memory = m
         elif isinstance(m, HelloMessage):
@@ -130,11 +153,20 @@ class MonitorState:
             self.link_outages = m.link_outages
             self.decode_errors = m.decode_errors
             self.power_gaps = m.power_gaps
-            self.server_dropped = m.server_dropped
+            self.server_dropped = max(self.server_dropped, m.server_dropped)
             self.dropped = max(self.dropped, m.dropped)
+            for cls, n in m.dropped_by_class.items():
+                self.dropped_by_class[cls] = max(self.dropped_by_class.get(cls, 0), n)
             self.device_tx_dropped = m.device_tx_dropped
         elif isinstance(m, DroppedMessage):
-            self.dropped = max(self.dropped, m.total)
+            if m.server:
+                self.server_dropped = max(self.server_dropped, m.total)
+                target = self.server_dropped_by_class
+            else:
+                self.dropped = max(self.dropped, m.total)
+                target = self.dropped_by_class
+            for cls, n in (m.totals or m.classes).items():
+                target[cls] = max(target.get(cls, 0), n)
         elif isinstance(m, PowerGapMessage):
             self.power_gaps += 1
         elif isinstance(m, ErrorMessage):
@@ -143,6 +175,75 @@ class MonitorState:
             self.ended = True
 
     # ------------------------------------------------------------------ numbers
+
+    @property
+    def tokens_received(self) -> int:
+        """Tokens of the current run that reached this view (prompt and decode)."""
+        return self.n_prefill + len(self.decode_t)
+
+    @property
+    def tokens_expected(self) -> int | None:
+        """Tokens the device sent: prompt + generated once the run ended, else the highest
+        index seen + 1 (None before any)."""
+        if self.n_generated is not None and self.n_prompt is not None:
+            return self.n_prompt + self.n_generated
+        return self.max_index + 1 if self.max_index >= 0 else None
+
+    @property
+    def tokens_missing(self) -> int:
+        expected = self.tokens_expected
+        return max(0, expected - self.tokens_received) if expected is not None else 0
+
+    @property
+    def status(self) -> str:
+        """The run's state for the final line: "ok" only if the device said so *and* every
+        token reached this view."""
+        if self.run_status is None:
+            return self.run_state
+        device = {0: "ok", 1: "stopped", 2: "error"}.get(self.run_status, str(self.run_status))
+        missing = self.tokens_missing
+        if missing:
+            return (f"{self.run_state} (device: {device}; INCOMPLETE here: {missing} of "
+                    f"{self.tokens_expected} tokens missing)")
+        return f"{self.run_state} ({device})"
+
+    def losses(self) -> str:
+        """What this view lost, per class ("" when nothing): tokens first."""
+        parts = []
+        if self.tokens_missing:
+            parts.append(f"{self.tokens_missing} tokens")
+        for label, by_class in (("", self.dropped_by_class),
+                                ("server ", self.server_dropped_by_class)):
+            for cls, n in sorted(by_class.items()):
+                if n:
+                    parts.append(f"{label}{cls} {n}")
+        return ", ".join(parts)
+
+    def summary(self, elapsed_s: float) -> dict[str, object]:
+        """The machine-readable final summary (``monitor --json``)."""
+        itl = self.itl_percentiles()
+        dev = self.device
+        return {
+            "schema": "tinytelem.monitor/1", "elapsed_s": elapsed_s,
+            "device": None if dev is None else {"platform": dev.platform,
+                                                "model_name": dev.model_name},
+            "run": {"run_id": self.run_id, "ended": self.run_status is not None,
+                    "device_status": self.run_status, "status": self.status},
+            "tokens": {"prompt": self.n_prefill, "decode": len(self.decode_t),
+                       "expected": self.tokens_expected, "missing": self.tokens_missing},
+            "complete": self.run_status is not None and not self.tokens_missing,
+            "ttft_s": self.ttft_s, "tokens_per_s": self.tokens_per_s, "itl_s": itl,
+            "power_w": {"last": self.current_w, "average": self.average_w,
+                        "energy_j": self.energy_j, "level": self.level or None},
+            "heap_peak_bytes": self.memory.heap_peak if self.memory is not None else None,
+            "link": {"up": self.link_up, "outages": self.link_outages,
+                     "decode_errors": self.decode_errors, "power_gaps": self.power_gaps,
+                     "device_tx_dropped": self.device_tx_dropped},
+            "dropped": {"client": self.dropped, "client_by_class": dict(self.dropped_by_class),
+                        "server": self.server_dropped,
+                        "server_by_class": dict(self.server_dropped_by_class)},
+            "layers_messages": self.layers, "messages": self.messages, "bye": self.ended,
+        }
 
     @property
     def current_w(self) -> float | None:
@@ -190,7 +291,7 @@ class MonitorState:
         itl = self.itl_percentiles()
         tps = self.tokens_per_s
         parts = [
-            f"t={elapsed_s:.1f}s", self.run_state,
+            f"t={elapsed_s:.1f}s", self.status,
             f"power={_mw(self.current_w)}", f"avg={_mw(self.average_w)}",
             f"tokens={len(self.decode_t)}",
             f"tok/s={tps:.1f}" if tps is not None else "tok/s=-",
@@ -202,6 +303,9 @@ class MonitorState:
             parts.append(f"heap={_mib(self.memory.heap_used)}")
         parts += [f"link={'up' if self.link_up else 'DOWN'}", f"outages={self.link_outages}",
                   f"dropped={self.dropped}", f"server_dropped={self.server_dropped}"]
+        lost = self.losses()
+        if lost:
+            parts.append(f"LOST: {lost}")
         return " ".join(parts)
 
     def renderable(self, elapsed_s: float, width: int = 80) -> Any:
@@ -229,7 +333,7 @@ class MonitorState:
                      "[bold]TTFT[/bold]", _ms(self.ttft_s))
         perf.add_row("[bold]ITL[/bold]", "p50 " + _ms(itl["p50"]) if itl else "-",
                      "p90 " + _ms(itl["p90"]) if itl else "", "p99 " + _ms(itl["p99"])
-                     if itl else "", "", self.run_state)
+                     if itl else "", "", self.status)
         mem = Table.grid(padding=(0, 1))
         for label, value, frac in self.memory_fractions():
             bar = ProgressBar(total=1.0, completed=0.0 if math.isnan(frac) else min(frac, 1.0),
@@ -242,6 +346,9 @@ class MonitorState:
                 f"dropped (this view) {self.dropped} · server dropped {self.server_dropped} · "
                 f"device tx dropped {self.device_tx_dropped}")
         parts: list[Any] = [power, perf, mem, link]
+        lost = self.losses()
+        if lost:
+            parts.append(f"[bold white on red] LOST in this view: {lost} [/]")
         if self.last_error:
             parts.append(f"[yellow]last error: {self.last_error}[/yellow]")
         return Panel(Group(*parts), title=title, subtitle=f"{elapsed_s:.1f} s")

@@ -38,6 +38,7 @@ __all__ = [
     "DroppedMessage",
     "ErrorMessage",
     "HelloMessage",
+    "LayersMessage",
     "LinkMessage",
     "LogMessage",
     "MemoryMessage",
@@ -113,7 +114,7 @@ def decode(payload: bytes | str) -> dict[str, Any]:
     try:
         value = json.loads(payload) if isinstance(payload, str) else msgpack.unpackb(
             payload, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, RecursionError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"stream message is not valid {'JSON' if isinstance(payload, str) else 'msgpack'}: {exc}") from exc  # noqa: E501
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         raise ProtocolError("stream message must be a map with a string 'type'")
@@ -225,6 +226,27 @@ class SpanMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class LayersMessage:
+    """Operator spans aggregated per token (the default instead of one ``span`` per pair).
+
+    Covers the spans that ended since the previous token up to token ``index``. Per layer
+    (``layer``; 65535 = outside layers) the time inside its LAYER spans; per operator
+    (``op``/``op_name``) the summed span time and count over all layers. Device seconds.
+    """
+
+    index: int
+    begin_s: float
+    end_s: float
+    spans: int
+    layer: tuple[int, ...]
+    layer_s: tuple[float, ...]
+    op: tuple[int, ...]
+    op_name: tuple[str, ...]
+    op_s: tuple[float, ...]
+    op_count: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryMessage:
     """A MEMORY frame (bytes)."""
 
@@ -302,14 +324,25 @@ class StatsMessage:
     power_samples: int
     power_gaps: int
     device_tx_dropped: int
+    dropped_by_class: dict[str, int] = field(default_factory=dict, compare=False)
+    """``dropped`` per stream class (``{"span": 120}``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class DroppedMessage:
-    """``count`` messages meant for this client were dropped just before the next one."""
+    """``count`` messages meant for this client were dropped just before the next one.
+
+    ``classes`` says which stream classes they were of (``{"span": 120, "raw": 3}``) and
+    ``totals`` the running totals per class (docs/streaming.md, "Stream classes").
+    ``server`` is true when the streamer itself lost them (its hub mailbox overflowed) rather
+    than this client's queue.
+    """
 
     count: int
     total: int
+    classes: dict[str, int] = field(default_factory=dict, compare=False)
+    totals: dict[str, int] = field(default_factory=dict, compare=False)
+    server: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +362,8 @@ class UnknownMessage:
 
 StreamMessage = (
     HelloMessage | DeviceInfo | SummaryMessage | RawPowerMessage | TokenMessage | SpanMessage
-    | MemoryMessage | RunMessage | LinkMessage | LogMessage | ErrorMessage | PowerGapMessage
-    | StatsMessage | DroppedMessage | ByeMessage | UnknownMessage
+    | LayersMessage | MemoryMessage | RunMessage | LinkMessage | LogMessage | ErrorMessage
+    | PowerGapMessage | StatsMessage | DroppedMessage | ByeMessage | UnknownMessage
 )
 
 
@@ -397,7 +430,17 @@ _PARSERS: dict[str, Any] = {
         float(m["host_s"]), int(m["records_in"]), int(m["server_dropped"]), int(m["sent"]),
         int(m["dropped"]), int(m["clients"]), bool(m["link_up"]), int(m["link_outages"]),
         int(m["decode_errors"]), int(m["power_samples"]), int(m["power_gaps"]),
-        int(m["device_tx_dropped"])),
-    "dropped": lambda m: DroppedMessage(int(m["count"]), int(m["total"])),
+        int(m["device_tx_dropped"]),
+        {str(k): int(v) for k, v in (m.get("dropped_by_class") or {}).items()}),
+    "layers": lambda m: LayersMessage(
+        int(m["index"]), _f(m["begin_s"]), _f(m["end_s"]), int(m["spans"]),
+        _cols(m, "layer", int), _cols(m, "layer_s", float), _cols(m, "op", int),
+        _cols(m, "op_name", str), _cols(m, "op_s", float), _cols(m, "op_count", int)),
+    "dropped": lambda m: DroppedMessage(
+        int(m["count"]), int(m["total"]),
+        {str(k): int(v) for k, v in (m.get("classes") or {}).items()},
+        {str(k): int(v) for k, v in (m.get("totals") or {}).items()},
+        bool(m.get("server", False))),
     "bye": lambda m: ByeMessage(str(m.get("reason", ""))),
 }
+

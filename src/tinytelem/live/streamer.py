@@ -7,14 +7,21 @@
                           │  summaries, raw-sample ring        counted)          awaits only its
                           └──────────────────────────────────────────────────── own socket)
 
-The pump never awaits a client: it *offers* each message to every client's mailbox, a deque
-that drops its oldest entry when full (FINDINGS: awaiting clients in turn let one slow client
-pull the broadcaster down to 10 % of its rate). Each client has one sender task that awaits only
-its own socket, so a slow client loses its own oldest messages and nothing else. Before the
-next message it does get, it receives ``{"type": "dropped", "count": n, "total": t}``.
+The pump never awaits a client: it *offers* each message to every client's mailbox
+(:mod:`tinytelem.live.mailbox`; FINDINGS: awaiting clients in turn let one slow client pull
+the broadcaster down to 10 % of its rate). Each client has one sender task that awaits only
+its own socket, so a slow client loses its own oldest *droppable* messages (spans, raw power)
+and nothing else; tokens, run events, memory, errors and summaries are kept. Before the next
+message it does get, it receives ``{"type": "dropped", "count": n, "classes": {...}, ...}``.
 
-The streamer itself is a *live* hub subscriber, so it can never stall the recorder; if the pump
-ever falls behind, the hub drops for it and ``stats.server_dropped`` says so.
+The streamer itself is a *live* hub subscriber, so it can never stall the recorder. It takes
+records in batches, and its hub mailbox keeps every record that is not an operator span: if the
+pump ever falls behind, the hub drops spans for it, ``stats.server_dropped`` counts them and
+every client is told with a ``dropped`` message (``server: true``).
+
+Each client connection is a bulkhead: its tasks catch their own connection's closing and
+breakage (and any other failure, which is logged), so one client never ends the session or
+the recording. Client messages are validated (:mod:`tinytelem.live.requests`).
 
 Messages are encoded at most once per codec however many clients want them
 (:class:`_Prepared`). Power summaries are per client: each chooses a level and a rate in a
@@ -25,8 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,30 +41,57 @@ from typing import Any
 import numpy as np
 import trio
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    pass
+
 import tinytelem
 from tinytelem.actors.hub import Hub, LiveSubscription
-from tinytelem.errors import ConfigError, ProtocolError
+from tinytelem.errors import ConfigError, TinyTelemError
+from tinytelem.live.connection import (
+    ClientConnection,
+    ClientStatistics,
+    guarded,
+)
 from tinytelem.live.convert import RecordConverter
+from tinytelem.live.mailbox import Prepared
+from tinytelem.live.requests import (
+    MAX_CLIENT_MESSAGE_BYTES,
+    RawRequest,
+    Subscribe,
+    parse_client_message,
+)
 from tinytelem.live.ring import PowerRing
 from tinytelem.live.schema import (
     SCHEMA,
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
-    Codec,
     codec_of,
     decode,
     encode,
 )
 from tinytelem.live.security import ListenAddress, extract_token, redact_logs, token_matches
 from tinytelem.power.summaries import DEFAULT_LEVELS_S, MultiLevelSummary, level_name
-from tinytelem.records import PowerBlock, Record
+from tinytelem.protocol.messages import SpanBegin, SpanEnd
+from tinytelem.records import DeviceRecord, PowerBlock, Record
 
-__all__ = ["ClientStatistics", "Streamer", "StreamerConfig", "StreamerStatistics"]
+__all__ = ["ClientStatistics", "Streamer", "StreamerConfig", "StreamerStatistics",
+           "is_kept_record"]
 
 log = logging.getLogger("tinytelem.live")
 
 MAX_RAW_SAMPLES = 1 << 20
 """Largest raw_request answer (4 MiB of float32); clients accept messages up to 16 MiB."""
+PUMP_BATCH = 1 << 16
+"""Most records the pump takes from its hub mailbox per task switch. Converting costs ~1 us a
+record, so it takes whatever is waiting: the decoder hands the hub thousands of records per
+link read at span rates, and a pump taking a few hundred per turn fell behind (measured with
+``monitor --device emu:esp32s3 --run --tokens 400``: 8.6 k spans dropped at 512, none here)."""
+
+
+def is_kept_record(record: Record) -> bool:
+    """Records the streamer's hub mailbox never drops for spans: all but SPAN_BEGIN/END."""
+    return not (isinstance(record, DeviceRecord)
+                and isinstance(record.message, SpanBegin | SpanEnd))
 
 
 @dataclass
@@ -68,10 +102,16 @@ class StreamerConfig:
     token: str | None = None
     ssl_context: Any = None
     """``ssl.SSLContext`` for wss (see :func:`tinytelem.live.security.server_ssl_context`)."""
-    client_queue: int = 1024
-    """Messages that may wait for one client before its oldest are dropped."""
+    client_queue: int = 65536
+    """Droppable messages (spans, raw power) that may wait for one client before its oldest
+    are dropped..."""
+    client_bytes: int = 8 << 20
+    """...and their (estimated) bytes (see :mod:`tinytelem.live.mailbox`)."""
+    kept_queue: int = 65536
+    """Kept messages (tokens, runs, memory, errors, summaries...) that may wait for one client;
+    only a client this far behind loses them."""
     hub_queue: int = 16384
-    """The streamer's own hub mailbox (records)."""
+    """The streamer's own hub mailbox for spans (records); other records get 4x this."""
     stats_interval_s: float = 1.0
     levels_s: tuple[float, ...] = DEFAULT_LEVELS_S
     default_level: str = "100ms"
@@ -79,23 +119,14 @@ class StreamerConfig:
     ring_seconds: float = 2.0
     """Raw samples kept for ``raw_request``."""
     close_grace_s: float = 5.0
-    """At the end, how long clients get to receive what is queued and the ``bye``."""
+    """At the end, clients receive what is queued and the ``bye``: one that takes nothing for
+    this long is not waited for."""
+    close_max_s: float = 120.0
+    """...and no client is waited for longer than this."""
     session: Mapping[str, Any] = field(default_factory=dict)
     """Facts for the hello message (device URL, platform, prompt...). Never secrets."""
     on_listening: Callable[[str], None] | None = None
     """Called with the actual URL once the server listens (port 0 resolved)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStatistics:
-    """Counters of one client connection."""
-
-    peer: str
-    codec: str
-    sent: int
-    dropped: int
-    high_water: int
-    connected: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,80 +135,23 @@ class StreamerStatistics:
 
     records_in: int
     server_dropped: int
+    """Records the streamer missed (its hub mailbox overflowed): spans, unless
+    ``server_dropped_kept`` says otherwise."""
     messages: int
     """Messages the pump offered (each counted once, however many clients took it)."""
     clients_total: int
     clients_connected: int
     rejected: int
     max_offer_s: float
-    """Longest time the pump spent handing one record to every client (never awaits them)."""
+    """Longest time the pump spent per record (averaged over one batch) handing records to
+    every client (it never awaits them)."""
     clients: tuple[ClientStatistics, ...]
-
-
-class _Prepared:
-    """One message map, encoded lazily and at most once per codec."""
-
-    __slots__ = ("_cache", "map")
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        self.map = message
-        self._cache: dict[str, bytes | str] = {}
-
-    def payload(self, codec: Codec) -> bytes | str:
-        cached = self._cache.get(codec)
-        if cached is None:
-            cached = self._cache[codec] = encode(self.map, codec)
-        return cached
-
-
-class _Client:
-    """Mailbox and subscription of one websocket client."""
-
-    def __init__(self, ws: Any, codec: Codec, peer: str, maxlen: int, level: int,
-                 rate_hz: float) -> None:
-        self.ws = ws
-        self.codec: Codec = codec
-        self.peer = peer
-        self.maxlen = maxlen
-        self.items: deque[_Prepared] = deque()
-        self.lot = trio.lowlevel.ParkingLot()
-        self.dropped = 0
-        self.dropped_since_send = 0
-        self.sent = 0
-        self.high_water = 0
-        self.level = level
-        self.rate_hz = rate_hz
-        self.raw = False
-        self.events = True
-        self.summary_rows: list[np.ndarray] = []
-        self.summary_count = 0
-        self.next_summary = 0.0
-        self.closing = False
-        self.connected = True
-
-    def offer(self, item: _Prepared) -> None:
-        if len(self.items) >= self.maxlen:
-            self.items.popleft()
-            self.dropped += 1
-            self.dropped_since_send += 1
-        self.items.append(item)
-        self.high_water = max(self.high_water, len(self.items))
-        self.lot.unpark_all()
-
-    def add_summary(self, rows: np.ndarray) -> None:
-        self.summary_rows.append(rows)
-        self.summary_count += int(rows.shape[0])
-        # Bounded like the mailbox: a client that stopped reading loses its oldest buckets.
-        while self.summary_count > self.maxlen * 16 and len(self.summary_rows) > 1:
-            lost = self.summary_rows.pop(0)
-            self.summary_count -= int(lost.shape[0])
-            self.dropped += 1
-            self.dropped_since_send += 1
-        self.lot.unpark_all()
-
-    def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self.peer, self.codec, self.sent, self.dropped, self.high_water,
-                                self.connected)
+    server_dropped_kept: int = 0
+    """Of ``server_dropped``, records of the kept classes (should be 0)."""
+    closed_for_errors: int = 0
+    """Client connections that ended with an unexpected error (logged; the session went on)."""
+    offered_by_type: dict[str, int] = field(default_factory=dict)
+    """Messages the pump offered per message type (summaries are per client, not counted)."""
 
 
 class Streamer:
@@ -186,11 +160,14 @@ class Streamer:
     Use as an extra actor of the supervisor (``Supervisor(extra_actors=[streamer.run])``) or
     with any :class:`~tinytelem.actors.hub.Hub`. :meth:`run` returns once the hub has finished
     and clients got their ``bye`` (or ``close_grace_s`` passed).
+
+    To let clients connect before the recording starts (``serve --wait-clients``), start
+    :meth:`listen` first, :meth:`wait_subscribed`, then run :meth:`attach` as the extra actor.
     """
 
     def __init__(self, config: StreamerConfig) -> None:
-        if config.client_queue < 1 or config.hub_queue < 1:
-            raise ConfigError("client_queue and hub_queue must be at least 1")
+        if config.client_queue < 1 or config.hub_queue < 1 or config.kept_queue < 1:
+            raise ConfigError("client_queue, kept_queue and hub_queue must be at least 1")
         self.config = config
         self.port: int | None = None
         self.url: str | None = None
@@ -199,30 +176,44 @@ class Streamer:
         self.ring: PowerRing | None = None
         self.voltage_v = math.nan
         self.sample_rate_hz = math.nan
-        self._clients: list[_Client] = []
-        self._all_clients: list[_Client] = []
+        self._clients: list[ClientConnection] = []
+        self._all_clients: list[ClientConnection] = []
         self._sub: LiveSubscription | None = None
         self._records_in = 0
         self._messages = 0
+        self._offered: dict[str, int] = {}
         self._rejected = 0
+        self._closed_for_errors = 0
         self._max_offer_s = 0.0
+        self._server_dropped_told = (0, 0)
         self._finished = False
+        self._changed = trio.lowlevel.ParkingLot()
         self._level_names = [level_name(s) for s in config.levels_s]
         if config.default_level not in self._level_names:
             raise ConfigError(f"default level {config.default_level!r} is not one of "
                               f"{', '.join(self._level_names)}")
         self.ready = trio.Event()
+        self.listening = False
 
     # ------------------------------------------------------------------ actor
 
     async def run(
         self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Subscribe to ``hub``, listen, stream until the hub finishes, then say bye."""
+        """Listen (unless :meth:`listen` already runs), stream until the hub finishes, bye."""
+        if self.listening:
+            await self.attach(hub, task_status=task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.listen)
+            await self.attach(hub, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    async def listen(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+        """Accept clients until cancelled (they get hello, then whatever is streamed)."""
         from trio_websocket import serve_websocket
 
-        sub = hub.subscribe_live("streamer", self.config.hub_queue)
-        self._sub = sub
         listen = self.config.listen
         with redact_logs(self.config.token):
             async with trio.open_nursery() as nursery:
@@ -230,7 +221,7 @@ class Streamer:
                     server = await nursery.start(
                         lambda task_status: serve_websocket(
                             self._handle, listen.host, listen.port, self.config.ssl_context,
-                            handler_nursery=nursery, max_message_size=64 * 1024,
+                            handler_nursery=nursery, max_message_size=MAX_CLIENT_MESSAGE_BYTES,
                             task_status=task_status,
                         )
                     )
@@ -241,10 +232,23 @@ class Streamer:
                     ) from exc
                 self.port = int(server.port)
                 self.url = listen.url(self.port)
+                self.listening = True
                 log.info("streaming on %s", self.url)
                 if self.config.on_listening is not None:
                     self.config.on_listening(self.url)
                 self.ready.set()
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def attach(
+        self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Subscribe to ``hub`` and stream its records until it finishes, then say bye."""
+        sub = hub.subscribe_live("streamer", self.config.hub_queue, keep=is_kept_record,
+                                 max_kept=4 * self.config.hub_queue)
+        self._sub = sub
+        with redact_logs(self.config.token):
+            async with trio.open_nursery() as nursery:
                 task_status.started()
                 nursery.start_soon(self._stats_loop)
                 async with sub:
@@ -252,27 +256,64 @@ class Streamer:
                 await self._say_bye("recording finished")
                 nursery.cancel_scope.cancel()
 
+    def subscribed_clients(self) -> int:
+        """Connected clients that have sent at least one valid ``subscribe``."""
+        return sum(1 for c in self._clients if c.subscribed)
+
+    async def wait_subscribed(
+        self, n: int, on_change: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Return once ``n`` connected clients have subscribed; ``on_change(connected,
+        subscribed)`` is called at the start and whenever a client comes, subscribes or goes."""
+        while True:
+            subscribed = self.subscribed_clients()
+            if on_change is not None:
+                on_change(len(self._clients), subscribed)
+            if subscribed >= n:
+                return
+            await self._changed.park()
+
     async def _pump(self, sub: LiveSubscription) -> None:
         while True:
             try:
-                record, _lost = await sub.receive()
+                records, lost = await sub.receive_batch(PUMP_BATCH)
             except trio.EndOfChannel:
                 return
-            self._records_in += 1
+            if lost:
+                self._tell_server_drops(sub)
             t0 = time.perf_counter()
-            self._dispatch(record)
-            self._max_offer_s = max(self._max_offer_s, time.perf_counter() - t0)
+            for record in records:
+                self._dispatch(record)
+            self._records_in += len(records)
+            self._max_offer_s = max(self._max_offer_s,
+                                    (time.perf_counter() - t0) / len(records))
 
     def feed(self, record: Record) -> None:
         """Convert and offer one record synchronously (what the pump does for each record)."""
         self._records_in += 1
         self._dispatch(record)
 
+    def _tell_server_drops(self, sub: LiveSubscription) -> None:
+        spans_told, kept_told = self._server_dropped_told
+        kept = sub.kept_dropped
+        spans = sub.dropped - kept
+        classes = {k: v for k, v in (("span", spans - spans_told), ("records", kept - kept_told))
+                   if v}
+        self._server_dropped_told = (spans, kept)
+        if not classes:
+            return
+        # Once at WARNING (every client is told each time, in its stream).
+        (log.debug if spans_told or kept_told else log.warning)(
+            "streamer fell behind: dropped %s records (clients are told)", classes)
+        self._broadcast({"type": "dropped", "server": True, "count": sum(classes.values()),
+                         "total": sub.dropped, "classes": classes,
+                         "totals": {"span": spans, "records": kept}})
+
     def _dispatch(self, record: Record) -> None:
         if isinstance(record, PowerBlock):
             self._power(record)
         for message in self.converter.convert(record):
-            self._broadcast(message, event=True)
+            self._broadcast(message)
 
     def _power(self, block: PowerBlock) -> None:
         if self.summary is None:
@@ -288,35 +329,35 @@ class Streamer:
             if rows.shape[0]:
                 client.add_summary(rows)
         if any(c.raw for c in self._clients):
-            raw = _Prepared({
+            self._broadcast({
                 "type": "raw", "live": True, "first_index": int(block.first_index),
                 "sample_rate_hz": block.sample_rate_hz, "voltage_v": block.voltage_v,
                 "current_a": np.asarray(block.current_a, dtype="<f4").tobytes(),
             })
-            self._messages += 1
-            for client in self._clients:
-                if client.raw:
-                    client.offer(raw)
 
-    def _broadcast(self, message: dict[str, Any], *, event: bool) -> None:
-        prepared = _Prepared(message)
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        prepared = Prepared(message)
         self._messages += 1
+        kind = message["type"]
+        self._offered[kind] = self._offered.get(kind, 0) + 1
         for client in self._clients:
-            if client.events or not event:
-                client.offer(prepared)
+            if client.wants(prepared):
+                client.box.offer(prepared)
 
     async def _stats_loop(self) -> None:
-        while True:
+        while not self._finished:  # nothing after the bye
             await trio.sleep(self.config.stats_interval_s)
-            for client in self._clients:
-                client.offer(_Prepared(self._stats_map(client)))
+            for client in self._clients if not self._finished else ():
+                client.box.offer(Prepared(self._stats_map(client)))
 
-    def _stats_map(self, client: _Client) -> dict[str, Any]:
+    def _stats_map(self, client: ClientConnection) -> dict[str, Any]:
         c = self.converter
         return {
             "type": "stats", "host_s": time.monotonic(), "records_in": self._records_in,
             "server_dropped": self._sub.dropped if self._sub is not None else 0,
-            "sent": client.sent, "dropped": client.dropped, "clients": len(self._clients),
+            "sent": client.sent, "dropped": client.box.dropped,
+            "dropped_by_class": dict(client.box.dropped_by_class),
+            "clients": len(self._clients),
             "link_up": c.link_up, "link_outages": c.link_outages,
             "decode_errors": c.decode_errors, "power_samples": c.power_samples,
             "power_gaps": c.power_gaps, "device_tx_dropped": c.device_tx_dropped,
@@ -331,10 +372,22 @@ class Streamer:
                     client.add_summary(per_level[client.level])
         for client in self._clients:
             self._flush_summary(client)
-            client.offer(_Prepared({"type": "bye", "reason": reason}))
-            client.closing = True
-        with trio.move_on_after(self.config.close_grace_s):
-            while any(c.connected for c in self._clients):
+            client.box.offer(Prepared({"type": "bye", "reason": reason}))
+        # Clients still reading what is queued for them get the time they need (up to
+        # close_max_s); a client that took nothing for close_grace_s is not waited for.
+        with trio.move_on_after(self.config.close_max_s):
+            progress = {id(c): (c.sent, trio.current_time()) for c in self._clients}
+            while True:
+                now = trio.current_time()
+                waiting = False
+                for c in self._clients:
+                    sent, since = progress.get(id(c), (-1, now))
+                    if c.sent != sent:
+                        progress[id(c)] = (c.sent, now)
+                        since = now
+                    waiting = waiting or (c.connected and now - since < self.config.close_grace_s)
+                if not waiting:
+                    break
                 await trio.sleep(0.01)
 
     # ------------------------------------------------------------------ connections
@@ -350,11 +403,15 @@ class Streamer:
             "level_seconds": ([lv.seconds for lv in levels] if levels
                               else list(self.config.levels_s)),
             "sample_rate_hz": self.sample_rate_hz, "queue": self.config.client_queue,
+            "kept_queue": self.config.kept_queue,
         }
 
     async def _handle(self, request: Any) -> None:
-        from trio_websocket import ConnectionClosed
+        """One connection, start to end, behind a bulkhead (see :func:`guarded`)."""
+        if not await guarded(str(request.remote), self._serve_client, request):
+            self._closed_for_errors += 1
 
+    async def _serve_client(self, request: Any) -> None:
         peer = str(request.remote)
         expected = self.config.token
         if expected is not None and not token_matches(
@@ -372,9 +429,10 @@ class Streamer:
         chosen = next((p for p in proposed if p in (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)),
                       None)
         ws = await request.accept(subprotocol=chosen)
-        client = _Client(ws, codec_of(chosen), peer, self.config.client_queue,
-                         self._level_names.index(self.config.default_level),
-                         self.config.default_rate_hz)
+        client = ClientConnection(ws, codec_of(chosen), peer, self.config.client_queue,
+                                  self.config.kept_queue,
+                                  self._level_names.index(self.config.default_level),
+                                  self.config.default_rate_hz, self.config.client_bytes)
         client.next_summary = trio.current_time() + 1.0 / client.rate_hz
         log.info("client %s connected (%s)", peer, client.codec)
         self._all_clients.append(client)
@@ -384,56 +442,31 @@ class Streamer:
                 # Registered before the hello goes out: anything broadcast while it is being
                 # sent (the device's HELLO, say) queues for this client instead of missing it.
                 self._clients.append(client)
+                self._changed.unpark_all()
             await ws.send_message(hello)
             if self._finished and client not in self._clients:
                 await ws.send_message(encode({"type": "bye", "reason": "recording finished"},
                                              client.codec))
+                await ws.aclose(1000, "recording finished")
                 return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receiver, client, nursery.cancel_scope)
-                await self._sender(client)
+                nursery.start_soon(client.receive, self.handle_payload, nursery.cancel_scope)
+                await client.send(self._flush_summary_map)
                 nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
         finally:
             client.connected = False
             if client in self._clients:
                 self._clients.remove(client)
-            log.info("client %s gone: sent %d, dropped %d", peer, client.sent, client.dropped)
+            self._changed.unpark_all()
+            log.info("client %s gone: sent %d, dropped %d", peer, client.sent,
+                     client.box.dropped)
 
-    async def _sender(self, client: _Client) -> None:
-        ws = client.ws
-        while True:
-            if not client.items:
-                wake = client.next_summary if client.summary_rows else math.inf
-                with trio.move_on_at(wake):
-                    await client.lot.park()
-            if client.summary_rows and trio.current_time() >= client.next_summary:
-                client.next_summary = trio.current_time() + 1.0 / client.rate_hz
-                message = self._flush_summary_map(client)
-                if message is not None:
-                    await ws.send_message(encode(message, client.codec))
-                    client.sent += 1
-            if not client.items:
-                continue
-            # One item per round, so summaries stay on time under a steady flow of events.
-            item = client.items.popleft()
-            if client.dropped_since_send:
-                lost, client.dropped_since_send = client.dropped_since_send, 0
-                await ws.send_message(encode(
-                    {"type": "dropped", "count": lost, "total": client.dropped}, client.codec))
-            await ws.send_message(item.payload(client.codec))
-            client.sent += 1
-            if item.map.get("type") == "bye":
-                await ws.aclose(1000, "recording finished")
-                return
-
-    def _flush_summary(self, client: _Client) -> None:
+    def _flush_summary(self, client: ClientConnection) -> None:
         message = self._flush_summary_map(client)
         if message is not None:
-            client.offer(_Prepared(message))
+            client.box.offer(Prepared(message))
 
-    def _flush_summary_map(self, client: _Client) -> dict[str, Any] | None:
+    def _flush_summary_map(self, client: ClientConnection) -> dict[str, Any] | None:
         if not client.summary_rows or self.summary is None:
             return None
         rows = np.concatenate(client.summary_rows)
@@ -447,53 +480,50 @@ class Streamer:
                                                        "max")},
         }
 
-    async def _receiver(self, client: _Client, scope: trio.CancelScope) -> None:
-        from trio_websocket import ConnectionClosed
-
+    def handle_payload(self, client: ClientConnection, payload: bytes | str) -> bool:
+        """Apply one client message (sans I/O). A bad one is answered with an ``error``
+        message in the client's mailbox; returns whether it was applied."""
         try:
-            while True:
-                payload = await client.ws.get_message()
-                try:
-                    self._on_client_message(client, decode(payload))
-                except (ProtocolError, ConfigError, ValueError, TypeError) as exc:
-                    client.offer(_Prepared({"type": "error", "host_s": time.monotonic(),
-                                            "text": str(exc)}))
-        except ConnectionClosed:
-            scope.cancel()
+            self._on_client_message(client, parse_client_message(decode(payload)))
+        except TinyTelemError as exc:
+            client.bad_requests += 1
+            client.box.offer(Prepared({"type": "error", "host_s": time.monotonic(),
+                                       "text": str(exc)}))
+            return False
+        return True
 
-    def _on_client_message(self, client: _Client, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "subscribe":
-            if "level" in message:
-                name = str(message["level"])
-                if name not in self._level_names:
-                    raise ConfigError(f"no summary level {name!r}; levels are "
+    def _on_client_message(self, client: ClientConnection, request: Subscribe | RawRequest) -> None:
+        if isinstance(request, Subscribe):
+            if request.level is not None:
+                if request.level not in self._level_names:
+                    raise ConfigError(f"no summary level {request.level!r}; levels are "
                                       f"{', '.join(self._level_names)}")
-                client.level = self._level_names.index(name)
+                client.level = self._level_names.index(request.level)
                 client.summary_rows.clear()
                 client.summary_count = 0
-            if "rate_hz" in message:
-                rate = float(message["rate_hz"])
-                if not 0.1 <= rate <= 100.0:
-                    raise ConfigError(f"rate_hz must be within 0.1 .. 100, got {rate}")
-                client.rate_hz = rate
-                client.next_summary = trio.current_time() + 1.0 / rate
-            client.raw = bool(message.get("raw", client.raw))
-            client.events = bool(message.get("events", client.events))
-        elif kind == "raw_request":
-            seconds = float(message.get("seconds", 0.1))
-            if self.ring is None:
-                raise ConfigError("no power samples yet; ask again once power is streaming")
-            n = int(max(0.0, seconds) * self.sample_rate_hz)
-            first, samples = self.ring.latest(min(n, MAX_RAW_SAMPLES))
-            client.offer(_Prepared({
-                "type": "raw", "live": False, "first_index": first,
-                "sample_rate_hz": self.sample_rate_hz, "voltage_v": self.voltage_v,
-                "current_a": samples.astype("<f4").tobytes(),
-            }))
-        else:
-            raise ConfigError(f"unknown client message type {kind!r}; send 'subscribe' or "
-                              "'raw_request'")
+            if request.rate_hz is not None:
+                client.rate_hz = request.rate_hz
+                client.next_summary = trio.current_time() + 1.0 / request.rate_hz
+            if request.raw is not None:
+                client.raw = request.raw
+            if request.events is not None:
+                client.events = request.events
+            if request.spans is not None:
+                client.spans = request.spans
+            self.converter.raw_spans = any(c.spans == "raw" for c in self._clients)
+            if not client.subscribed:
+                client.subscribed = True
+                self._changed.unpark_all()
+            return
+        if self.ring is None:
+            raise ConfigError("no power samples yet; ask again once power is streaming")
+        n = int(request.seconds * self.sample_rate_hz)
+        first, samples = self.ring.latest(min(n, MAX_RAW_SAMPLES))
+        client.box.offer(Prepared({
+            "type": "raw", "live": False, "first_index": first,
+            "sample_rate_hz": self.sample_rate_hz, "voltage_v": self.voltage_v,
+            "current_a": samples.astype("<f4").tobytes(),
+        }))
 
     def statistics(self) -> StreamerStatistics:
         """Counters (immutable snapshot)."""
@@ -506,4 +536,7 @@ class Streamer:
             rejected=self._rejected,
             max_offer_s=self._max_offer_s,
             clients=tuple(c.statistics() for c in self._all_clients),
+            server_dropped_kept=self._sub.kept_dropped if self._sub is not None else 0,
+            closed_for_errors=self._closed_for_errors,
+            offered_by_type=dict(self._offered),
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -282,6 +282,7 @@ async def run_session(
     on_ready: Callable[[DeviceHandle], None] | None = None,
     extra_actors: Sequence[ExtraActor] = (),
     calibration: Any = None,
+    before_record: Callable[[DeviceHandle], Awaitable[None]] | None = None,
 ) -> tuple[SessionOutcome, dict[str, Any] | None]:
     """Open the device, record until the request's run ends (or ``stop``, ``duration_s``,
     ``max_tokens``), close the files in order, and summarise the trace.
@@ -289,6 +290,8 @@ async def run_session(
     Returns the supervisor's outcome and the summary (None when nothing was recorded).
     ``options.sensor`` must be resolved (:func:`resolve_sensor`) and checked, with its
     calibration loaded (:func:`check_sensor`), before anything is created on disk.
+    ``before_record`` runs once the device is open and before anything is recorded (``serve
+    --wait-clients`` waits for its audience there).
     """
     from tinytelem.power.summaries import PowerSummaryRecorder, summary_tables
     from tinytelem.trace.raw import RawCaptureWriter
@@ -302,6 +305,8 @@ async def run_session(
                            ) as handle:
         if on_ready is not None:
             on_ready(handle)
+        if before_record is not None:
+            await before_record(handle)
         power = _open_power(options, handle, calibration)
         host_t0 = time.monotonic()
         writer: Any = NullSink()

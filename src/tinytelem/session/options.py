@@ -72,4 +72,8 @@ class ServeOptions(SessionOptions):
     """Also record a trace to this file."""
     run: bool = False
     duration_s: float | None = None
-    client_queue: int = 1024
+    client_queue: int = 65536
+    wait_clients: int = 0
+    """Before recording (and before RUN), wait until this many clients have subscribed."""
+    wait_timeout_s: float | None = None
+    """Give up waiting for clients after this long (ConfigError); None waits until stopped."""

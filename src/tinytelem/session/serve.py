@@ -7,6 +7,7 @@ kept, and the stream is the product.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from tinytelem.session.core import (
 )
 from tinytelem.session.options import ServeOptions
 
-__all__ = ["ServeResult", "make_streamer", "serve_device"]
+__all__ = ["ServeResult", "make_streamer", "serve_device", "wait_for_clients"]
 
 
 @dataclass
@@ -51,7 +52,7 @@ def make_streamer(
     tls_cert: Path | None,
     tls_key: Path | None,
     *,
-    client_queue: int = 1024,
+    client_queue: int = 65536,
     session: dict[str, Any] | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> Streamer:
@@ -66,12 +67,41 @@ def make_streamer(
                                    on_listening=on_listening))
 
 
+async def wait_for_clients(
+    streamer: Streamer, options: ServeOptions, stop: trio.Event,
+    on_waiting: Callable[[int, int], None] | None,
+) -> None:
+    """Until ``options.wait_clients`` clients subscribed (or ``stop``); ConfigError on timeout."""
+    with trio.move_on_after(options.wait_timeout_s or math.inf) as timeout:
+        async with trio.open_nursery() as nursery:
+            async def stopper() -> None:
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stopper)
+            await streamer.wait_subscribed(options.wait_clients, on_waiting)
+            nursery.cancel_scope.cancel()
+    if timeout.cancelled_caught:
+        raise ConfigError(
+            f"{streamer.subscribed_clients()} of {options.wait_clients} client(s) subscribed to "
+            f"{streamer.url} within {options.wait_timeout_s:g} s (--wait-timeout); start the "
+            "clients sooner, lower --wait-clients or raise --wait-timeout. A client counts once "
+            "it has sent a 'subscribe' message."
+        )
+
+
 async def serve_device(
     options: ServeOptions,
     stop: trio.Event,
     on_listening: Callable[[str], None] | None = None,
+    on_waiting: Callable[[int, int], None] | None = None,
 ) -> ServeResult:
-    """Open the device, start the graph with the streamer, stream until the session ends."""
+    """Open the device, start the graph with the streamer, stream until the session ends.
+
+    With ``options.wait_clients`` the stream listens first and the recording (and RUN) starts
+    only once that many clients have subscribed; ``on_waiting(connected, subscribed)`` reports
+    progress.
+    """
     options = dataclasses.replace(options, sensor=resolve_sensor(options.sensor, options.device))
     calibration = check_sensor(options)
     streamer = make_streamer(
@@ -84,9 +114,17 @@ async def serve_device(
     if options.out is not None and options.out.exists() and not options.overwrite:
         raise ConfigError(f"{options.out} already exists; pass --overwrite or choose another")
     request = run_request(options) if options.run else None
-    outcome, _ = await run_session(
-        options, SessionOutputs(options.out, overwrite=options.overwrite), request,
-        stop=stop, duration_s=options.duration_s, extra_actors=[streamer.run],
-        calibration=calibration)
+    async with trio.open_nursery() as listener:
+
+        async def audience(handle: object) -> None:
+            if options.wait_clients > 0:
+                await listener.start(streamer.listen)
+                await wait_for_clients(streamer, options, stop, on_waiting)
+
+        outcome, _ = await run_session(
+            options, SessionOutputs(options.out, overwrite=options.overwrite), request,
+            stop=stop, duration_s=options.duration_s, extra_actors=[streamer.run],
+            calibration=calibration, before_record=audience)
+        listener.cancel_scope.cancel()
     return ServeResult(streamer.url or options.listen, streamer.statistics(), outcome,
                        options.out)

@@ -1,0 +1,138 @@
+"""One client never ends the session: leaving (close or TCP reset) and bad input (issue 18 §0)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+import pytest
+import trio
+
+from tinytelem.client import ByeMessage, ErrorMessage, HelloMessage, TokenMessage, connect
+
+from .live_helpers import hello, power, run_records, streaming, token
+
+
+async def raw_client(url: str, messages: list[str | bytes], *, read: int, how: str,
+                     json_codec: bool = True) -> list[Any]:
+    """A plain trio-websocket client: hello, send ``messages``, read ``read`` messages, then
+    leave by ``how``: "close" (normal close handshake) or "reset" (abort the TCP connection)."""
+    from trio_websocket import ConnectionClosed, wrap_client_stream
+
+    host, port = url.removeprefix("ws://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    got: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(
+            nursery, stream, host, "/",
+            subprotocols=["tinytelem.v1.json" if json_codec else "tinytelem.v1.msgpack"])
+        try:
+            got.append(await ws.get_message())
+            for m in messages:
+                await ws.send_message(m)
+            for _ in range(read):
+                got.append(await ws.get_message())
+        except ConnectionClosed:
+            pass
+        if how == "close":
+            await ws.aclose()
+        else:
+            sock = stream.socket
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST, no close handshake
+        nursery.cancel_scope.cancel()
+    return got
+
+
+SUBSCRIBE_RAW = json.dumps({"type": "subscribe", "level": "1ms", "rate_hz": 100, "raw": True})
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_clients_that_leave_mid_stream_never_end_the_session(how: str) -> None:
+    """The reported crash: subscribe (raw on), read five messages, leave, while power flows."""
+    with trio.fail_after(30):
+        async with streaming() as h:
+            done = trio.Event()
+
+            async def feed() -> None:
+                i = 0
+                while not done.is_set():
+                    await h.send(power(i * 2000, 2000))
+                    i += 1
+                    await trio.sleep(0.002)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed)
+                for _ in range(8):
+                    got = await raw_client(h.url, [SUBSCRIBE_RAW], read=5, how=how)
+                    assert len(got) >= 2
+                done.set()
+            # The server still serves a new client to the end.
+            async with connect(h.url) as stream:
+                assert isinstance(await stream.receive(), HelloMessage)
+                await h.send(hello())
+                await h.send(token(0))
+                await h.finish()
+                rest = [m async for m in stream]
+    assert any(isinstance(m, TokenMessage) for m in rest)
+    assert isinstance(rest[-1], ByeMessage)
+    assert h.streamer.statistics().clients_total == 9
+
+
+BAD_MESSAGES: list[str | bytes] = [
+    '{"type":"subscribe","level":"1ms","rate_hz":1' + "0" * 400 + "}",
+    '{"type":"subscribe","rate_hz":NaN}',
+    '{"type":"subscribe","rate_hz":Infinity}',
+    '{"type":"subscribe","rate_hz":"fast"}',
+    '{"type":"subscribe","rate_hz":true}',
+    '{"type":"subscribe","level":7}',
+    '{"type":"subscribe","level":["1ms"]}',
+    '{"type":"subscribe","raw":"false"}',
+    '{"type":"subscribe","spans":"all"}',
+    '{"type":"raw_request","seconds":1e400}',
+    '{"type":"raw_request","seconds":-1}',
+    '{"type":"raw_request","seconds":{"a":1}}',
+    '{"type":"frobnicate"}',
+    '{"type":7}',
+    "[1,2,3]",
+    "not json",
+    "[" * 3000 + "]" * 3000,
+    b"\xc1\xff\x00",
+    b"\x81\xa4type\xa9subscribe",  # msgpack map but sent on the JSON codec: still a map
+]
+
+
+async def test_bad_client_messages_get_errors_and_the_session_goes_on() -> None:
+    with trio.fail_after(30):
+        async with streaming() as h:
+            for record in run_records(2):
+                await h.send(record)
+            got = await raw_client(h.url, BAD_MESSAGES, read=len(BAD_MESSAGES) - 1, how="close")
+            errors = [json.loads(m) for m in got[1:]]
+            assert all(e["type"] == "error" for e in errors), errors
+            texts = " | ".join(e["text"] for e in errors)
+            assert "rate_hz" in texts and "finite" in texts and "level" in texts
+            assert "unknown client message" in texts
+            async with connect(h.url) as stream:
+                assert isinstance(await stream.receive(), HelloMessage)
+                await h.finish()
+                rest = [m async for m in stream]
+    assert isinstance(rest[-1], ByeMessage)
+
+
+async def test_oversize_client_message_closes_only_that_client() -> None:
+    with trio.fail_after(30):
+        async with streaming() as h:
+            big = json.dumps({"type": "subscribe", "pad": "x" * 100_000})
+            got = await raw_client(h.url, [big], read=3, how="close")
+            assert len(got) == 1  # hello, then the server closed (1009 message too big)
+            async with connect(h.url, codec="json") as stream:
+                assert isinstance(await stream.receive(), HelloMessage)
+                await stream._command({"type": "subscribe", "rate_hz": 10**400})
+                err = await stream.receive()
+                assert isinstance(err, ErrorMessage) and "rate_hz" in err.text
+                await h.finish()
+                rest = [m async for m in stream]
+    assert isinstance(rest[-1], ByeMessage)
