@@ -64,3 +64,65 @@ async def stop_on_signals(stop: Any, say: Callable[[str], object], message: str)
         async for _ in signals:
             say(message)
             stop.set()
+
+
+RUN_PARAMS = ("model", "tokenizer", "prompt", "n_tokens", "seed", "temperature", "trace_level",
+              "weight_bits", "faults")
+
+
+def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
+    """The options of the inference a session asks for, shared by profile, record, serve and
+    monitor (in the manner of pyOCD's CommonOptions).
+
+    The command receives them as one ``run`` dict of :class:`~tinytelem.session.options.
+    SessionOptions` fields, ready for ``XOptions(device=..., **run)``; every default is
+    SessionOptions' own.
+    """
+    import functools
+    from pathlib import Path
+
+    from tinytelem.session.options import DEFAULT_PROMPT, SessionOptions
+
+    defaults = SessionOptions(device="")
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from tinytelem.protocol.enums import TraceLevel
+
+            values = {k: kwargs.pop(k) for k in RUN_PARAMS}
+            values["trace_level"] = TraceLevel[values["trace_level"].upper()]
+            values["weight_bits"] = int(values["weight_bits"]) if values["weight_bits"] else None
+            values["faults"] = list(values["faults"])
+            return fn(*args, run=values, **kwargs)
+
+        options = [
+            click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                         help="Model file (llama2.c .bin, .tlm, GGUF, ONNX) for the device twin, "
+                              "or the .tlm to link into qemu:/native: firmware (default: the "
+                              "built-in 260K model)."),
+            click.option("--tokenizer",
+                         type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                         help="Tokenizer for --model when the model stores none (llama2.c "
+                              "tokenizer .bin)."),
+            click.option("--prompt", default=DEFAULT_PROMPT, show_default=True),
+            click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535),
+                         default=defaults.n_tokens, show_default=True, help=tokens_help),
+            click.option("--seed", type=click.IntRange(1, 2**32 - 1), default=defaults.seed,
+                         show_default=True, help="Sampling seed (used when --temperature > 0)."),
+            click.option("--temperature", type=click.FloatRange(0.0),
+                         default=defaults.temperature, show_default=True),
+            trace_level_option(),
+            click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]),
+                         help="Weight precision the twin's cost model assumes [default: the "
+                              "model's own: 32 for an fp32 checkpoint, a .tlm's stored bits; 4 "
+                              "for the generated demo model]."),
+            click.option("--fault", "faults", multiple=True, metavar="drop@N",
+                         help="Twin fault injection (repeatable, emu: devices only): drop the "
+                              "link after the N-th token."),
+        ]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from tinytelem.cli.common import run_trio
+from tinytelem.cli.common import run_options, run_trio
 
 
 @click.command("monitor")
@@ -33,16 +33,14 @@ from tinytelem.cli.common import run_trio
 @click.option("--reconnect/--no-reconnect", default=True, show_default=True,
               help="Retry a lost connection to URL.")
 @click.option("--run", "start_run", is_flag=True, help="With --device: start one inference.")
-@click.option("--prompt", default="Once upon a time", show_default=True)
-@click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
-              show_default=True, help="Tokens to generate with --run.")
+@run_options(tokens_help="With --device --run: tokens to generate.")
 @click.option("--json", "as_json", is_flag=True,
               help="No live view: print one JSON summary at the end (tokens expected and "
                    "missing, latency, power, drops per stream class).")
 def monitor(
     url: str | None, device: str | None, token: str | None, cafile: Path | None, level: str,
     rate: float, interval: float, duration: float | None, reconnect: bool, start_run: bool,
-    prompt: str, n_tokens: int, as_json: bool,
+    run: dict[str, Any], as_json: bool,
 ) -> None:
     """Watch power, tokens/s, TTFT, ITL percentiles, memory and link health live.
 
@@ -121,7 +119,7 @@ def monitor(
                     ready.set()
 
                 options = ServeOptions(device=device, listen="ws://127.0.0.1:0", token=private,
-                                       run=start_run, prompt=prompt, n_tokens=n_tokens)
+                                       run=start_run, **run)
 
                 async def serve() -> None:
                     await serve_device(options, stop, on_listening=on_listening)

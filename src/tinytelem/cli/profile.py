@@ -5,25 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tinytelem.cli.common import device_option, run_trio, trace_level_option
+from tinytelem.cli.common import device_option, run_options, run_trio
 
 
 @click.command("profile")
 @device_option(default="emu:esp32s3")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="llama2.c checkpoint for the device twin (default: built-in 260K model).")
-@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="llama2.c tokenizer .bin belonging to --model.")
-@click.option("--prompt", default="Once upon a time", show_default=True)
-@click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
-              show_default=True, help="Tokens to generate.")
-@click.option("--seed", type=click.IntRange(1, 2**32 - 1), default=42, show_default=True,
-              help="Sampling seed (used when --temperature > 0).")
-@click.option("--temperature", type=click.FloatRange(0.0), default=0.0, show_default=True)
-@trace_level_option()
+@run_options()
 @click.option("--sensor", default="auto", show_default=True, metavar="SPEC",
               help="Power sensor: auto (sim for emu:, RAPL for native: when readable, else "
                    "none), sim (samples the twin's power waveform), none, "
@@ -33,21 +24,13 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
               help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Sensor sample rate in samples/s.")
-@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]),
-              help="Weight precision the twin's cost model assumes [default: the model's own: "
-                   "32 for an fp32 checkpoint, a .tlm's stored bits; 4 for the generated demo "
-                   "model].")
-@click.option("--fault", "faults", multiple=True, metavar="drop@N",
-              help="Twin fault injection (repeatable): drop the link after the N-th token.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="Directory for trace.h5, summary.json and raw.ttraw.zst.")
 @click.option("--overwrite", is_flag=True, help="Replace files of an earlier run in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of a table.")
 def profile(
-    device: str, model: Path | None, tokenizer: Path | None, prompt: str, n_tokens: int,
-    seed: int, temperature: float, trace_level: str, sensor: str, calibration: Path | None,
-    sensor_rate: float,
-    weight_bits: str | None, faults: tuple[str, ...], out_dir: Path, overwrite: bool, as_json: bool,
+    device: str, run: dict[str, Any], sensor: str, calibration: Path | None, sensor_rate: float,
+    out_dir: Path, overwrite: bool, as_json: bool,
 ) -> None:
     """Profile one inference: TTFT, inter-token latency, memory, power and energy per token.
 
@@ -60,17 +43,14 @@ def profile(
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
-    from tinytelem.protocol.messages import TraceLevel
     from tinytelem.session.options import ProfileOptions
     from tinytelem.session.profile import run_profile
 
     options = ProfileOptions(
-        device=device, out_dir=out_dir, prompt=prompt, n_tokens=n_tokens, model=model,
-        tokenizer=tokenizer, seed=seed, temperature=temperature,
-        trace_level=TraceLevel[trace_level.upper()], sensor=sensor, sensor_rate_hz=sensor_rate,
-        weight_bits=int(weight_bits) if weight_bits else None, faults=list(faults),
-        overwrite=overwrite, calibration=calibration,
+        device=device, out_dir=out_dir, sensor=sensor, sensor_rate_hz=sensor_rate,
+        overwrite=overwrite, calibration=calibration, **run,
     )
+    n_tokens = options.n_tokens
     console = Console(stderr=as_json)
     show_progress = sys.stderr.isatty() and not as_json
 
@@ -100,7 +80,7 @@ def profile(
         return
     if result.text is not None:
         console.print(f"[dim]generated:[/dim] {result.text}")
-    elif model is None:
+    elif options.model is None:
         console.print("[dim]built-in model (seeded random weights): timing is real, text is not; "
                       "pass --model and --tokenizer for a trained model[/dim]")
     console.print(render_table(result.summary))

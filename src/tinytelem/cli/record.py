@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tinytelem.cli.common import device_option, run_trio, stop_on_signals, trace_level_option
+from tinytelem.cli.common import device_option, run_options, run_trio, stop_on_signals
 from tinytelem.cli.serve import stream_server_options
 
 
@@ -21,23 +21,13 @@ from tinytelem.cli.serve import stream_server_options
               help="Stop after this many seconds.")
 @click.option("--run", "start_run", is_flag=True,
               help="Also start one inference (RUN) and stop after it ends.")
-@click.option("--prompt", default="Once upon a time", show_default=True)
-@click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
-              show_default=True, help="Tokens to generate with --run.")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--seed", type=click.IntRange(1, 2**32 - 1), default=42, show_default=True,
-              help="Sampling seed (used when --temperature > 0).")
-@trace_level_option()
-@click.option("--fault", "faults", multiple=True, metavar="drop@N",
-              help="Twin fault injection (emu: devices only).")
+@run_options(tokens_help="Tokens to generate with --run.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @stream_server_options(listen_flag="--serve")
 def record(
     device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
-    prompt: str, n_tokens: int, model: Path | None, tokenizer: Path | None, seed: int,
-    trace_level: str, faults: tuple[str, ...], overwrite: bool, as_json: bool,
+    run: dict[str, Any], overwrite: bool, as_json: bool,
     listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:
     """Record everything a device sends into an HDF5 trace (Ctrl-C stops cleanly).
@@ -51,14 +41,12 @@ def record(
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
-    from tinytelem.protocol.messages import TraceLevel
     from tinytelem.session.options import RecordOptions
     from tinytelem.session.record import run_record
 
     options = RecordOptions(
         device=device, out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
-        prompt=prompt, n_tokens=n_tokens, model=model, tokenizer=tokenizer, seed=seed,
-        trace_level=TraceLevel[trace_level.upper()], overwrite=overwrite, faults=list(faults),
+        overwrite=overwrite, **run,
     )
     console = Console(stderr=True)
     extra: list[Any] = []

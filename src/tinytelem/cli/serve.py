@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tinytelem.cli.common import device_option, run_trio, stop_on_signals, trace_level_option
+from tinytelem.cli.common import device_option, run_options, run_trio, stop_on_signals
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,13 +49,7 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--run", "start_run", is_flag=True,
               help="Start one inference (RUN); the stream ends after it.")
-@click.option("--prompt", default="Once upon a time", show_default=True)
-@click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535), default=64,
-              show_default=True, help="Tokens to generate with --run.")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--seed", type=click.IntRange(1, 2**32 - 1), default=42, show_default=True)
-@trace_level_option()
+@run_options(tokens_help="Tokens to generate with --run.")
 @click.option("--duration", type=click.FloatRange(0.0, min_open=True), default=None,
               help="Stop after this many seconds (default: Ctrl-C, or the end of --run).")
 @click.option("--sensor", type=click.Choice(["auto", "sim", "none"]), default="auto",
@@ -68,8 +62,6 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
               help="Droppable messages (spans, raw power; at most 8 MiB) queued per client "
                    "before its oldest are dropped. Tokens, runs, memory, errors and summaries "
                    "are kept apart.")
-@click.option("--fault", "faults", multiple=True, metavar="drop@N",
-              help="Twin fault injection (emu: devices only).")
 @click.option("--wait-clients", type=click.IntRange(0), default=0, show_default=True,
               metavar="N",
               help="Start recording (and --run) only once N authenticated clients have "
@@ -81,10 +73,9 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
 @click.option("--json", "as_json", is_flag=True, help="Print streamer statistics as JSON.")
 def serve(
     device: str, listen: str, token: str | None, tls_cert: Path | None, tls_key: Path | None,
-    out: Path | None, overwrite: bool, start_run: bool, prompt: str, n_tokens: int,
-    model: Path | None, tokenizer: Path | None, seed: int, trace_level: str,
+    out: Path | None, overwrite: bool, start_run: bool, run: dict[str, Any],
     duration: float | None, sensor: str, sensor_rate: float, client_queue: int,
-    faults: tuple[str, ...], wait_clients: int, wait_timeout: float | None, as_json: bool,
+    wait_clients: int, wait_timeout: float | None, as_json: bool,
 ) -> None:
     """Stream a device live: power summaries, tokens, spans, memory, link health.
 
@@ -100,7 +91,6 @@ def serve(
     from rich.console import Console
 
     from tinytelem.live.security import check_listen_security, parse_listen, resolve_token
-    from tinytelem.protocol.messages import TraceLevel
     from tinytelem.session.options import ServeOptions
     from tinytelem.session.serve import serve_device
 
@@ -108,11 +98,9 @@ def serve(
     check_listen_security(parse_listen(listen), resolve_token(token), tls_cert, tls_key)
     options = ServeOptions(
         device=device, listen=listen, token=token, tls_cert=tls_cert, tls_key=tls_key, out=out,
-        overwrite=overwrite, run=start_run, prompt=prompt, n_tokens=n_tokens, model=model,
-        tokenizer=tokenizer, seed=seed, trace_level=TraceLevel[trace_level.upper()],
-        duration_s=duration, sensor=sensor,
-        sensor_rate_hz=sensor_rate, client_queue=client_queue, faults=list(faults),
-        wait_clients=wait_clients, wait_timeout_s=wait_timeout,
+        overwrite=overwrite, run=start_run, duration_s=duration, sensor=sensor,
+        sensor_rate_hz=sensor_rate, client_queue=client_queue,
+        wait_clients=wait_clients, wait_timeout_s=wait_timeout, **run,
     )
     if wait_timeout is not None and not wait_clients:
         raise click.UsageError("--wait-timeout needs --wait-clients N")
