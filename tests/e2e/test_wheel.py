@@ -51,6 +51,47 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.fixture(scope="module")
+def sdist(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An sdist made by the build backend's own hook (PEP 517 ``build_sdist``) in a fresh venv
+    with the setuptools pyproject.toml asks for (the ``build`` front end is not a dependency)."""
+    tmp = tmp_path_factory.mktemp("sdist")
+    proj = wheel.parent.parent / "proj"
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "setuptools>=77"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot install the build backend here: {proc.stderr.strip()[-300:]}")
+    out = tmp / "dist"
+    out.mkdir()
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(out)!r}))"
+    proc = subprocess.run([str(py), "-c", code], cwd=proj, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / proc.stdout.strip().splitlines()[-1]
+
+
+def test_sdist_holds_the_firmware_and_builds_a_wheel_with_it(sdist: Path,
+                                                              tmp_path: Path) -> None:
+    import tarfile
+
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+    root = names[0].split("/")[0]
+    shipped = {n.removeprefix(f"{root}/firmware/") for n in names
+               if n.startswith(f"{root}/firmware/")}
+    assert _firmware_sources() <= shipped, sorted(_firmware_sources() - shipped)
+    assert f"{root}/setup.py" in names
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                           str(tmp_path), str(sdist)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (built,) = tmp_path.glob("tinytelem-*.whl")
+    assert "tinytelem/_firmware/Makefile" in zipfile.ZipFile(built).namelist()
+
+
 def test_wheel_holds_the_firmware_sources(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n.removeprefix("tinytelem/_firmware/") for n in names
