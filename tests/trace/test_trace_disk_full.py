@@ -118,10 +118,10 @@ def _check_profile(proc: subprocess.CompletedProcess[str], out: Path, remedy: st
     assert proc.returncode == 1, f"rc {proc.returncode}\n{proc.stderr[-3000:]}"
     assert remedy in proc.stderr
     assert "Traceback" not in proc.stderr and "Segmentation" not in proc.stderr
-    # What was written before the error is there (a fast run fills the disk between two timed
-    # flushes, so only whole chunks of the busiest tables are).
+    # What was written before the error is there: whole chunks and timed flushes, whichever
+    # came first (the writer test above checks the flushed count exactly).
     with open_trace(out / "trace.h5") as tr:
-        assert tr.events.size >= 4096
+        assert tr.events.size > 0 and tr.events["type"][0] == 1  # starts with the HELLO
         assert not tr.attrs["complete"]
 
 

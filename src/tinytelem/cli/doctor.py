@@ -43,15 +43,29 @@ def _tools() -> list[dict[str, Any]]:
     return rows
 
 
-def _targets() -> list[dict[str, Any]]:
+def _firmware_sources() -> dict[str, Any]:
+    """Where the firmware's C sources are (a checkout's firmware/ or the wheel's copy)."""
+    from tinytelem.errors import ConfigError
+    from tinytelem.firmware.targets import firmware_dir
+
+    try:
+        return {"path": str(firmware_dir()), "problem": None}
+    except ConfigError as exc:
+        return {"path": None, "problem": str(exc)}
+
+
+def _targets(sources: dict[str, Any]) -> list[dict[str, Any]]:
     from tinytelem.firmware.targets import TARGETS, missing_tools
 
     rows = []
     for t in TARGETS.values():
         missing = missing_tools(t)
+        if sources["path"] is None:  # nothing can be built or run without the sources
+            missing = ["firmware sources", *missing]
         build_missing = [m for m in missing if m != t.qemu]
         rows.append({"target": t.name, "build": not build_missing,
-                     "run": t.native or (t.qemu is not None and not missing),
+                     "run": (t.native and not build_missing)
+                     or (t.qemu is not None and not missing),
                      "missing": missing, "device": "native:" if t.native else
                      (f"qemu:{t.name}" if t.qemu else None)})
     return rows
@@ -88,7 +102,9 @@ def _linux_power(hwmon: Path | None = None) -> list[str]:
 def collect() -> dict[str, Any]:
     """Everything doctor reports, as plain data."""
     ports = _serial_ports()
-    return {"tools": _tools(), "targets": _targets(), "serial_ports": ports,
+    sources = _firmware_sources()
+    return {"tools": _tools(), "firmware_sources": sources, "targets": _targets(sources),
+            "serial_ports": ports,
             "power_sensors": [p["sensor"] for p in ports if p["sensor"]] + _linux_power()}
 
 
@@ -109,6 +125,9 @@ def doctor(as_json: bool) -> None:
         tools.add_row(r["tool"], "[green]ok[/]" if r["present"] else "[red]missing[/]",
                       r["version"] if r["present"] else r["install"])
     console.print(tools)
+    sources = report["firmware_sources"]
+    console.print(f"firmware sources: {sources['path']}" if sources["path"] else
+                  f"[red]firmware sources missing[/]: {sources['problem']}")
     targets = Table("target", "build", "run", "device URL", title="Firmware targets")
     for r in report["targets"]:
         targets.add_row(r["target"], "yes" if r["build"] else "no",

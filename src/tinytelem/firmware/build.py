@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinytelem.errors import ConfigError, ModelError
-from tinytelem.firmware.targets import Target, firmware_dir, get_target, require_tools
+from tinytelem.firmware.targets import (
+    PACKAGED_FIRMWARE,
+    Target,
+    firmware_dir,
+    get_target,
+    require_tools,
+)
 
 __all__ = ["BuildResult", "ModelPlan", "build", "default_build_dir", "plan_model"]
 
@@ -154,10 +160,15 @@ def _model_source(plan: ModelPlan, out_dir: Path) -> Path:
 
 
 def default_build_dir(target: str, variant: str = "demo") -> Path:
-    """``build/firmware/<target>[-variant]`` under the project root (ignored by git)."""
-    root = firmware_dir().parent
+    """``build/firmware/<target>[-variant]`` under the project root (ignored by git); for an
+    installed tinytelem, under the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``)
+    ``/tinytelem/firmware``, not inside the installed package."""
     name = target if variant == "demo" else f"{target}-{variant}"
-    return root / "build" / "firmware" / name
+    src = firmware_dir()
+    if src == PACKAGED_FIRMWARE:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(cache) / "tinytelem" / "firmware" / name
+    return src.parent / "build" / "firmware" / name
 
 
 def build(target: str | Target, model_path: Path | None = None, *,

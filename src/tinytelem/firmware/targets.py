@@ -131,18 +131,26 @@ def require_tools(target: Target, *, run: bool = False) -> None:
         )
 
 
+PACKAGED_FIRMWARE = Path(__file__).resolve().parents[1] / "_firmware"
+"""Where a wheel install keeps the firmware sources (setup.py copies ``firmware/`` there)."""
+
+
 def firmware_dir() -> Path:
-    """The firmware sources (``firmware/`` at the project root).
+    """The firmware sources: ``firmware/`` of a source checkout, else the installed copy.
 
     Raises:
-        ConfigError: when tinytelem runs from an installed wheel without the sources.
+        ConfigError: when neither exists (an install built without the sources).
     """
     here = Path(__file__).resolve()
     for parent in here.parents:
         candidate = parent / "firmware" / "Makefile"
         if candidate.is_file():
             return candidate.parent
+    if (PACKAGED_FIRMWARE / "Makefile").is_file():
+        return PACKAGED_FIRMWARE
     raise ConfigError(
-        "the firmware sources (firmware/Makefile) were not found next to this tinytelem; "
-        "run from a source checkout of the project"
+        f"the firmware sources were not found: neither firmware/Makefile in a source checkout "
+        f"above {here.parents[2]} nor {PACKAGED_FIRMWARE}/Makefile in the installed package; "
+        "reinstall tinytelem from a wheel or sdist built by this project's setup, or run from "
+        "a source checkout"
     )

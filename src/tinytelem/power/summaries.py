@@ -111,7 +111,11 @@ _NUMBA_KERNEL: list[SegmentKernel] = []
 def _numba_kernel() -> SegmentKernel:
     if _NUMBA_KERNEL:
         return _NUMBA_KERNEL[0]
-    import numba  # lazy: ~100 MB RSS, only paid by who asks for it
+    try:
+        import numba  # lazy: ~100 MB RSS, only paid by who asks for it
+    except ImportError as exc:
+        raise ConfigError("the numba summary backend needs numba: pip install "
+                          "'tinytelem[numba]', or use backend='numpy'") from exc
 
     @numba.njit(cache=True, nogil=True)  # type: ignore[misc,unused-ignore]
     def kernel(x: Any, starts: Any) -> tuple[Any, ...]:  # pragma: no cover - compiled

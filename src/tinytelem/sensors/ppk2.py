@@ -76,7 +76,7 @@ class PPK2Sensor:
         metadata_timeout_s: float = 3.0,
         calibration: Calibration | None = None,
         spike: SpikeFilterConfig | None = None,
-        backend: str = "numba",
+        backend: str = "auto",
         max_samples: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

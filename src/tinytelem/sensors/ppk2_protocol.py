@@ -28,6 +28,7 @@ never does I/O, so the live driver, the emulator tests and the benchmark share i
 from __future__ import annotations
 
 import enum
+import importlib.util
 import math
 import re
 from collections.abc import Callable
@@ -52,6 +53,7 @@ __all__ = [
     "SpikeFilterConfig",
     "convert_reference",
     "decode_words",
+    "default_backend",
     "format_metadata",
     "pack_words",
     "parse_metadata",
@@ -309,10 +311,24 @@ def _decode_core(words: Any, mods: Any, vdd_v: float, filt: Any, istate: Any, fs
 _KERNEL: dict[str, Callable[..., int]] = {}
 
 
+def default_backend() -> str:
+    """``numba`` when it is installed (the optional ``tinytelem[numba]`` extra), else ``numpy``
+    (vectorised conversion, spike filter in Python: fine for the PPK2's 100 kS/s)."""
+    try:
+        found = importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as none
+        found = False
+    return "numba" if found else "numpy"
+
+
 def _kernel() -> Callable[..., int]:
     """The numba-compiled block kernel (compiled on first use, cached on disk)."""
     if "numba" not in _KERNEL:
-        import numba
+        try:
+            import numba
+        except ImportError as exc:
+            raise SensorError("the numba PPK2 decoder needs numba: pip install "
+                              "'tinytelem[numba]', or use backend 'numpy'") from exc
 
         _KERNEL["numba"] = numba.njit(cache=True, nogil=True)(_decode_core)
     return _KERNEL["numba"]
@@ -337,15 +353,17 @@ def decode_words(
     vdd_mv: float,
     spike: SpikeFilterConfig,
     state: _FilterState,
-    backend: str = "numba",
+    backend: str = "auto",
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], npt.NDArray[np.int64],
            npt.NDArray[np.int64]]:
     """Decode a block: (current A float32, logic u8, gap positions, gap sizes).
 
-    ``backend``: ``numba`` (the live path), ``numpy`` (vectorised conversion, Python spike
-    filter) or ``python`` (everything per sample in Python) -- the last two exist for the
-    benchmark and as cross-checks.
+    ``backend``: ``numba`` (the live path when numba is installed), ``numpy`` (vectorised
+    conversion, Python spike filter: the live path without numba), ``python`` (everything per
+    sample in Python: benchmark baseline and cross-check), or ``auto`` (:func:`default_backend`).
     """
+    if backend == "auto":
+        backend = default_backend()
     n = words.shape[0]
     current = np.empty(n, dtype=np.float64)
     logic = np.empty(n, dtype=np.uint8)
@@ -458,11 +476,11 @@ class PPK2Decoder:
     """
 
     def __init__(self, metadata: PPK2Metadata | None = None, *, vdd_mv: float = 3300.0,
-                 spike: SpikeFilterConfig | None = None, backend: str = "numba") -> None:
+                 spike: SpikeFilterConfig | None = None, backend: str = "auto") -> None:
         self.metadata = metadata or PPK2Metadata()
         self.vdd_mv = float(vdd_mv)
         self.spike = spike or SpikeFilterConfig()
-        self.backend = backend
+        self.backend = default_backend() if backend == "auto" else backend
         self.next_index = 0
         """Sensor index the next decoded sample gets (gaps advance it too)."""
         self.samples = 0
