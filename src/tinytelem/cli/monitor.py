@@ -119,8 +119,10 @@ def monitor(
                     listening.append(u)
                     ready.set()
 
+                # wait_clients=1: the run starts once this view has subscribed (no race).
                 options = ServeOptions(device=device, listen="ws://127.0.0.1:0", token=private,
-                                       run=start_run, prompt=prompt, n_tokens=n_tokens)
+                                       run=start_run, prompt=prompt, n_tokens=n_tokens,
+                                       wait_clients=1)
 
                 async def serve() -> None:
                     await serve_device(options, stop, on_listening=on_listening)
