@@ -118,8 +118,9 @@ def monitor(
                     listening.append(u)
                     ready.set()
 
+                # wait_clients=1: the run starts once this view has subscribed (no race).
                 options = ServeOptions(device=device, listen="ws://127.0.0.1:0", token=private,
-                                       run=start_run, **run)
+                                       run=start_run, wait_clients=1, **run)
 
                 async def serve() -> None:
                     await serve_device(options, stop, on_listening=on_listening)
