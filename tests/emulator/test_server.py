@@ -28,7 +28,7 @@ from tinytelem.protocol.messages import (
     TraceLevel,
 )
 
-from .helpers import device, greedy
+from .helpers import device, greedy, model, platform
 
 PROMPT = (1, 20, 30)
 
@@ -210,3 +210,39 @@ async def test_bad_urls_and_faults() -> None:
         await serve(device(), faults=[("flip", 1)])
     with pytest.raises(ConfigError, match="power"):
         await serve(device(), power_listen_url="pty")
+
+
+class _SlowEngine:
+    """The reference engine, 5 ms slower per forward pass (a model the host runs slowly)."""
+
+    def __init__(self, m: object) -> None:
+        from tinytelem.models.reference import Transformer
+
+        self.inner = Transformer(m)  # type: ignore[arg-type]
+
+    def forward(self, token: int, pos: int) -> object:
+        time.sleep(0.005)
+        return self.inner.forward(token, pos)
+
+
+async def test_a_long_run_streams_its_first_tokens_at_once() -> None:
+    """300 forward passes take >= 1.5 s of host time; the first tokens must not wait for them."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            d = TwinDevice(platform("rpi4"), model(), trace_level=TraceLevel.TOKENS,
+                           engine_factory=_SlowEngine)
+            addrs = await start(nursery, d)
+            host = await Host.connect(addrs.link)
+            await host.next()
+            sent = time.monotonic()
+            await host.send(Run(5, 1, 0.0, 300, PROMPT))
+            first = next(f for f in await host.until(Token)
+                         if isinstance(f.message, Token))
+            first_after = time.monotonic() - sent
+            frames = await host.until(InferEnd)
+            total = time.monotonic() - sent
+            assert first.message.index == 0 and first_after < 0.5
+            n_decode = sum(isinstance(f.message, Token) and f.message.phase == Phase.DECODE
+                           for f in frames)
+            assert n_decode >= 100 and total > 0.005 * n_decode  # computing it all took long
+            nursery.cancel_scope.cancel()

@@ -4,6 +4,7 @@ float files on the float reference, each costed at its own width unless told oth
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from tinytelem.models.quant import QuantizedModel, quantize_model
 from tinytelem.models.reference import generate
 from tinytelem.models.tlm import write_tlm
 from tinytelem.models.tokenizer import load_tokenizer
-from tinytelem.protocol.messages import Run
+from tinytelem.platforms import all_platforms, get_platform
+from tinytelem.protocol.messages import InferStatus, Run
 from tinytelem.trace.reader import open_trace
 
 from .helpers import platform
@@ -53,6 +55,20 @@ def test_twin_runs_a_tlm_on_the_integer_reference(tmp_path: Path, stories260k: P
                            seed=7)
     assert list(got) == want[len(prompt):]
     assert twin.cost.weight_bits == bits
+
+
+@pytest.mark.parametrize("name", [p.name for p in all_platforms()])
+def test_every_platform_runs_a_tlm_at_every_width(name: str, stories260k: Path) -> None:
+    prompt = (1, 403, 407)
+    for bits in (2, 3, 4, 8):
+        qm = _quantized(stories260k, bits, 32)
+        twin = TwinDevice(get_platform(name), qm, weight_bits=bits)
+        twin.receive(Run(1, 0, 0.0, 4, prompt), 0.0)
+        twin.advance(math.inf)
+        truth = twin.truths[1]
+        assert truth.status is InferStatus.OK and twin.cost.weight_bits == bits
+        want = qinfer.generate(qm, prompt, len(prompt) - 1 + 4)
+        assert list(truth.token_ids) == want and truth.end_s > truth.start_s
 
 
 def test_twin_runs_float_formats(tmp_path: Path, stories260k: Path, tok512: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tinytelem.models import qinfer
+from tinytelem.models.formats import open_model
 from tinytelem.models.gguf_io import read_gguf, tensor_items, write_gguf
 from tinytelem.models.llama2c import (
     LlamaModel,
@@ -24,7 +25,6 @@ from tinytelem.models.llama2c import (
 from tinytelem.models.quant import dequantize_model, quantize_model
 from tinytelem.models.reference import generate
 from tinytelem.models.tlm import read_tlm, write_tlm
-from tinytelem.models.validate import open_model
 
 PROMPT = [1, 72, 101, 108, 108, 111]
 STEPS = 24

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tinytelem.errors import ModelError
+from tinytelem.models.formats import open_model
 from tinytelem.models.llama2c import (
     BUILTIN_SHAPES,
     builtin_from_spec,
@@ -16,7 +17,6 @@ from tinytelem.models.llama2c import (
     serialize_checkpoint,
 )
 from tinytelem.models.reference import Transformer
-from tinytelem.models.validate import open_model
 
 
 def _params(shape: str) -> int:

@@ -9,12 +9,12 @@ import pytest
 
 from tinytelem.errors import ConfigError, ModelError
 from tinytelem.models.cost import kv_cache_bytes
+from tinytelem.models.formats import open_model
 from tinytelem.models.gguf_io import write_gguf
 from tinytelem.models.llama2c import builtin_model, serialize_checkpoint
 from tinytelem.models.validate import (
     family_of,
     memory_need,
-    open_model,
     render_report,
     validate_model,
 )

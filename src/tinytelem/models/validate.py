@@ -24,19 +24,17 @@ from typing import Any, Final
 
 from tinytelem.errors import ConfigError
 from tinytelem.models.cost import activation_bytes, kv_cache_bytes
-from tinytelem.models.formats import LoadedModel, open_model
+from tinytelem.models.formats import LoadedModel
 from tinytelem.models.gguf_io import TensorInfo
 from tinytelem.models.llama2c import LlamaConfig
 
 __all__ = [
     "CODE_ESTIMATES",
     "ENGINE_TYPES",
-    "LoadedModel",
     "MemoryNeed",
     "ValidationReport",
     "family_of",
     "memory_need",
-    "open_model",
     "render_report",
     "validate_model",
 ]
