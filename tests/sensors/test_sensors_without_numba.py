@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tinytelem.errors import ConfigError, SensorError
-from tinytelem.live import summaries
+from tinytelem.power import summaries
 from tinytelem.sensors import ppk2_protocol
 from tinytelem.sensors.ppk2_protocol import (
     PPK2Decoder,
@@ -96,7 +96,8 @@ def test_profile_never_imports_numba(tmp_path: Path) -> None:
     code = (
         "import sys, trio\n"
         "from pathlib import Path\n"
-        "from tinytelem.profiling import ProfileOptions, run_profile\n"
+        "from tinytelem.session.options import ProfileOptions\n"
+        "from tinytelem.session.profile import run_profile\n"
         f"opts = ProfileOptions(device='emu:rp2040', out_dir=Path({str(tmp_path / 'r')!r}),"
         " n_tokens=3)\n"
         "trio.run(run_profile, opts)\n"
