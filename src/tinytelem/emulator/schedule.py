@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from tinytelem.emulator.costmodel import CostModel, OpTiming
+from tinytelem.costing.model import CostModel, OpTiming
 from tinytelem.protocol.messages import (
     NO_LAYER,
     AnyMessage,

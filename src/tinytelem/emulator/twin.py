@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tinytelem import __version__
-from tinytelem.emulator.costmodel import CostModel, PlatformSpec
+from tinytelem.costing.model import CostModel, PlatformSpec
 from tinytelem.emulator.schedule import (
     PowerSegment,
     RunPlan,
