@@ -3,25 +3,27 @@
 
 #include "tt_string.h"
 
+/* Bit casts by union (memcpy is a real call in freestanding builds). */
+typedef union { float f; uint32_t u; } tt_fu;
+typedef float __attribute__((may_alias, aligned(4))) tt_f32a;
+
 float tt_ldf(const uint8_t *p)
 {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
+    return *(const tt_f32a *)p; /* f32 tensors are 4-byte aligned (docs/tlm-format.md) */
 }
 
-static float from_bits(uint32_t b)
+static inline float from_bits(uint32_t b)
 {
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
+    tt_fu v;
+    v.u = b;
+    return v.f;
 }
 
-static uint32_t to_bits(float f)
+static inline uint32_t to_bits(float f)
 {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    return b;
+    tt_fu v;
+    v.f = f;
+    return v.u;
 }
 
 float tt_f16(uint16_t h)
@@ -118,7 +120,8 @@ void tt_rmsnorm(float *o, const float *x, const tt_tensor *w, uint32_t n)
 }
 
 #if defined(TT_KERNELS_DSP) && defined(__ARM_FEATURE_DSP)
-/* Cortex-M4/M7: two signed byte lanes per SXTB16, two MACs per SMLAD. */
+#define TT_DSP 1
+/* Cortex-M4/M7: two 16-bit lanes per SMLAD; SXTB16/UXTB16 widen two bytes at once. */
 static inline uint32_t sxtb16(uint32_t v)
 {
     uint32_t r;
@@ -129,6 +132,18 @@ static inline uint32_t sxtb16_ror8(uint32_t v)
 {
     uint32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+static inline uint32_t uxtb16(uint32_t v)
+{
+    uint32_t r;
+    __asm__("uxtb16 %0, %1" : "=r"(r) : "r"(v));
+    return r;
+}
+static inline uint32_t uxtb16_ror8(uint32_t v)
+{
+    uint32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
 }
 static inline int32_t smlad(uint32_t a, uint32_t b, int32_t acc)
@@ -143,14 +158,15 @@ int32_t tt_dot_i8(const int8_t *a, const int8_t *b, uint32_t n)
     int32_t acc = 0;
     uint32_t i, wa, wb;
     for (i = 0; i < n; i += 4) {
-        memcpy(&wa, a + i, 4);
-        memcpy(&wb, b + i, 4);
+        __builtin_memcpy(&wa, a + i, 4);
+        __builtin_memcpy(&wb, b + i, 4);
         acc = smlad(sxtb16(wa), sxtb16(wb), acc);
         acc = smlad(sxtb16_ror8(wa), sxtb16_ror8(wb), acc);
     }
     return acc;
 }
 #else
+#define TT_DSP 0
 int32_t tt_dot_i8(const int8_t *a, const int8_t *b, uint32_t n)
 {
     int32_t acc = 0;
@@ -160,127 +176,502 @@ int32_t tt_dot_i8(const int8_t *a, const int8_t *b, uint32_t n)
 }
 #endif
 
-/* Unpack one group of stored fields as int8: v = field - off, where off is 2^(bits-1) except
- * for symmetric 8-bit (raw int8, off 0) and asymmetric 2/3/4-bit (off 0). The true level is v
- * (symmetric) or v + off - zero (asymmetric). */
-static int32_t unpack(const tt_tensor *t, const uint8_t *d, uint32_t g, int8_t *v)
+/* Weight words: the .tlm layout puts every 2-, 4- and 8-bit row (and group) on a 4-byte
+ * boundary (cols is a multiple of 16, regions are aligned), so they load as words. */
+typedef uint32_t __attribute__((may_alias, aligned(4))) tt_w32;
+
+static inline uint32_t ld24(const uint8_t *p) /* a 3-bit chunk: 8 fields in 24 bits */
 {
-    uint32_t i, bits = t->bits;
-    int sym = (t->code & 0xF0u) == TT_TLM_SYM;
-    int32_t off = (bits == 8) ? (sym ? 0 : 128) : (sym ? (1 << (bits - 1)) : 0);
-    if (bits == 8) {
-        for (i = 0; i < g; i++) v[i] = (int8_t)((int32_t)d[i] - off);
-    } else if (bits == 4) {
-        for (i = 0; i < g; i += 2) {
-            v[i] = (int8_t)((int32_t)(d[i / 2] & 0xFu) - off);
-            v[i + 1] = (int8_t)((int32_t)(d[i / 2] >> 4) - off);
+#if TT_DSP
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4); /* unaligned LDR: the 4th byte is masked off by the callers */
+    return v;
+#else
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+#endif
+}
+
+/* Spread a 24-bit chunk so fields k and k + 4 sit at bits 3k and 16 + 3k. */
+static inline uint32_t spread24(uint32_t c) { return (c & 0xFFFu) | ((c << 4) & 0x0FFF0000u); }
+
+static inline float f16_to_f32(uint32_t h)
+{
+#if defined(__ARM_FP) && defined(__ARM_ARCH_7EM__) /* FPv4-SP / FPv5: VCVTB from f16 */
+    float f;
+    __asm__("vmov %0, %1\n\tvcvtb.f32.f16 %0, %0" : "=t"(f) : "r"(h));
+    return f;
+#else
+    uint32_t e = h & 0x7C00u;
+    if (e != 0u && e != 0x7C00u)
+        return from_bits(((h & 0x8000u) << 16) | (((h & 0x7FFFu) << 13) + 0x38000000u));
+    return tt_f16((uint16_t)h);
+#endif
+}
+
+/* Columns per expansion block for a matrix: E of tt_qact, or 1 (plain int8 levels) where
+ * the fast kernels do not apply (2-bit groups that are not a multiple of 16; 8-bit without
+ * DSP, whose scalar loop wants the levels as they are). */
+static uint32_t block_for(const tt_tensor *t)
+{
+    if (t->bits == 8u) return TT_DSP ? 4u : 1u;
+    if (t->bits == 2u) return (t->group % 16u) == 0u ? 16u : 1u;
+    return 8u; /* 3-bit chunks and 4-bit words hold 8 fields */
+}
+
+void tt_quantize(tt_qact *a, const float *x, uint32_t cols, uint32_t group, uint32_t block)
+{
+    int8_t q[256] __attribute__((aligned(4)));
+    uint32_t j, k, b, h = block / 2u;
+    if (a->x == x && a->cols == cols && a->group == group && a->block == block) return;
+    for (j = 0; j < cols / group; j++) {
+        const float *xg = x + j * group;
+        float amax = 0.0f, d, id;
+        int32_t sum = 0;
+        for (k = 0; k < group; k++) {
+            float v = xg[k];
+            if (v < 0.0f) v = -v;
+            if (v > amax) amax = v;
         }
-    } else if (bits == 2) {
-        for (i = 0; i < g; i += 4) {
-            uint32_t w = d[i / 4];
-            v[i] = (int8_t)((int32_t)(w & 3u) - off);
-            v[i + 1] = (int8_t)((int32_t)((w >> 2) & 3u) - off);
-            v[i + 2] = (int8_t)((int32_t)((w >> 4) & 3u) - off);
-            v[i + 3] = (int8_t)((int32_t)(w >> 6) - off);
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (k = 0; k < group; k++) {
+            int32_t qi = (int32_t)tt_rintf(xg[k] * id);
+            if (qi > 127) qi = 127;
+            if (qi < -127) qi = -127;
+            q[k] = (int8_t)qi;
+            sum += qi;
         }
-    } else { /* 3-bit: eight fields per three bytes */
-        for (i = 0; i < g; i += 8) {
-            const uint8_t *p = d + 3u * (i / 8u);
-            uint32_t w = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16, k;
-            for (k = 0; k < 8; k++) v[i + k] = (int8_t)((int32_t)((w >> (3u * k)) & 7u) - off);
+        a->qg[j].d = d;
+        a->qg[j].sum = sum;
+        if (block == 1u) {
+            memcpy((int8_t *)a->xe + j * group, q, group);
+            continue;
+        }
+        for (b = 0; b < group; b += block) {
+            uint32_t *o = a->xe + (j * group + b) / 2u;
+            for (k = 0; k < h; k++) {
+                int32_t lo = q[b + k], hi = q[b + k + h];
+#if TT_DSP
+                o[k] = ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
+#else
+                o[k] = (uint32_t)hi + ((uint32_t)lo << 16);
+#endif
+            }
         }
     }
-    return off;
+    a->x = x;
+    a->cols = cols;
+    a->group = group;
+    a->block = block;
+}
+
+/* Dot products of one group of stored fields (unsigned, or int8 for symmetric 8-bit) with the
+ * expanded activations, g columns. */
+#if TT_DSP
+/* Each step: the weight word(s), the activation pairs by LDRD, one AND (or SXTB16/UXTB16) and
+ * one SMLAD per two MACs. "m" operands tell the compiler which memory the asm reads. */
+#define TT_IN16(p) "m"(*(const uint32_t(*)[4])(p))
+#define TT_IN32(p) "m"(*(const uint32_t(*)[8])(p))
+
+static inline __attribute__((always_inline)) int32_t dot_q4(const uint8_t **wp, const uint32_t **xp, uint32_t g)
+{
+    const uint8_t *w = *wp;
+    const uint32_t *xe = *xp;
+    const uint32_t m = 0x000F000Fu;
+    int32_t acc = 0;
+    uint32_t v, a0, a1, a2, a3, t;
+#pragma GCC unroll 2
+    for (; g >= 16u; g -= 16u) {
+        uint32_t u;
+        __asm__("ldrd %[v], %[u], [%[w]], #8\n\t"
+                "ldrd %[a0], %[a1], [%[x]], #8\n\t"
+                "ldrd %[a2], %[a3], [%[x]], #8\n\t"
+                "and %[t], %[m], %[v]\n\t"
+                "smlad %[acc], %[t], %[a0], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #4\n\t"
+                "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #8\n\t"
+                "smlad %[acc], %[t], %[a2], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #12\n\t"
+                "smlad %[acc], %[t], %[a3], %[acc]\n\t"
+                "ldrd %[a0], %[a1], [%[x]], #8\n\t"
+                "ldrd %[a2], %[a3], [%[x]], #8\n\t"
+                "and %[t], %[m], %[u]\n\t"
+                "smlad %[acc], %[t], %[a0], %[acc]\n\t"
+                "and %[t], %[m], %[u], lsr #4\n\t"
+                "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+                "and %[t], %[m], %[u], lsr #8\n\t"
+                "smlad %[acc], %[t], %[a2], %[acc]\n\t"
+                "and %[t], %[m], %[u], lsr #12\n\t"
+                "smlad %[acc], %[t], %[a3], %[acc]"
+                : [acc] "+r"(acc), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v), [u] "=&r"(u),
+                  [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t)
+                : [m] "r"(m), TT_IN32(xe), "m"(*(const uint32_t(*)[2])w));
+    }
+    if (g) {
+        __asm__("ldr %[v], [%[w]], #4\n\t"
+                "ldrd %[a0], %[a1], [%[x]], #8\n\t"
+                "ldrd %[a2], %[a3], [%[x]], #8\n\t"
+                "and %[t], %[m], %[v]\n\t"
+                "smlad %[acc], %[t], %[a0], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #4\n\t"
+                "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #8\n\t"
+                "smlad %[acc], %[t], %[a2], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #12\n\t"
+                "smlad %[acc], %[t], %[a3], %[acc]"
+                : [acc] "+r"(acc), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                  [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t)
+                : [m] "r"(m), TT_IN16(xe), "m"(*(const uint32_t *)w));
+    }
+    *wp = w;
+    *xp = xe;
+    return acc;
+}
+
+static inline __attribute__((always_inline)) int32_t dot_q2(const uint8_t **wp, const uint32_t **xp, uint32_t g)
+{
+    const uint8_t *w = *wp;
+    const uint32_t *xe = *xp;
+    const uint32_t m = 0x00030003u;
+    int32_t acc = 0;
+    uint32_t v, a0, a1, a2, a3, t;
+    for (; g; g -= 16u) {
+        __asm__("ldr %[v], [%[w]], #4\n\t"
+                "ldrd %[a0], %[a1], [%[x]], #8\n\t"
+                "ldrd %[a2], %[a3], [%[x]], #8\n\t"
+                "and %[t], %[m], %[v]\n\t"
+                "smlad %[acc], %[t], %[a0], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #2\n\t"
+                "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #4\n\t"
+                "smlad %[acc], %[t], %[a2], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #6\n\t"
+                "smlad %[acc], %[t], %[a3], %[acc]\n\t"
+                "ldrd %[a0], %[a1], [%[x]], #8\n\t"
+                "ldrd %[a2], %[a3], [%[x]], #8\n\t"
+                "and %[t], %[m], %[v], lsr #8\n\t"
+                "smlad %[acc], %[t], %[a0], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #10\n\t"
+                "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #12\n\t"
+                "smlad %[acc], %[t], %[a2], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #14\n\t"
+                "smlad %[acc], %[t], %[a3], %[acc]"
+                : [acc] "+r"(acc), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                  [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t)
+                : [m] "r"(m), TT_IN32(xe), "m"(*(const uint32_t *)w));
+    }
+    *wp = w;
+    *xp = xe;
+    return acc;
+}
+
+static inline __attribute__((always_inline)) int32_t dot_q3(const uint8_t **wp, const uint32_t **xp, uint32_t g)
+{
+    const uint8_t *w = *wp;
+    const uint32_t *xe = *xp;
+    const uint32_t m = 0x00070007u, hm = 0x0FFF0000u;
+    int32_t acc = 0;
+    uint32_t v, a0, a1, a2, a3, t;
+    for (; g; g -= 8u) {
+        __asm__("ldr %[v], [%[w]], #3\n\t"
+                "and %[t], %[hm], %[v], lsl #4\n\t"
+                "ubfx %[v], %[v], #0, #12\n\t"
+                "orr %[v], %[v], %[t]\n\t"
+                "ldrd %[a0], %[a1], [%[x]], #8\n\t"
+                "ldrd %[a2], %[a3], [%[x]], #8\n\t"
+                "and %[t], %[m], %[v]\n\t"
+                "smlad %[acc], %[t], %[a0], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #3\n\t"
+                "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #6\n\t"
+                "smlad %[acc], %[t], %[a2], %[acc]\n\t"
+                "and %[t], %[m], %[v], lsr #9\n\t"
+                "smlad %[acc], %[t], %[a3], %[acc]"
+                : [acc] "+r"(acc), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                  [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t)
+                : [m] "r"(m), [hm] "r"(hm), TT_IN16(xe), "m"(*(const uint8_t(*)[4])w));
+    }
+    *wp = w;
+    *xp = xe;
+    return acc;
+}
+
+static inline __attribute__((always_inline)) int32_t dot_q8(const uint8_t **wp, const uint32_t **xp, uint32_t g, int sym)
+{
+    const uint8_t *w = *wp;
+    const uint32_t *xe = *xp;
+    int32_t acc = 0;
+    uint32_t v, u, a0, a1, a2, a3, t;
+#define TT_Q8_STEP(X)                                                                     \
+    __asm__("ldrd %[v], %[u], [%[w]], #8\n\t"                                             \
+            "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                           \
+            "ldrd %[a2], %[a3], [%[x]], #8\n\t"                                           \
+            X " %[t], %[v]\n\t"                                                           \
+            "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                       \
+            X " %[t], %[v], ror #8\n\t"                                                   \
+            "smlad %[acc], %[t], %[a1], %[acc]\n\t"                                       \
+            X " %[t], %[u]\n\t"                                                           \
+            "smlad %[acc], %[t], %[a2], %[acc]\n\t"                                       \
+            X " %[t], %[u], ror #8\n\t"                                                   \
+            "smlad %[acc], %[t], %[a3], %[acc]"                                           \
+            : [acc] "+r"(acc), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v), [u] "=&r"(u),     \
+              [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t) \
+            : TT_IN16(xe), "m"(*(const uint32_t(*)[2])w))
+    if (sym) {
+#pragma GCC unroll 4
+        for (; g; g -= 8u) TT_Q8_STEP("sxtb16");
+    } else {
+#pragma GCC unroll 4
+        for (; g; g -= 8u) TT_Q8_STEP("uxtb16");
+    }
+#undef TT_Q8_STEP
+    *wp = w;
+    *xp = xe;
+    return acc;
+}
+#else
+/* SWAR: a pair p = f[j] + 65536 f[j+h] of unsigned fields times the word x[j+h] + 65536 x[j]
+ * is, modulo 2^32, L + 65536 M with M = f[j] x[j] + f[j+h] x[j+h] (wanted) and L = f[j] x[j+h].
+ * While |sum L| and |sum M| stay below 2^15, (sum + 2^15) >> 16 is exactly sum M: 8 products
+ * of 4-bit fields (|M| <= 30480), 16 of 3-bit (28448), 32 of 2-bit (24384). */
+static inline int32_t swar_take(uint32_t s) { return (int32_t)(s + 0x8000u) >> 16; }
+
+static inline __attribute__((always_inline)) int32_t dot_q4(const uint8_t **wp, const uint32_t **xp, uint32_t g)
+{
+    const uint32_t *xe = *xp;
+    const tt_w32 *p = (const tt_w32 *)*wp;
+    const uint32_t m = 0x000F000Fu;
+    int32_t acc = 0;
+    for (; g >= 16u; g -= 16u, xe += 8, p += 2) {
+        uint32_t v0 = p[0], v1 = p[1];
+        acc += swar_take((v0 & m) * xe[0] + ((v0 >> 4) & m) * xe[1] +
+                         ((v0 >> 8) & m) * xe[2] + ((v0 >> 12) & m) * xe[3] +
+                         (v1 & m) * xe[4] + ((v1 >> 4) & m) * xe[5] +
+                         ((v1 >> 8) & m) * xe[6] + ((v1 >> 12) & m) * xe[7]);
+    }
+    if (g) {
+        uint32_t v0 = p[0];
+        acc += swar_take((v0 & m) * xe[0] + ((v0 >> 4) & m) * xe[1] +
+                         ((v0 >> 8) & m) * xe[2] + ((v0 >> 12) & m) * xe[3]);
+    }
+    *wp = (const uint8_t *)p;
+    *xp = xe;
+    return acc;
+}
+
+static inline __attribute__((always_inline)) int32_t dot_q2(const uint8_t **wp, const uint32_t **xp, uint32_t g)
+{
+    const uint32_t *xe = *xp;
+    const tt_w32 *p = (const tt_w32 *)*wp;
+    const uint32_t m = 0x00030003u;
+    int32_t acc = 0;
+    while (g) {
+        uint32_t s = 0, n = g < 64u ? g : 64u;
+        g -= n;
+        for (; n; n -= 16u, xe += 8) {
+            uint32_t v = *p++;
+            s += (v & m) * xe[0] + ((v >> 2) & m) * xe[1] + ((v >> 4) & m) * xe[2] +
+                 ((v >> 6) & m) * xe[3] + ((v >> 8) & m) * xe[4] + ((v >> 10) & m) * xe[5] +
+                 ((v >> 12) & m) * xe[6] + ((v >> 14) & m) * xe[7];
+        }
+        acc += swar_take(s);
+    }
+    *wp = (const uint8_t *)p;
+    *xp = xe;
+    return acc;
+}
+
+static inline __attribute__((always_inline)) int32_t dot_q3(const uint8_t **wp, const uint32_t **xp, uint32_t g)
+{
+    const uint8_t *w = *wp;
+    const uint32_t *xe = *xp;
+    const uint32_t m = 0x00070007u;
+    int32_t acc = 0;
+    while (g) {
+        uint32_t s = 0, n = g < 32u ? g : 32u;
+        g -= n;
+        for (; n; n -= 8u, xe += 4, w += 3) {
+            uint32_t v = spread24(ld24(w));
+            s += (v & m) * xe[0] + ((v >> 3) & m) * xe[1] + ((v >> 6) & m) * xe[2] +
+                 ((v >> 9) & m) * xe[3];
+        }
+        acc += swar_take(s);
+    }
+    *wp = w;
+    *xp = xe;
+    return acc;
+}
+
+static inline __attribute__((always_inline)) int32_t dot_q8(const uint8_t *w, const int8_t *xq, uint32_t g, int sym)
+{
+    int32_t acc = 0;
+    uint32_t k;
+    if (sym) {
+        const int8_t *s = (const int8_t *)w;
+        for (k = 0; k < g; k += 4)
+            acc += s[k] * xq[k] + s[k + 1] * xq[k + 1] + s[k + 2] * xq[k + 2] +
+                   s[k + 3] * xq[k + 3];
+    } else {
+        for (k = 0; k < g; k += 4)
+            acc += w[k] * xq[k] + w[k + 1] * xq[k + 1] + w[k + 2] * xq[k + 2] +
+                   w[k + 3] * xq[k + 3];
+    }
+    return acc;
+}
+#endif
+
+/* Any layout, one field at a time (plain int8 activations): the fallback. */
+static int32_t dot_any(const tt_tensor *t, const uint8_t *d, const int8_t *xq, uint32_t g)
+{
+    int32_t acc = 0;
+    uint32_t k, bits = t->bits;
+    for (k = 0; k < g; k++) {
+        int32_t f;
+        if (bits == 8u) {
+            f = (t->code & 0xF0u) == TT_TLM_SYM ? (int32_t)(int8_t)d[k] : (int32_t)d[k];
+        } else if (bits == 4u) {
+            f = (d[k / 2u] >> (4u * (k & 1u))) & 0xF;
+        } else if (bits == 2u) {
+            f = (d[k / 4u] >> (2u * (k & 3u))) & 0x3;
+        } else {
+            f = (int32_t)(ld24(d + 3u * (k / 8u)) >> (3u * (k & 7u))) & 0x7;
+        }
+        acc += f * xq[k];
+    }
+    return acc;
+}
+
+typedef uint16_t __attribute__((may_alias, aligned(2))) tt_h16;
+
+/* The contract's float work per row and group, around an integer dot product DOT of the group
+ * (which advances w and xe past it): isum = DOT - z * sum(xq), z the field offset (symmetric)
+ * or the zero point (asymmetric); acc += (float)isum * (d * scale). */
+#define TT_ROWS(DOT, ZERO)                                                                    \
+    for (r = 0; r < t->rows; r++) {                                                           \
+        const uint8_t *w = t->data + r * rowbytes, *zp = t->zeros + r * G;                    \
+        const tt_h16 *sp = (const tt_h16 *)(t->scales + 2u * r * G);                          \
+        const uint32_t *xe = a->xe;                                                           \
+        const int8_t *xq = (const int8_t *)a->xe;                                             \
+        const tt_qgroup *qg = a->qg, *qe = qg + G;                                            \
+        float acc = 0.0f;                                                                     \
+        (void)zp; (void)xe; (void)xq;                                                         \
+        for (; qg != qe; qg++, sp++) {                                                        \
+            int32_t isum = (DOT) - (ZERO) * qg->sum;                                          \
+            acc += (float)isum * (qg->d * f16_to_f32(*sp));                                   \
+        }                                                                                     \
+        y[r] = add ? y[r] + acc : acc;                                                        \
+    }
+
+static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
+{
+    uint32_t r, g = t->group, G = t->cols / g, bits = t->bits, block = a->block;
+    uint32_t gbytes = g * bits / 8u, rowbytes = G * gbytes;
+    int sym = (t->code & 0xF0u) == TT_TLM_SYM;
+    /* level = field - off: 2^(bits-1) for symmetric 2/3/4-bit, the zero point when
+     * asymmetric, 0 for symmetric 8-bit (the stored byte is the level). */
+    int32_t off = sym ? (bits == 8u ? 0 : 1 << (bits - 1u)) : 0;
+    if (block == 1u) {
+#if TT_DSP
+        if (sym) { TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), off) } else { TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), (int32_t)*zp++) }
+#else
+        if (bits == 8u) {
+            if (sym) { TT_ROWS((w += g, xq += g, dot_q8(w - g, xq - g, g, 1)), 0) } else { TT_ROWS((w += g, xq += g, dot_q8(w - g, xq - g, g, 0)), (int32_t)*zp++) }
+        } else if (sym) {
+            TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), off)
+        } else {
+            TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), (int32_t)*zp++)
+        }
+#endif
+        return;
+    }
+    if (bits == 4u && sym && g == 32u) {
+        TT_ROWS(dot_q4(&w, &xe, 32u), off) /* the common case, unrolled */
+    }
+#if TT_DSP
+    else if (bits == 8u && sym && g == 32u) {
+        TT_ROWS(dot_q8(&w, &xe, 32u, 1), 0)
+    }
+#endif
+    else if (bits == 4u) {
+        if (sym) { TT_ROWS(dot_q4(&w, &xe, g), off) } else { TT_ROWS(dot_q4(&w, &xe, g), (int32_t)*zp++) }
+    } else if (bits == 2u) {
+        if (sym) { TT_ROWS(dot_q2(&w, &xe, g), off) } else { TT_ROWS(dot_q2(&w, &xe, g), (int32_t)*zp++) }
+    } else if (bits == 3u) {
+        if (sym) { TT_ROWS(dot_q3(&w, &xe, g), off) } else { TT_ROWS(dot_q3(&w, &xe, g), (int32_t)*zp++) }
+    }
+#if TT_DSP
+    else if (sym) {
+        TT_ROWS(dot_q8(&w, &xe, g, 1), 0)
+    } else {
+        TT_ROWS(dot_q8(&w, &xe, g, 0), (int32_t)*zp++)
+    }
+#endif
 }
 
 void tt_row(const tt_tensor *t, uint32_t r, float *out, uint32_t n)
 {
-    uint32_t c;
+    uint32_t c, k, G, j;
     if (t->code == TT_TLM_F32) {
         for (c = 0; c < n; c++) out[c] = tt_ldf(t->data + 4u * ((uint32_t)r * t->cols + c));
-    } else if (t->code == TT_TLM_F16) {
+        return;
+    }
+    if (t->code == TT_TLM_F16) {
         for (c = 0; c < n; c++) out[c] = tt_f16((uint16_t)(t->data[2u * (r * t->cols + c)] |
                                                            t->data[2u * (r * t->cols + c) + 1u] << 8));
-    } else {
-        int8_t v[256] __attribute__((aligned(4)));
-        uint32_t G = t->cols / t->group, j, k;
+        return;
+    }
+    G = t->cols / t->group;
+    {
         int sym = (t->code & 0xF0u) == TT_TLM_SYM;
+        int32_t off = sym ? (t->bits == 8u ? 0 : 1 << (t->bits - 1u)) : 0;
+        const uint8_t *row = t->data + r * t->cols * t->bits / 8u;
+        /* one field at a time, by the same unpacking as dot_any */
         for (j = 0; j < G && j * t->group < n; j++) {
             const uint8_t *sp = t->scales + 2u * (r * G + j);
             float s = tt_f16((uint16_t)(sp[0] | sp[1] << 8));
-            int32_t off = unpack(t, t->data + (r * t->cols + j * t->group) * t->bits / 8u,
-                                 t->group, v);
-            int32_t adj = sym ? 0 : off - (int32_t)t->zeros[r * G + j];
-            for (k = 0; k < t->group && j * t->group + k < n; k++)
-                out[j * t->group + k] = s * (float)((int32_t)v[k] + adj);
+            int32_t z = sym ? off : (int32_t)t->zeros[r * G + j];
+            for (k = 0; k < t->group && j * t->group + k < n; k++) {
+                uint32_t i = j * t->group + k;
+                int32_t f;
+                if (t->bits == 8u)
+                    f = sym ? (int32_t)(int8_t)row[i] : (int32_t)row[i];
+                else if (t->bits == 4u)
+                    f = (row[i / 2u] >> (4u * (i & 1u))) & 0xF;
+                else if (t->bits == 2u)
+                    f = (row[i / 4u] >> (2u * (i & 3u))) & 0x3;
+                else
+                    f = (int32_t)(((uint32_t)row[3u * (i / 8u)] | (uint32_t)row[3u * (i / 8u) + 1u] << 8 |
+                                   (uint32_t)row[3u * (i / 8u) + 2u] << 16) >> (3u * (i & 7u))) & 0x7;
+                out[i] = s * (float)(f - z);
+            }
         }
     }
 }
 
-void tt_matvec(const tt_tensor *t, const float *x, float *y, const tt_scratch *s)
+void tt_matvec(const tt_tensor *t, const float *x, float *y, tt_qact *a, int add)
 {
-    uint32_t r, c, j, k;
-    if (t->code == TT_TLM_F32 || t->code == TT_TLM_F16) {
+    uint32_t r, c;
+    if (t->code == TT_TLM_F32) {
         for (r = 0; r < t->rows; r++) {
-            float acc = 0.0f, w;
-            for (c = 0; c < t->cols; c++) {
-                if (t->code == TT_TLM_F32) {
-                    w = tt_ldf(t->data + 4u * (r * t->cols + c));
-                } else {
-                    const uint8_t *p = t->data + 2u * (r * t->cols + c);
-                    w = tt_f16((uint16_t)(p[0] | p[1] << 8));
-                }
-                acc += w * x[c];
-            }
-            y[r] = acc;
+            const uint8_t *w = t->data + 4u * r * t->cols;
+            float acc = 0.0f;
+            for (c = 0; c < t->cols; c++) acc += tt_ldf(w + 4u * c) * x[c];
+            y[r] = add ? y[r] + acc : acc;
         }
         return;
     }
-    {
-        uint32_t g = t->group, G = t->cols / g, rowbytes = t->cols * t->bits / 8u;
-        int sym = (t->code & 0xF0u) == TT_TLM_SYM;
-        int direct = sym && t->bits == 8u; /* int8 levels used in place */
-        int8_t v[256] __attribute__((aligned(4)));
-        /* Activations: int8 per group, d = amax / 127. */
-        for (j = 0; j < G; j++) {
-            float amax = 0.0f, d, id;
-            int32_t sum = 0;
-            for (k = 0; k < g; k++) {
-                float a = x[j * g + k];
-                if (a < 0.0f) a = -a;
-                if (a > amax) amax = a;
-            }
-            d = amax / 127.0f;
-            id = d != 0.0f ? 1.0f / d : 0.0f;
-            for (k = 0; k < g; k++) {
-                float q = tt_rintf(x[j * g + k] * id);
-                int32_t qi = (int32_t)q;
-                if (qi > 127) qi = 127;
-                if (qi < -127) qi = -127;
-                s->xq[j * g + k] = (int8_t)qi;
-                sum += qi;
-            }
-            s->d[j] = d;
-            s->sums[j] = sum;
-        }
+    if (t->code == TT_TLM_F16) {
         for (r = 0; r < t->rows; r++) {
-            const uint8_t *row = t->data + r * rowbytes;
-            const uint8_t *sp = t->scales + 2u * r * G;
+            const uint8_t *w = t->data + 2u * r * t->cols;
             float acc = 0.0f;
-            for (j = 0; j < G; j++) {
-                const uint8_t *gd = row + j * g * t->bits / 8u;
-                int32_t isum;
-                float ws = tt_f16((uint16_t)(sp[2u * j] | sp[2u * j + 1u] << 8));
-                if (direct && ((uintptr_t)gd & 3u) == 0) {
-                    isum = tt_dot_i8(s->xq + j * g, (const int8_t *)gd, g);
-                } else {
-                    int32_t off = unpack(t, gd, g, v);
-                    isum = tt_dot_i8(s->xq + j * g, v, g);
-                    if (!sym) isum += (off - (int32_t)t->zeros[r * G + j]) * s->sums[j];
-                }
-                acc += (float)isum * (s->d[j] * ws);
-            }
-            y[r] = acc;
+            for (c = 0; c < t->cols; c++)
+                acc += tt_f16((uint16_t)(w[2u * c] | w[2u * c + 1u] << 8)) * x[c];
+            y[r] = add ? y[r] + acc : acc;
         }
+        return;
     }
+    tt_quantize(a, x, t->cols, t->group, block_for(t));
+    matvec_q(t, y, a, add);
 }

@@ -44,9 +44,9 @@ static tt_tensor emb_, cls_, norm_, cos_, sin_;
 static layer_w layers_[TT_MAX_LAYERS];
 static uint32_t ctx_, kv_dim_, hid_, max_cols_, fixed_bytes_, last_pos_, ready_;
 static uint64_t macs_;
-static float *x_, *xb_, *xb2_, *q_, *hb_, *hb2_, *att_, *logits_, *kc_, *vc_;
+static float *x_, *xb_, *q_, *hb_, *hb2_, *att_, *logits_, *kc_, *vc_;
 static uint16_t *idx_;
-static tt_scratch scr_;
+static tt_qact qa_;
 const char *tt_engine_error = "not initialised";
 
 static uint32_t up8(uint32_t n) { return (n + 7u) & ~7u; }
@@ -131,16 +131,15 @@ int tt_engine_init(void)
     /* x and xb feed matmuls: sized to the widest (padded) input, the tail stays zero. */
     x_ = take(&off, 4u * max_cols_);
     xb_ = take(&off, 4u * max_cols_);
-    xb2_ = take(&off, 4u * dim);
     q_ = take(&off, 4u * dim);
     hb_ = take(&off, 4u * max_cols_);
     hb2_ = take(&off, 4u * max_cols_);
     att_ = take(&off, 4u * ctx_);
     logits_ = take(&off, 4u * m_.vocab_size);
     idx_ = take(&off, 2u * m_.vocab_size);
-    scr_.xq = take(&off, max_cols_);
-    scr_.d = take(&off, 4u * (max_cols_ / TT_MIN_GROUP + 1u));
-    scr_.sums = take(&off, 4u * (max_cols_ / TT_MIN_GROUP + 1u));
+    qa_.xe = take(&off, 2u * max_cols_);
+    qa_.qg = take(&off, 8u * (max_cols_ / TT_MIN_GROUP + 1u));
+    qa_.x = 0;
     fixed_bytes_ = off;
     kvb = 4u * m_.n_layers * ctx_ * kv_dim_;
     if ((uint64_t)off + 2u * (uint64_t)kvb > TT_ARENA_BYTES)
@@ -169,9 +168,11 @@ void tt_engine_reset(void)
     last_pos_ = 0;
 }
 
-static void matvec(const tt_tensor *t, const float *x, float *y)
+/* y = W x, or y += W x (`add`); an input is quantized once for all the matmuls that read it
+ * until forget() says its vector was rewritten. */
+static void matvec(const tt_tensor *t, const float *x, float *y, int add)
 {
-    tt_matvec(t, x, y, &scr_);
+    tt_matvec(t, x, y, &qa_, add);
     macs_ += (uint64_t)t->rows * t->cols;
 }
 
@@ -228,9 +229,10 @@ int tt_engine_forward(uint32_t token, uint32_t pos)
         tt_rmsnorm(xb_, x_, &w->att_norm, dim);
         tt_span_end((uint16_t)l, TT_OP_ATTN_NORM);
         tt_span_begin((uint16_t)l, TT_OP_QKV);
-        matvec(&w->wq, xb_, q_);
-        matvec(&w->wk, xb_, kr);
-        matvec(&w->wv, xb_, vr);
+        qa_.x = 0;
+        matvec(&w->wq, xb_, q_, 0);
+        matvec(&w->wk, xb_, kr, 0);
+        matvec(&w->wv, xb_, vr, 0);
         tt_span_end((uint16_t)l, TT_OP_QKV);
         tt_span_begin((uint16_t)l, TT_OP_ROPE);
         rope(q_, dim, pos);
@@ -240,22 +242,23 @@ int tt_engine_forward(uint32_t token, uint32_t pos)
         attention(l, pos);
         tt_span_end((uint16_t)l, TT_OP_ATTENTION);
         tt_span_begin((uint16_t)l, TT_OP_ATTN_OUT);
-        matvec(&w->wo, xb_, xb2_);
-        for (i = 0; i < dim; i++) x_[i] = x_[i] + xb2_[i];
+        qa_.x = 0;
+        matvec(&w->wo, xb_, x_, 1);
         tt_span_end((uint16_t)l, TT_OP_ATTN_OUT);
         tt_span_begin((uint16_t)l, TT_OP_FFN_NORM);
         tt_rmsnorm(xb_, x_, &w->ffn_norm, dim);
         tt_span_end((uint16_t)l, TT_OP_FFN_NORM);
         tt_span_begin((uint16_t)l, TT_OP_FFN);
-        matvec(&w->w1, xb_, hb_);
-        matvec(&w->w3, xb_, hb2_);
+        qa_.x = 0;
+        matvec(&w->w1, xb_, hb_, 0);
+        matvec(&w->w3, xb_, hb2_, 0);
         for (i = 0; i < hid_; i++) {
             float h1 = hb_[i];
             hb_[i] = (h1 * (1.0f / (1.0f + tt_expf(-h1)))) * hb2_[i];
         }
         for (i = hid_; i < w->w2.cols; i++) hb_[i] = 0.0f; /* group padding: zero-extend */
-        matvec(&w->w2, hb_, xb2_);
-        for (i = 0; i < dim; i++) x_[i] = x_[i] + xb2_[i];
+        qa_.x = 0;
+        matvec(&w->w2, hb_, x_, 1);
         tt_span_end((uint16_t)l, TT_OP_FFN);
         tt_span_end((uint16_t)l, TT_OP_LAYER);
     }
@@ -263,7 +266,8 @@ int tt_engine_forward(uint32_t token, uint32_t pos)
     tt_rmsnorm(x_, x_, &norm_, dim);
     tt_span_end(TT_NO_LAYER, TT_OP_FINAL_NORM);
     tt_span_begin(TT_NO_LAYER, TT_OP_CLASSIFIER);
-    matvec(&cls_, x_, logits_);
+    qa_.x = 0;
+    matvec(&cls_, x_, logits_, 0);
     tt_span_end(TT_NO_LAYER, TT_OP_CLASSIFIER);
     return 0;
 }

@@ -110,9 +110,11 @@ def plan_model(target: Target, model_path: Path, max_context: int | None = None)
     max_cols = max([c.dim, c.hidden_dim] + [i.shape[1] for i in infos
                                               if len(i.shape) == 2 and not
                                               i.name.startswith("rope.")])
-    fixed = (2 * _up8(4 * max_cols) + 2 * _up8(4 * c.dim) + 2 * _up8(4 * max_cols)
-             + _up8(2 * c.vocab_size) + _up8(4 * c.vocab_size) + _up8(max_cols)
-             + 2 * _up8(4 * (max_cols // _MIN_GROUP + 1)))
+    # x, xb, q, hb, hb2, logits, sampler ids, expanded activations (2 bytes a column), then
+    # per-group activation scales and sums
+    fixed = (2 * _up8(4 * max_cols) + _up8(4 * c.dim) + 2 * _up8(4 * max_cols)
+             + _up8(2 * c.vocab_size) + _up8(4 * c.vocab_size) + _up8(2 * max_cols)
+             + _up8(8 * (max_cols // _MIN_GROUP + 1)))
 
     def arena(ctx: int) -> int:
         return fixed + _up8(4 * ctx) + 2 * _up8(4 * c.n_layers * ctx * kv_dim)
