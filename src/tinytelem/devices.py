@@ -55,7 +55,8 @@ class TwinOptions:
 
     model: Path | None = None
     seed: int = 42
-    weight_bits: int = 4
+    weight_bits: int | None = None
+    """None: the model's own precision (the twin decides)."""
     drift_ppm: float = 25.0
     faults: Sequence[str] = ()
 
@@ -75,9 +76,11 @@ def twin_argv(platform: str, options: TwinOptions) -> list[str]:
         sys.executable, "-c", "from tinytelem.cli.main import main; main()",
         "emulate", "--platform", platform,
         "--listen", "tcp://127.0.0.1:0", "--power-listen", "tcp://127.0.0.1:0",
-        "--seed", str(options.seed), "--weight-bits", str(options.weight_bits),
+        "--seed", str(options.seed),
         "--drift-ppm", str(options.drift_ppm), "--json", "--exit-with-stdin",
     ]
+    if options.weight_bits is not None:
+        argv += ["--weight-bits", str(options.weight_bits)]
     if options.model is not None:
         argv += ["--model", str(options.model)]
     for fault in options.faults:

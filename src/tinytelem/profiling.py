@@ -61,7 +61,8 @@ class ProfileOptions:
     sensor: str = "auto"
     sensor_rate_hz: float = 100_000.0
     sensor_drift_ppm: float = -40.0
-    weight_bits: int = 4
+    weight_bits: int | None = None
+    """Twin cost model precision; None: the model's own (32 for float models)."""
     faults: list[str] = field(default_factory=list)
     overwrite: bool = False
     run_timeout_s: float = 300.0
@@ -189,8 +190,18 @@ def _model_attrs(options: ProfileOptions) -> dict[str, Any]:
         out["model_config"] = json.dumps(asdict(config))
         out["model_params"] = param_count(config)
     if options.device.startswith("emu:"):
-        out["weight_bits"] = options.weight_bits
+        out["weight_bits"] = options.weight_bits or _own_bits(options.model)
     return out
+
+
+def _own_bits(model: Path | None) -> int:
+    """The precision a model is stored at: a .tlm's bits, 32 for float checkpoints."""
+    if model is not None and model.suffix == ".tlm":
+        from tinytelem.models.tlm import read_tlm
+
+        bits = read_tlm(model).metadata.get("bits")
+        return bits if isinstance(bits, int) else 32
+    return 32
 
 
 def _prepare_out(options: ProfileOptions) -> tuple[Path, Path, Path]:

@@ -45,8 +45,9 @@ def parse_fault(text: str) -> tuple[str, int]:
               default=None, help="llama2.c checkpoint (default: built-in random 260K model).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the built-in model.")
-@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default="4",
-              show_default=True, help="Stored weight width the cost model assumes.")
+@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default=None,
+              help="Stored weight width the cost model assumes (default: the model's own; "
+                   "32 for a llama2.c or built-in float model).")
 @click.option("--drift-ppm", type=float, default=25.0, show_default=True,
               help="Device crystal error relative to host time.")
 @click.option("--tick-offset", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
@@ -63,7 +64,7 @@ def parse_fault(text: str) -> tuple[str, int]:
                    "died); used when the profiler spawns the twin.")
 def emulate(
     platform_name: str, listen: str, power_listen: str | None, model_path: Path | None,
-    seed: int, weight_bits: str, drift_ppm: float, tick_offset: int, trace_level: str,
+    seed: int, weight_bits: str | None, drift_ppm: float, tick_offset: int, trace_level: str,
     faults: tuple[str, ...], once: bool, as_json: bool, exit_with_stdin: bool,
 ) -> None:
     """Run a device twin: wire protocol v1 with a real token loop and a platform cost model."""
@@ -83,7 +84,8 @@ def emulate(
     model = load_checkpoint(model_path) if model_path is not None else builtin_model(seed)
     device = TwinDevice(
         platform, model, seed=seed, drift_ppm=drift_ppm, tick_offset=tick_offset,
-        trace_level=TraceLevel[trace_level.upper()], weight_bits=int(weight_bits),
+        trace_level=TraceLevel[trace_level.upper()],
+        weight_bits=int(weight_bits) if weight_bits else 32,  # float checkpoints: fp32
     )
 
     def announce(addrs: ServerAddresses) -> None:

@@ -33,8 +33,9 @@ from tinytelem.cli.common import device_option, run_trio, trace_level_option
               help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Sensor sample rate in samples/s.")
-@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default="4",
-              show_default=True, help="Weight precision the twin's cost model assumes.")
+@click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]), default=None,
+              help="Weight precision the twin's cost model assumes (default: the model's own, "
+                   "32 for a llama2.c or built-in float model, the stored bits of a .tlm).")
 @click.option("--fault", "faults", multiple=True, metavar="drop@N",
               help="Twin fault injection (repeatable): drop the link after the N-th token.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -45,7 +46,7 @@ def profile(
     device: str, model: Path | None, tokenizer: Path | None, prompt: str, n_tokens: int,
     seed: int, temperature: float, trace_level: str, sensor: str, calibration: Path | None,
     sensor_rate: float,
-    weight_bits: str, faults: tuple[str, ...], out_dir: Path, overwrite: bool, as_json: bool,
+    weight_bits: str | None, faults: tuple[str, ...], out_dir: Path, overwrite: bool, as_json: bool,
 ) -> None:
     """Profile one inference: TTFT, inter-token latency, memory, power and energy per token.
 
@@ -65,7 +66,8 @@ def profile(
         device=device, out_dir=out_dir, prompt=prompt, n_tokens=n_tokens, model=model,
         tokenizer=tokenizer, seed=seed, temperature=temperature,
         trace_level=TraceLevel[trace_level.upper()], sensor=sensor, sensor_rate_hz=sensor_rate,
-        weight_bits=int(weight_bits), faults=list(faults), overwrite=overwrite,
+        weight_bits=int(weight_bits) if weight_bits else None, faults=list(faults),
+        overwrite=overwrite,
         calibration=calibration,
     )
     console = Console(stderr=as_json)

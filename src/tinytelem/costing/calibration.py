@@ -63,6 +63,8 @@ class EngineCalibration:
         if op.kind == "embed":
             (key, _), = ((k, v) for k, v in op.features.items() if k.startswith("one_"))
             b = self._bits(int(key.split("_")[1]))
+            if f"embed_{b}" not in self.ops:  # calibrated embeddings are 8-bit or float
+                b = 8 if b <= 8 else CALIBRATED_FLOAT
             coef = self.ops[f"embed_{b}"]
             feats = {f"{k.split('_')[0]}_{b}": v for k, v in op.features.items()}
         elif op.kind == "matvec":
