@@ -100,7 +100,7 @@ async def test_tcp_session_hello_ping_run() -> None:
 async def test_fault_drop_and_reconnect_sees_gap() -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            d = device(trace_level=TraceLevel.TOKENS, name="rp2040")
+            d = device(trace_level=TraceLevel.TOKENS, name="stm32h7")
             addrs = await start(nursery, d, faults=[("drop", 5)])
             host = await Host.connect(addrs.link)
             await host.next()
@@ -110,7 +110,8 @@ async def test_fault_drop_and_reconnect_sees_gap() -> None:
                 got.append(frame)
             tokens = [f for f in got if isinstance(f.message, Token)]
             assert len(tokens) == 5  # closed right after the 5th TOKEN frame
-            await trio.sleep(0.05)  # the device runs on with no host: frames are lost
+            # The device runs on with no host for three tokens' time: those frames are lost.
+            await trio.sleep(3 * d.cost.token_seconds(10))
             host2 = await Host.connect(addrs.link)
             hello = await host2.next()
             assert hello is not None and isinstance(hello.message, Hello)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
-from tinytelem.emulator.costmodel import CostModel
+from tinytelem.costing.model import CostModel
 from tinytelem.models.llama2c import LlamaConfig
 from tinytelem.platforms import get_platform
 from tinytelem.protocol.enums import NO_LAYER, MsgType, Op, TraceLevel

@@ -73,7 +73,12 @@ def test_known_bottleneck_and_roofline(synthetic: tuple[Path, dict[str, float]])
     tr = bn.tracing
     assert tr is not None and tr.frames == truth["extra_frames"]
     run_s = truth["end"] - truth["begin"]
-    assert tr.share == pytest.approx(truth["extra_frames"] * 60 / p.cpu_hz / run_s)
+    from tinytelem.costing.model import CostModel, frame_cycles
+    from tinytelem.protocol.enums import MsgType, TraceLevel
+
+    cm = CostModel(p, CONFIG, 4, TraceLevel.SPANS)
+    span_cycles = frame_cycles(cm)[MsgType.SPAN_BEGIN]
+    assert tr.share == pytest.approx(truth["extra_frames"] * span_cycles / p.cpu_hz / run_s)
 
 
 def test_real_trace_prediction_close(twin_traces: dict[str, Path]) -> None:
@@ -253,8 +258,9 @@ def test_recommend_known_answers(twin_traces: dict[str, Path]) -> None:
     fast = replace(base, name="fast-h7", cpu_hz=base.cpu_hz * 2,
                    sram_bandwidth_bytes_per_s=base.sram_bandwidth_bytes_per_s * 2)
     plats = [base, fast, get_platform("rp2040")]
-    # 2-bit weights are ~66 KiB, 3-bit ~98 KiB: only 2 bits meet flash<=70KiB.
-    opts = rec.recommend(model, rec.parse_constraints("flash<=70KiB"), platforms=plats)
+    # 2-bit layers are ~90 KiB with the 8-bit embedding the quantizer keeps, 3-bit ~118 KiB:
+    # only 2 bits meet flash<=100KiB.
+    opts = rec.recommend(model, rec.parse_constraints("flash<=100KiB"), platforms=plats)
     assert {o.bits for o in opts if o.ok} == {2}
     # Same power, twice the clock and bandwidth: the fast twin wins on energy and on TTFT.
     for objective in ("energy", "ttft"):
@@ -276,7 +282,7 @@ def test_recommend_known_answers(twin_traces: dict[str, Path]) -> None:
 def test_recommend_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(cli, ["recommend", "--model", "builtin-260k", "--constraints",
-                              "ram<=512KiB,ttft<=1s", "--platform", "esp32s3", "--platform",
+                              "ram<=1MiB,ttft<=1s", "--platform", "esp32s3", "--platform",
                               "rp2040", "--battery", "1000mAh@3.7V", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)

@@ -17,7 +17,8 @@ what the cost model assumes. The twin's traces agree with the prediction by cons
 (modulo span-tick rounding), real hardware will not.
 
 Tracing overhead is the frames the firmware emitted inside the run windows times the cycles it
-spends per frame (the twin's documented costs, ``costmodel.FRAME_COST_CYCLES``), over run time.
+spends per frame (predicted from the engine calibration, ``costing.model.frame_cycles``), over
+run time.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def _predicted(
 ) -> tuple[Any, dict[int, dict[str, float]], float]:
     """CostModel, per-op sums over ``positions`` (macs, bytes, compute_s, memory_s, duration_s)
     and sampling share (samples per forward pass)."""
-    from tinytelem.emulator.costmodel import CostModel
+    from tinytelem.costing.model import CostModel
     from tinytelem.models import cost as model_cost
     from tinytelem.platforms import get_platform
 
@@ -232,8 +233,11 @@ def _predicted(
     return cm, sums, n
 
 
-def _tracing(data: RunData, events: np.ndarray | None, cpu_hz: float) -> TracingOverhead | None:
-    from tinytelem.emulator.costmodel import FRAME_COST_CYCLES
+def _tracing(data: RunData, events: np.ndarray | None, cpu_hz: float, cm: Any = None
+             ) -> TracingOverhead | None:
+    from tinytelem.costing.model import frame_cycles
+
+    frame_cost = frame_cycles(cm)
 
     runs = data.runs
     if events is None or events.size == 0 or runs.size == 0 or not cpu_hz > 0:
@@ -246,9 +250,9 @@ def _tracing(data: RunData, events: np.ndarray | None, cpu_hz: float) -> Tracing
         inside |= (events["device_s"] >= b) & (events["device_s"] <= e)
         run_s += e - b
     types = events["type"][inside]
-    cycles = 0
+    cycles = 0.0
     frames = 0
-    for mt, cyc in FRAME_COST_CYCLES.items():
+    for mt, cyc in frame_cost.items():
         n = int(np.count_nonzero(types == int(mt)))
         cycles += n * cyc
         frames += n
@@ -256,7 +260,7 @@ def _tracing(data: RunData, events: np.ndarray | None, cpu_hz: float) -> Tracing
     return TracingOverhead(
         frames=frames, overhead_s=overhead, run_s=run_s,
         share=overhead / run_s if run_s > 0 else None,
-        frame_cycles={MsgType(k).name.lower(): v for k, v in FRAME_COST_CYCLES.items()},
+        frame_cycles={MsgType(k).name.lower(): round(v) for k, v in frame_cost.items()},
     )
 
 
@@ -335,9 +339,12 @@ def analyse_bottlenecks(
         ridge = attainable = None
         bound = None
         if pr and peak and pr["memory_s"] > 0:
+            # The op's compute rate is the calibrated engine's (MACs over predicted compute
+            # time), not the core's peak: the ridge sits where that rate meets the bandwidth.
+            rate = macs / pr["compute_s"] if pr["compute_s"] > 0 and macs > 0 else peak
             bw = moved / pr["memory_s"]
-            ridge = peak / bw
-            attainable = min(peak, (intensity or 0.0) * bw)
+            ridge = rate / bw
+            attainable = min(rate, (intensity or 0.0) * bw)
             bound = "compute" if pr["compute_s"] >= pr["memory_s"] else "memory"
         pred_s = pr["duration_s"] if pr else None
         rows.append(OpRoofline(
@@ -364,7 +371,7 @@ def analyse_bottlenecks(
         layers=_layers(spans, span_energy),
         top_time=tuple(r.op for r in key_t[:top]),
         top_energy=tuple(r.op for r in key_e[:top]),
-        tracing=_tracing(data, events, cpu_hz), warnings=tuple(warnings),
+        tracing=_tracing(data, events, cpu_hz, cm), warnings=tuple(warnings),
     )
 
 

@@ -3,7 +3,7 @@
 Each option is judged on the figures a deployment is constrained by — RAM, flash, TTFT,
 inter-token latency, throughput, energy per token (and accuracy when evaluation results are
 given). Figures come from a measured trace of the same model, platform and weight width when
-one is supplied, otherwise from the device twin's cost model (``emulator.costmodel``) at trace
+one is supplied, otherwise from the calibrated cost model (``costing.model``, a prediction) at trace
 level OFF, i.e. what the firmware costs without telemetry. Options meeting every constraint come
 first, ordered by the objective (energy per token by default); each carries a sentence saying
 why, with the numbers.
@@ -213,7 +213,7 @@ class Option:
 
 def _cost_model(platform: Any, config: LlamaConfig, bits: int) -> Any:
     """The twin's CostModel for ``bits``-wide weights (no telemetry cost: trace level OFF)."""
-    from tinytelem.emulator.costmodel import CostModel
+    from tinytelem.costing.model import CostModel
     from tinytelem.protocol.enums import TraceLevel
 
     return CostModel(platform, config, bits, TraceLevel.OFF)
@@ -221,8 +221,6 @@ def _cost_model(platform: Any, config: LlamaConfig, bits: int) -> Any:
 
 def predict(platform: Any, model: ModelRef, bits: int, prompt: int, generate: int) -> Option:
     """Figures of one option from the cost model (trace level OFF: no telemetry cost)."""
-    from tinytelem.emulator.costmodel import RUNTIME_HEAP_BYTES
-
     opt = Option(platform.name, bits, "cost model")
     try:
         cm = _cost_model(platform, model.config, bits)
@@ -254,7 +252,7 @@ def predict(platform: Any, model: ModelRef, bits: int, prompt: int, generate: in
         decode_t, energy = decode_t + t, energy + e
     p = cm.platform
     pl = cm.placement
-    ram = RUNTIME_HEAP_BYTES + cm.stack_peak + pl.arena_bytes
+    ram = cm.need.ram
     if pl.weights != "flash":
         ram += pl.weight_bytes
     opt.ram_bytes = float(ram)
@@ -290,13 +288,16 @@ def _apply_measured(opt: Option, summary: Mapping[str, Any], path: Path) -> None
     opt.energy_per_token_j = pw.get("energy_per_token_j") or opt.energy_per_token_j
     opt.avg_w = pw.get("avg_w") or opt.avg_w
     opt.idle_w = pw.get("idle_w") or opt.idle_w
-    arena, stack = mem.get("peak_arena_bytes"), mem.get("stack_peak_bytes")
+    arena = mem.get("peak_arena_bytes")
     if arena is not None and opt.ram_bytes is not None:
-        # Allocated RAM, as predicted: runtime heap + stack + arena (+ weights held in RAM).
-        from tinytelem.emulator.costmodel import RUNTIME_HEAP_BYTES
+        # Allocated RAM: the measured arena + the memory budget's system reserve (stacks,
+        # runtime heap) + weights held in RAM (tinytelem.platforms.memory).
+        from tinytelem.platforms import get_platform
+        from tinytelem.platforms.memory import CODE_ESTIMATES, family_of
 
+        reserve = CODE_ESTIMATES[family_of(get_platform(opt.platform))][1]
         weights = opt.flash_bytes or 0.0 if "weights in flash" not in opt.placement else 0.0
-        opt.ram_bytes = float(RUNTIME_HEAP_BYTES + (stack or 0) + arena) + weights
+        opt.ram_bytes = float(reserve + arena) + weights
     opt.notes.append(f"measured with {summary['tokens']['prompt']} prompt / "
                      f"{summary['tokens']['generated']} generated tokens")
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tinytelem.analysis.clock import ClockFit
 from tinytelem.analysis.metrics import RunData, RunMetrics, Summary, compute_metrics
+from tinytelem.analysis.prediction import band_text, prediction_block
 from tinytelem.errors import TraceError
 from tinytelem.units import si
 
@@ -196,6 +197,7 @@ def build_summary(source: Summary | RunData, run_id: int | None = None) -> dict[
         "clock": {"device": _clock(s.device_clock), "sensor": _clock(s.sensor_clock)},
         "runs": [_run_entry(r) for r in s.runs],
         "warnings": list(s.warnings),
+        "prediction": prediction_block(a, _f(s.itl.mean)),
     }
 
 
@@ -307,6 +309,25 @@ def render_table(summary: Mapping[str, Any]) -> Table:
         ("seq gaps / reconnects", f"{_fmt(link['gaps'], '')} / {link['reconnects']}"),
         ("dropped samples", _fmt(link["dropped_samples"], "")),
     ]
+    pred = summary.get("prediction") or {}
+    if pred.get("source") == "twin":
+        table.title = f"{table.title} (predicted by the device twin)"
+        timed = {"TTFT", "end-to-end", "prefill", "decode", "ITL mean / p50",
+                 "ITL p90 / p99 / max", "avg power", "energy", "energy/token", "idle power",
+                 "peak heap", "peak arena", "KV cache", "stack peak"}
+        rows = [(f"{n} (predicted)" if n in timed else n, v) for n, v in rows]
+        rows += [("prediction band", band_text(pred.get("band"))),
+                 ("calibration", str(pred.get("calibration")))]
+    elif pred.get("source") == "qemu":
+        virtual = {"TTFT", "end-to-end", "prefill", "decode", "ITL mean / p50",
+                   "ITL p90 / p99 / max"}
+        rows = [(f"{n} (virtual clock)" if n in virtual else n, v) for n, v in rows]
+        rows.insert(1, ("instructions/token (measured)",
+                        _fmt(pred.get("instructions_per_token"), "")))
+        if pred.get("board_decode_tok_s"):
+            rows.insert(2, (f"decode on {pred['board']} (predicted)",
+                            f"{_fmt(pred['board_decode_tok_s'], 'tok/s')}, band "
+                            f"{band_text(pred.get('band'))}"))
     for name, value in rows:
         table.add_row(name, value)
     return table

@@ -87,3 +87,39 @@ def footprint_cmd(targets: tuple[str, ...], model: Path | None, as_json: bool) -
 
 build_cmd.name = "build"
 footprint_cmd.name = "footprint"
+
+
+@firmware.command("calibrate")
+@click.option("--family", "families", multiple=True,
+              help="ISA family to calibrate (repeatable; default all: cortex-m4, cortex-m7, "
+                   "cortex-m0plus, rv32imac).")
+@click.option("--shape", "shapes", multiple=True,
+              help="Calibration model shape (repeatable; default 260k, d96, d128).")
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Calibration file (default calibration/engine.json of the checkout).")
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Builds and models (default build/calibration).")
+def calibrate_cmd(families: tuple[str, ...], shapes: tuple[str, ...], out: Path | None,
+                  work_dir: Path | None) -> None:
+    """Measure the C engine's instructions per operator under QEMU and fit the cost model.
+
+    Builds the llama engine for every family with seeded random models at 2/3/4/8/32 bits,
+    runs each under -icount shift=0 at trace levels off/tokens/spans, fits instructions per
+    operator kind and writes the calibration with the git hash of firmware/ (docs/emulator.md).
+    """
+    from tinytelem.costing.measure import FAMILIES, SHAPES, calibrate, write_calibration
+    from tinytelem.firmware.targets import firmware_dir
+
+    root = firmware_dir().parent
+    for name in families:
+        if name not in FAMILIES:
+            raise click.BadParameter(f"unknown family {name!r}; use {', '.join(FAMILIES)}")
+    for name in shapes:
+        if name not in SHAPES:
+            raise click.BadParameter(f"unknown shape {name!r}; use {', '.join(SHAPES)}")
+    doc = calibrate(list(families or FAMILIES), list(shapes or SHAPES),
+                    work_dir or root / "build" / "calibration", root,
+                    progress=lambda s: click.echo(f"... {s}", err=True))
+    path = out or root / "calibration" / "engine.json"
+    write_calibration(doc, path)
+    click.echo(f"wrote {path} (engine {doc['engine_hash']})")

@@ -21,7 +21,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tinytelem.emulator.costmodel import CostModel, OpTiming
+from tinytelem.costing.model import CostModel, OpTiming
 from tinytelem.power.waveform import PowerSegment
 from tinytelem.protocol.messages import (
     NO_LAYER,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tinytelem import __version__
-from tinytelem.emulator.costmodel import CostModel, PlatformSpec
+from tinytelem.costing.model import CostModel, PlatformSpec
 from tinytelem.emulator.schedule import (
     PowerSegment,
     RunLayout,

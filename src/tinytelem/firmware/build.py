@@ -176,7 +176,8 @@ def default_build_dir(target: str, variant: str = "demo") -> Path:
 
 def build(target: str | Target, model_path: Path | None = None, *,
           build_dir: Path | None = None, trace_level: int = 1,
-          extra_cflags: str = "", max_context: int | None = None) -> BuildResult:
+          extra_cflags: str = "", max_context: int | None = None,
+          make_vars: dict[str, str] | None = None) -> BuildResult:
     """Build the firmware for ``target``; with ``model_path`` the llama engine and that model.
 
     Args:
@@ -188,6 +189,8 @@ def build(target: str | Target, model_path: Path | None = None, *,
         extra_cflags: Added to the compiler flags (e.g. ``-DTT_CPU_HZ=16000000``).
         max_context: Cap on the positions the KV cache holds (default: the model's seq_len,
             shrunk to what fits the target's RAM).
+        make_vars: Extra ``NAME=value`` make variables, e.g. ``ARCH`` to build the MPS2 board
+            for another core (the engine calibration builds Cortex-M0+ code this way).
 
     Raises:
         ConfigError: a tool is missing (with the install command), the model is invalid or
@@ -206,6 +209,7 @@ def build(target: str | Target, model_path: Path | None = None, *,
                  f"MAX_LAYERS={plan.n_layers}"]
     if extra_cflags:
         argv.append(f"EXTRA_CFLAGS={extra_cflags}")
+    argv += [f"{k}={v}" for k, v in sorted((make_vars or {}).items())]
     env = dict(os.environ)
     env.pop("MAKEFLAGS", None)
     if t.native:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from tinytelem.errors import ConfigError
 from tinytelem.models.llama2c import LlamaConfig
+from tinytelem.platforms.memory import activation_bytes, kv_cache_bytes
 from tinytelem.protocol.messages import NO_LAYER, Op
 
 __all__ = ["OpCost", "activation_bytes", "kv_cache_bytes", "op_costs", "param_count",
@@ -122,23 +123,3 @@ def param_count(config: LlamaConfig) -> int:
     if not config.shared_classifier:
         total += config.vocab_size * dim
     return total
-
-
-def kv_cache_bytes(config: LlamaConfig, context: int | None = None,
-                   bytes_per_elem: int = 4) -> int:
-    """Bytes of the key and value caches for ``context`` positions (default: seq_len)."""
-    ctx = config.seq_len if context is None else context
-    return 2 * config.n_layers * ctx * config.kv_dim * bytes_per_elem
-
-
-def activation_bytes(config: LlamaConfig, bytes_per_elem: int = 4,
-                     context: int | None = None) -> int:
-    """Bytes of run.c's RunState scratch buffers, KV cache excluded.
-
-    x, xb, xb2 and q (dim each), hb and hb2 (hidden each), the attention scores
-    (n_heads x context) and the logits (vocab).
-    """
-    ctx = config.seq_len if context is None else context
-    elems = (4 * config.dim + 2 * config.hidden_dim + config.n_heads * ctx
-             + config.vocab_size)
-    return elems * bytes_per_elem

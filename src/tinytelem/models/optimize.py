@@ -41,7 +41,7 @@ from tinytelem.errors import ConfigError, ModelError
 from tinytelem.models import names
 from tinytelem.models.evaluate import blas_single_thread, forward_sequence, log_softmax
 from tinytelem.models.llama2c import LlamaModel, LlamaWeights
-from tinytelem.models.validate import CODE_ESTIMATES, family_of, memory_need
+from tinytelem.platforms.memory import CODE_ESTIMATES, family_of, memory_need
 
 __all__ = ["PLAN_SCHEMA", "CurvePoint", "Plan", "kld_against", "optimize_model", "plan_options",
            "render_plan", "sensitivities"]

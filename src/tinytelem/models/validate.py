@@ -6,7 +6,7 @@ The memory model (documented in docs/model-formats.md, "Validation"):
   (:data:`CODE_ESTIMATES`; MCUs run weights in place from flash / XIP). Linux boards load the
   weights into DRAM, so there the weights count against RAM and flash is not checked.
 * **RAM need** = KV cache (``2 * layers * context * kv_dim * kv_bytes``) + run.c's activation
-  buffers at that context (:func:`tinytelem.models.cost.activation_bytes`) + scratch (one float
+  buffers at that context (:func:`tinytelem.platforms.memory.activation_bytes`) + scratch (one float
   row of the widest matrix for dequantization, the int8-quantized activation vector, and the
   telemetry buffers) + the platform's system reserve.
 * **RAM available** = SRAM + PSRAM on MCUs (KV and activations go to PSRAM only when SRAM is not
@@ -23,10 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tinytelem.errors import ConfigError
-from tinytelem.models.cost import activation_bytes, kv_cache_bytes
 from tinytelem.models.formats import LoadedModel
 from tinytelem.models.gguf_io import TensorInfo
-from tinytelem.models.llama2c import LlamaConfig
+from tinytelem.platforms.memory import (
+    CODE_ESTIMATES,
+    MemoryNeed,
+    family_of,
+    longest_context,
+    memory_need,
+)
 
 __all__ = [
     "CODE_ESTIMATES",
@@ -42,61 +47,12 @@ __all__ = [
 #: Storage types the tinytelem firmware engine runs natively (the .tlm tensor kinds).
 ENGINE_TYPES: Final = frozenset({"f32", "f16", "int8", "int4", "int3", "int2", "uint8", "uint4",
                                  "uint3", "uint2"})
-#: family -> (engine + runtime code bytes in flash, RAM reserved for the system/stack).
-#: Estimates: a minimal ESP-IDF app with UART telemetry is ~200 KiB of flash and keeps ~64 KiB
-#: of heap/stacks for itself; a bare-metal Cortex-M / RISC-V engine is ~40-60 KiB and 8-16 KiB.
-CODE_ESTIMATES: Final[dict[str, tuple[int, int]]] = {
-    "esp32": (220 * 1024, 64 * 1024),
-    "cortex-m": (48 * 1024, 8 * 1024),
-    "riscv": (64 * 1024, 16 * 1024),
-    "linux": (0, 256 * 1024 * 1024),
-}
-_SCRATCH_FIXED = 4096  # telemetry ring + frame buffer
 
 
 # ---------------------------------------------------------------- memory model
 
-def family_of(platform: Any) -> str:
-    """esp32, cortex-m, riscv or linux, from the platform's memories and ISA."""
-    if platform.dram_bytes > 0:
-        return "linux"
-    if platform.name.startswith("esp32"):
-        return "esp32"
-    if "RV" in platform.isa.upper() or "RISC" in platform.isa.upper():
-        return "riscv"
-    return "cortex-m"
-
-
-@dataclass(frozen=True)
-class MemoryNeed:
-    """Bytes by purpose for one configuration (context, KV width)."""
-
-    weights: int
-    code: int
-    kv_cache: int
-    activations: int
-    scratch: int
-    reserve: int
-
-    @property
-    def ram(self) -> int:
-        """Working memory: KV + activations + scratch + system reserve."""
-        return self.kv_cache + self.activations + self.scratch + self.reserve
-
-    @property
-    def flash(self) -> int:
-        """Flash: weights run in place plus the engine code."""
-        return self.weights + self.code
-
-
-def memory_need(config: LlamaConfig, weight_bytes: int, platform: Any, context: int,
-                kv_bytes: int = 4) -> MemoryNeed:
-    """What one model needs on one platform at ``context`` positions (see module docstring)."""
-    code, reserve = CODE_ESTIMATES[family_of(platform)]
-    widest = max(config.dim, config.hidden_dim)
-    scratch = 4 * widest + widest + _SCRATCH_FIXED
-    return MemoryNeed(weight_bytes, code, kv_cache_bytes(config, context, kv_bytes),
-                      activation_bytes(config, 4, context), scratch, reserve)
+# The budget itself lives beside the platform registry (tinytelem.platforms.memory), shared with
+# the twin's cost model, recommend and bottleneck analysis.
 
 
 @dataclass
@@ -161,16 +117,6 @@ def _kib(n: int) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
-def _max_context(config: LlamaConfig, weight_bytes: int, platform: Any, ram: int,
-                 kv_bytes: int) -> int:
-    lo, hi = 0, config.seq_len
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if memory_need(config, weight_bytes, platform, mid, kv_bytes).ram <= ram:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def validate_model(lm: LoadedModel, platform: str | None = None, context: int | None = None,
@@ -258,7 +204,7 @@ def validate_model(lm: LoadedModel, platform: str | None = None, context: int | 
         for kb, label in ((kvb, f"{kv_bits}-bit KV"), (2, "fp16 KV"), (1, "int8 KV")):
             if kb > kvb:
                 continue
-            best = _max_context(cfg, wbytes, p, ram, kb)
+            best = longest_context(cfg, wbytes, p, ram, kb)
             if best > 0:
                 opts.append(f"--context {best} with {label}")
         shown = need.ram + (wbytes if fam == "linux" else 0)

@@ -58,7 +58,9 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 # Field groups, by the type a data file must give them. Integers are exact quantities (bytes,
 # hertz, counts); floats are measured or estimated rates and powers (an int is accepted there).
-_STR_FIELDS = ("name", "display_name", "vendor", "core", "isa", "toolchain", "qemu_machine")
+_STR_FIELDS = (
+    "name", "display_name", "vendor", "core", "isa", "toolchain", "qemu_machine", "isa_family",
+)
 _STR_LIST_FIELDS = ("aliases", "simd", "estimates")
 _INT_FIELDS = (
     "cores",
@@ -79,11 +81,14 @@ _FLOAT_FIELDS = (
     "active_power_w",
     "idle_power_w",
     "supply_voltage_v",
+    "cycles_per_instruction",
+    "efficiency",
 )
 #: Every numeric figure; each must have an entry in the file's ``[sources]`` table.
 FIGURE_FIELDS: tuple[str, ...] = _INT_FIELDS + _FLOAT_FIELDS
 # Figures that must be strictly positive (a zero clock or core count is always a mistake).
-_POSITIVE_FIELDS = frozenset({"cores", "cpu_hz", "tick_hz", "supply_voltage_v"})
+_POSITIVE_FIELDS = frozenset({"cores", "cpu_hz", "tick_hz", "supply_voltage_v",
+                              "cycles_per_instruction", "efficiency"})
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,12 @@ class Platform:
     tick_hz: int
     toolchain: str
     qemu_machine: str
+    isa_family: str
+    """The engine calibration family whose instruction counts stand for this core."""
+    cycles_per_instruction: float
+    """Core cycles per calibration-family instruction (documented derivation in ``sources``)."""
+    efficiency: float
+    """1.0, or the one factor fitted to a published point (``sources`` says which)."""
     estimates: tuple[str, ...]
     notes: str
     # Excluded from hashing so a Platform can still be a dict key or set member.

@@ -1,18 +1,28 @@
-"""Per-platform cost model of the device twin: time, power and memory of every operator.
+"""Cost model: predicted time, power and memory of every operator of the C engine on a board.
 
-The twin runs the real token loop on the host and asks this model how long each operator would
-take on the target, how much power it would draw and how much memory the firmware would hold.
-Everything here is a pure function of (platform, model shape, weight width, position), so two
-twins built alike produce bit-identical schedules. docs/emulator.md states the formulas; keep the
-two in step.
+The twin, ``recommend``, bottleneck analysis and QEMU runs all ask this model; its figures are
+predictions. Everything is a pure function of (platform, model shape, weight widths, position),
+so two twins built alike produce bit-identical schedules. docs/emulator.md states the formulas;
+keep the two in step.
 
 Duration of one operator::
 
-    t_op      = OP_OVERHEAD_CYCLES / cpu_hz + max(t_compute, t_memory)
-    t_compute = macs / (int8_macs_per_cycle * cpu_hz)          (weight_bits <= 8)
-              = macs / (fp32_flops_per_cycle / 2 * cpu_hz)     (fp32: one MAC = two flops)
+    instr     = the engine calibration's fitted instructions of the span (measured under QEMU on
+                the platform's ISA family, tinytelem.costing.calibration)
+    t_compute = instr * cycles_per_instruction * efficiency / cpu_hz
     t_memory  = weight_bytes / bw(weight placement)
               + (act_bytes + kv_bytes_read + kv_bytes_written) / bw(arena placement)
+    t_op      = t_compute + t_stall                       (MCUs: in-order cores)
+    t_op      = max(t_compute, t_memory)                  (Linux boards: out-of-order + DRAM)
+
+``t_stall`` is the part of ``t_memory`` that comes from PSRAM or flash: a load from on-chip SRAM
+is already in the core's cycles per instruction, a cache-line miss to PSRAM or a flash line
+behind its wait states stalls an in-order core for the line's transfer time (the bandwidths in
+the platform file are those transfer rates, with their sources).
+
+``cycles_per_instruction`` comes from the core's documentation (platform file, with its
+source); ``efficiency`` is 1 unless the platform file states it was fitted to a published point.
+The instructions per forward pass outside every span (the token loop) are charged to EMBED.
 
 Power of one operator (``u`` is the utilisation of the core)::
 
@@ -30,24 +40,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tinytelem.costing.calibration import EngineCalibration, load_calibration
+from tinytelem.costing.features import WeightBits, forward_ops, sample_features
 from tinytelem.errors import ConfigError
 from tinytelem.models import cost as model_cost
 from tinytelem.models.llama2c import LlamaConfig
-from tinytelem.protocol.messages import NO_LAYER, MsgType, Op, TraceLevel
+from tinytelem.platforms.memory import MemoryNeed, longest_context, memory_need
+from tinytelem.protocol.messages import (
+    NO_LAYER,
+    AnyMessage,
+    Counter,
+    CounterValue,
+    InferBegin,
+    Memory,
+    MsgType,
+    Op,
+    SpanBegin,
+    Token,
+    TraceLevel,
+)
 
 __all__ = [
-    "FRAME_COST_CYCLES",
     "MEMORY_BOUND_UTILISATION",
-    "OP_OVERHEAD_CYCLES",
     "CostModel",
     "MemoryState",
     "OpTiming",
     "Placement",
     "PlatformSpec",
+    "frame_cycles",
 ]
-
-OP_OVERHEAD_CYCLES = 200
-"""Fixed cycles per operator: call, loop set-up and pointer arithmetic of a C kernel."""
 
 MEMORY_BOUND_UTILISATION = 0.55
 """Core utilisation of an operator that does nothing but wait for memory (see module docs)."""
@@ -55,26 +76,21 @@ MEMORY_BOUND_UTILISATION = 0.55
 INSTRUMENTATION_UTILISATION = 0.7
 """Utilisation while the firmware encodes a frame (CRC, COBS, copying into the UART FIFO)."""
 
-SAMPLE_CYCLES_PER_LOGIT = 6
-"""Sampling cost when the op list has no SAMPLE entry: max/softmax/top-p pass per logit."""
-
-FRAME_COST_CYCLES: dict[MsgType, int] = {
-    MsgType.TOKEN: 150,
-    MsgType.SPAN_BEGIN: 60,
-    MsgType.SPAN_END: 60,
-    MsgType.MEMORY: 120,
-    MsgType.COUNTER: 80,
-    MsgType.INFER_BEGIN: 100,
+_SAMPLE_FRAMES: dict[MsgType, AnyMessage] = {
+    MsgType.TOKEN: Token(100, 100, 1),
+    MsgType.SPAN_BEGIN: SpanBegin(1, int(Op.FFN)),
+    MsgType.SPAN_END: SpanBegin(1, int(Op.FFN)),
+    MsgType.MEMORY: Memory(100_000, 100_000, 2000, 100_000, 10_000),
+    MsgType.COUNTER: CounterValue(Counter.MACS, 1 << 32),
+    MsgType.INFER_BEGIN: InferBegin(1, 1, 64),
 }
-"""Cycles the firmware spends building and queueing one frame of each type (CRC-32 over ~20
-bytes, COBS, ring-buffer copy). They are added to device time, so tracing overhead shows up in
-the measured latency exactly as it would on hardware."""
+"""Typical frames of each type, whose wire size prices their encoding (calibrated per byte)."""
 
-RUNTIME_HEAP_BYTES = 4096
-"""Heap the runtime holds besides the arena (tokenizer state, sampler, I/O buffers)."""
 
-STACK_BASE_BYTES = 1536
-"""Stack of the firmware main loop and telemetry encoder, before the kernels' locals."""
+def _wire_bytes(message: AnyMessage) -> int:
+    from tinytelem.protocol.codec import encode_frame
+
+    return len(encode_frame(message, 0x1234, 0x12345678))
 
 
 class PlatformSpec(Protocol):
@@ -108,6 +124,12 @@ class PlatformSpec(Protocol):
     def supply_voltage_v(self) -> float: ...
     @property
     def tick_hz(self) -> int: ...
+    @property
+    def isa_family(self) -> str: ...
+    @property
+    def cycles_per_instruction(self) -> float: ...
+    @property
+    def efficiency(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -156,6 +178,8 @@ class OpTiming:
     memory_s: float
     macs: int
     watts: float
+    instructions: float = 0.0
+    """Predicted instructions of the span (the engine calibration)."""
 
     @property
     def bound(self) -> str:
@@ -180,10 +204,14 @@ class CostModel:
     Args:
         platform: the target (``tinytelem.platforms.get_platform(name)``).
         config: the llama2.c model configuration.
-        weight_bits: width of the stored weights; 32 means fp32 kernels, <= 8 integer kernels.
+        weight_bits: width of the stored layer matrices (32 = float kernels, <= 8 integer), or
+            a :class:`~tinytelem.costing.features.WeightBits` for a ``.tlm`` whose embedding
+            width differs (the quantizer keeps it at 8 bits).
         trace_level: what the firmware emits; only :meth:`token_seconds` depends on it.
         context: tokens of KV cache the firmware allocates (default: the model's seq_len, or
             the longest context whose arena fits the platform's largest RAM).
+        calibration: the engine calibration (default: the platform's ISA family from
+            ``calibration/engine.json``).
 
     Raises:
         ConfigError: the model cannot be placed in any memory of the platform.
@@ -193,73 +221,80 @@ class CostModel:
         self,
         platform: PlatformSpec,
         config: LlamaConfig,
-        weight_bits: int = 4,
+        weight_bits: int | WeightBits = 4,
         trace_level: TraceLevel = TraceLevel.SPANS,
         context: int | None = None,
+        calibration: EngineCalibration | None = None,
     ) -> None:
-        if weight_bits not in (2, 3, 4, 8, 16, 32):
-            raise ConfigError(f"weight_bits={weight_bits}; use one of 2, 3, 4, 8, 16 or 32")
+        bits = WeightBits.uniform(weight_bits) if isinstance(weight_bits, int) else weight_bits
+        if bits.layers not in (2, 3, 4, 8, 16, 32) or bits.embedding not in (2, 3, 4, 8, 16, 32):
+            raise ConfigError(f"weight_bits={bits.layers}; use one of 2, 3, 4, 8, 16 or 32")
         platform = main_memory_view(platform)
         self.platform = platform
         self.config = config
-        self.weight_bits = weight_bits
+        self.bits = bits
+        self.weight_bits = bits.layers
         self.trace_level = TraceLevel(trace_level)
-        self.kv_elem_bytes = 4 if weight_bits > 8 else 2
-        self.stack_peak = STACK_BASE_BYTES + 4 * (config.dim + 8 * config.n_heads)
+        self.calibration = calibration or load_calibration(platform.isa_family)
+        self.kv_elem_bytes = 4  # the engine keeps a float32 KV cache
+        self.stack_peak = 1536 + 4 * (config.dim + 8 * config.n_heads)
+        weights = self.weight_bytes_total()
         self.context = (
-            min(context, config.seq_len) if context else self._fitting_context(platform, config)
+            min(context, config.seq_len) if context else self._fitting_context(weights)
         )
-        self.activation_bytes = model_cost.activation_bytes(config, 4, self.context)
-        self.kv_capacity_bytes = model_cost.kv_cache_bytes(config, self.context, self.kv_elem_bytes)
+        self.need: MemoryNeed = memory_need(config, weights, platform, self.context,
+                                            self.kv_elem_bytes)
+        self.activation_bytes = self.need.activations + self.need.scratch
+        self.kv_capacity_bytes = self.need.kv_cache
         self.placement = self._place()
+        self._out_of_order = int(getattr(platform, "dram_bytes", 0) or 0) > 0
+        self._s_per_instr = (platform.cycles_per_instruction * platform.efficiency
+                             / platform.cpu_hz)
+        self._frame_instr = {t: self.calibration.frame_instructions(_wire_bytes(m))
+                             for t, m in _SAMPLE_FRAMES.items()}
+        self._frame_instr[MsgType.SPAN_END] = self._frame_instr[MsgType.SPAN_BEGIN]
         self._timings: dict[int, tuple[OpTiming, ...]] = {}
         self._sample = self._sample_timing()
 
+    @property
+    def calibration_id(self) -> str:
+        """Which engine calibration the figures come from."""
+        return self.calibration.calibration_id
+
     # -- placement ---------------------------------------------------------------------------
 
-    def _arena_for(self, config: LlamaConfig, ctx: int) -> int:
-        return model_cost.activation_bytes(config, 4, ctx) + model_cost.kv_cache_bytes(
-            config, ctx, self.kv_elem_bytes
-        )
-
-    def _fitting_context(self, platform: PlatformSpec, config: LlamaConfig) -> int:
-        """The longest context whose arena fits the largest RAM, as firmware would size it.
+    def _fitting_context(self, weights: int) -> int:
+        """The longest context whose RAM need fits the largest RAM, as firmware would size it.
 
         The arena grows linearly with the context (KV cache and attention scores), so a board
         with less RAM than the model's full seq_len needs simply gets a shorter context.
         """
-        room = max(platform.sram_bytes - RUNTIME_HEAP_BYTES - self.stack_peak,
-                   platform.psram_bytes)
-        lo, hi = 0, config.seq_len
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._arena_for(config, mid) <= room:
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo < 1:
+        p = self.platform
+        ram = max(p.sram_bytes, p.psram_bytes + memory_need(
+            self.config, weights, p, 1, self.kv_elem_bytes).reserve)
+        ctx = longest_context(self.config, weights, p, ram, self.kv_elem_bytes)
+        if ctx < 1:
             raise ConfigError(
-                f"{platform.name}: not even a 1-token arena fits in {room} B of RAM; "
+                f"{p.name}: not even a 1-token arena fits in {ram} B of RAM; "
                 "pick a larger platform or a smaller model"
             )
-        return lo
+        return ctx
 
     def weight_bytes_total(self) -> int:
         """Bytes of stored weights (the classifier counted only when not shared, llama2.c style)."""
         c = self.config
         kv_dim = c.dim * c.n_kv_heads // c.n_heads
         per_layer = 2 * c.dim * c.dim + 2 * c.dim * kv_dim + 3 * c.dim * c.hidden_dim
-        params = c.vocab_size * c.dim + c.n_layers * per_layer
-        if not getattr(c, "shared_classifier", True):
-            params += c.vocab_size * c.dim
+        emb = c.vocab_size * c.dim * (1 if getattr(c, "shared_classifier", True) else 2)
         norms = (2 * c.n_layers + 1) * c.dim * 4  # norm weights stay fp32
-        return math.ceil(params * self.weight_bits / 8) + norms
+        return (math.ceil(c.n_layers * per_layer * self.bits.layers / 8)
+                + math.ceil(emb * self.bits.embedding / 8) + norms)
 
     def _place(self) -> Placement:
         p = self.platform
         weights = self.weight_bytes_total()
-        arena = self.activation_bytes + self.kv_capacity_bytes
-        fixed = RUNTIME_HEAP_BYTES + self.stack_peak
+        arena = self.need.arena
+        fixed = self.need.reserve
         if arena + fixed > p.sram_bytes:
             if arena > p.psram_bytes:
                 raise ConfigError(
@@ -300,29 +335,26 @@ class CostModel:
 
     # -- timing ------------------------------------------------------------------------------
 
-    def _macs_per_s(self) -> float:
-        p = self.platform
-        per_cycle = p.int8_macs_per_cycle if self.weight_bits <= 8 else p.fp32_flops_per_cycle / 2
-        if per_cycle <= 0:
-            raise ConfigError(f"{p.name}: no MAC throughput for {self.weight_bits}-bit kernels")
-        return float(per_cycle) * p.cpu_hz
-
     def _watts(self, compute_s: float, busy_s: float) -> float:
         p = self.platform
         share = compute_s / busy_s if busy_s > 0 else 1.0
         u = MEMORY_BOUND_UTILISATION + (1.0 - MEMORY_BOUND_UTILISATION) * share
         return p.idle_power_w + (p.active_power_w - p.idle_power_w) * u
 
-    def _timing(
-        self, layer: int, op: Op, macs: int, weight_b: int, other_b: int, *, extra_cycles: int = 0
-    ) -> OpTiming:
-        compute = macs / self._macs_per_s() + extra_cycles / self.platform.cpu_hz
-        memory = weight_b / self._bandwidth(self.placement.weights) + other_b / self._bandwidth(
-            self.placement.arena
-        )
-        busy = max(compute, memory)
-        duration = OP_OVERHEAD_CYCLES / self.platform.cpu_hz + busy
-        return OpTiming(layer, op, duration, compute, memory, macs, self._watts(compute, busy))
+    def _timing(self, layer: int, op: Op, instr: float, macs: int, weight_b: int,
+                other_b: int) -> OpTiming:
+        compute = instr * self._s_per_instr
+        w_s = weight_b / self._bandwidth(self.placement.weights)
+        a_s = other_b / self._bandwidth(self.placement.arena)
+        memory = w_s + a_s
+        if self._out_of_order:
+            busy = max(compute, memory)
+        else:
+            stall = (w_s if self.placement.weights != "sram" else 0.0) + (
+                a_s if self.placement.arena != "sram" else 0.0)
+            busy = compute + stall
+        return OpTiming(layer, op, busy, compute, memory, macs, self._watts(compute, busy),
+                        instr)
 
     def forward_ops(self, pos: int) -> tuple[OpTiming, ...]:
         """Timed operators of one forward pass at position ``pos``, in execution order."""
@@ -330,31 +362,58 @@ class CostModel:
         if cached is not None:
             return cached
         out: list[OpTiming] = []
-        costs = model_cost.op_costs(
-            self.config, pos, self.weight_bits, kv_bytes_per_elem=self.kv_elem_bytes
-        )
-        for c in costs:
+        costs = [c for c in model_cost.op_costs(
+            self.config, pos, self.weight_bits, kv_bytes_per_elem=self.kv_elem_bytes)
+            if Op(int(c.op)) not in (Op.LAYER, Op.SAMPLE)]
+        feats = forward_ops(self.config, pos, self.bits)
+        loop = self.calibration.residual_instructions(self.config.n_layers)
+        for c, f in zip(costs, feats, strict=True):
             op = Op(int(c.op))
-            if op in (Op.LAYER, Op.SAMPLE):  # layer spans are ours; sampling is timed apart
-                continue
+            instr = self.calibration.instructions(f) + (loop if op == Op.EMBED else 0.0)
             other = int(c.act_bytes) + int(c.kv_bytes_read) + int(c.kv_bytes_written)
-            out.append(self._timing(int(c.layer), op, int(c.macs), int(c.weight_bytes), other))
+            out.append(self._timing(int(c.layer), op, instr, int(c.macs), int(c.weight_bytes),
+                                    other))
         timed = tuple(out)
         self._timings[pos] = timed
         return timed
 
     def _sample_timing(self) -> OpTiming:
-        logits = self.config.vocab_size * 4
-        cycles = SAMPLE_CYCLES_PER_LOGIT * self.config.vocab_size
-        return self._timing(NO_LAYER, Op.SAMPLE, 0, 0, logits, extra_cycles=cycles)
+        instr = self.calibration.instructions(sample_features(self.config))
+        return self._timing(NO_LAYER, Op.SAMPLE, instr, 0, 0, self.config.vocab_size * 4)
 
     def sample_op(self) -> OpTiming:
-        """Timed sampling step (argmax or temperature/top-p over the logits)."""
+        """Timed sampling step (greedy argmax as calibrated; temperature sampling costs more)."""
         return self._sample
+
+    def frame_instructions(self, msg_type: MsgType) -> float:
+        """Predicted instructions of building and sending one frame of ``msg_type``."""
+        return self._frame_instr.get(msg_type, 0.0)
 
     def frame_cost_s(self, msg_type: MsgType) -> float:
         """Device seconds spent emitting one frame of ``msg_type`` (0 for untimed types)."""
-        return FRAME_COST_CYCLES.get(msg_type, 0) / self.platform.cpu_hz
+        return self.frame_instructions(msg_type) * self._s_per_instr
+
+    def instructions_per_token(self, pos: int, sample: bool = True) -> float:
+        """Predicted instructions of one forward pass at ``pos`` (plus sampling) and its frames
+        at the trace level: what ``-icount`` measures for the same firmware under QEMU."""
+        total = sum(t.instructions for t in self.forward_ops(pos))
+        frames = self._frames_per_token(pos, sample)
+        if sample:
+            total += self._sample.instructions
+        return total + sum(n * self.frame_instructions(t) for t, n in frames.items())
+
+    def _frames_per_token(self, pos: int, sample: bool) -> dict[MsgType, int]:
+        out: dict[MsgType, int] = {}
+        if self.trace_level >= TraceLevel.TOKENS:
+            out[MsgType.TOKEN] = 1
+            if sample:
+                out[MsgType.MEMORY] = 1
+        if self.trace_level >= TraceLevel.SPANS:
+            ops = self.forward_ops(pos)
+            n_layers = len({t.layer for t in ops if t.layer != NO_LAYER})
+            spans = len(ops) + n_layers + (1 if sample else 0)
+            out[MsgType.SPAN_BEGIN] = out[MsgType.SPAN_END] = spans
+        return out
 
     def instrumentation_watts(self) -> float:
         """Power while the firmware encodes frames."""
@@ -367,21 +426,11 @@ class CostModel:
         Includes the frames the firmware emits for the token (spans, TOKEN, MEMORY), which is
         what makes tracing overhead measurable: compare two trace levels.
         """
-        ops = self.forward_ops(pos)
-        total = sum(t.duration_s for t in ops)
+        total = sum(t.duration_s for t in self.forward_ops(pos))
         if sample:
             total += self._sample.duration_s
-        if self.trace_level >= TraceLevel.TOKENS:
-            total += self.frame_cost_s(MsgType.TOKEN)
-            if sample:
-                total += self.frame_cost_s(MsgType.MEMORY)
-        if self.trace_level >= TraceLevel.SPANS:
-            n_layers = len({t.layer for t in ops if t.layer != NO_LAYER})
-            spans = len(ops) + n_layers + (1 if sample else 0)
-            total += spans * (
-                self.frame_cost_s(MsgType.SPAN_BEGIN) + self.frame_cost_s(MsgType.SPAN_END)
-            )
-        return total
+        frames = self._frames_per_token(pos, sample)
+        return total + sum(n * self.frame_cost_s(t) for t, n in frames.items())
 
     # -- memory ------------------------------------------------------------------------------
 
@@ -397,9 +446,20 @@ class CostModel:
         heap in use grows with the KV positions actually written.
         """
         kv = self.kv_bytes(n_positions)
-        used = RUNTIME_HEAP_BYTES + self.activation_bytes + kv
+        used = self.activation_bytes + kv
         return MemoryState(used, max(used, heap_peak), self.stack_peak, self.placement.arena_bytes,
                            kv)
+
+
+def frame_cycles(cost: CostModel | None = None) -> dict[MsgType, float]:
+    """Predicted core cycles per frame type: ``cost``'s platform, or (without one) the Cortex-M4
+    family's calibrated instructions at one cycle each."""
+    if cost is not None:
+        cpi = cost.platform.cycles_per_instruction * cost.platform.efficiency
+        return {t: cost.frame_instructions(t) * cpi for t in _SAMPLE_FRAMES}
+    cal = load_calibration("cortex-m4")
+    out = {t: cal.frame_instructions(_wire_bytes(m)) for t, m in _SAMPLE_FRAMES.items()}
+    return out
 
 
 def total_macs(timings: Sequence[OpTiming]) -> int:

@@ -1,0 +1,178 @@
+"""How far the twin's predictions are from published measurements on real boards.
+
+``calibration/published.toml`` lists published tiny-LLM figures (board, clock, where the
+weights live, model, precision, tok/s, exact source). For each point the cost model predicts
+decode tok/s for the same model, precision and placement on the platform (with the measured
+board's differences, e.g. its PSRAM size, as overrides). A platform may carry one fitted
+efficiency factor (its platform file says which points it was fitted to); for every point of a
+fitted platform the table also gives the leave-one-out prediction: the factor refitted without
+that point (1.0, i.e. unfitted, when the platform has no other point).
+
+Tok/s of a published engine that spread its matmuls over ``cores_used`` cores is predicted as
+``cores_used`` times the single-core figure (ideal scaling: an upper bound on what two cores
+give, stated with the figure). ``bench/twin_fidelity.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinytelem.costing.features import WeightBits
+from tinytelem.errors import ConfigError
+from tinytelem.models.llama2c import STORIES260K_SHAPE, LlamaConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["PUBLISHED_SHAPES", "FidelityRow", "Point", "fidelity", "fit_efficiency",
+           "load_points", "predict_tok_s"]
+
+PUBLISHED_SHAPES: dict[str, LlamaConfig] = {
+    "stories260K": STORIES260K_SHAPE,
+    "stories15M": LlamaConfig(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6,
+                              vocab_size=32000, seq_len=256, shared_classifier=True),
+}
+DECODE_POSITIONS = 128
+"""Tok/s is averaged over the first 128 positions (llama2.c's default run generates 256)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One published measurement."""
+
+    id: str
+    platform: str
+    board: str
+    clock_hz: int
+    weights_in: str
+    model: str
+    precision: int
+    embedding_bits: int
+    cores_used: int
+    tok_s: float
+    engine: str
+    source: str
+    quoted: str
+    overrides: Mapping[str, Any]
+    notes: str
+
+
+def published_path() -> Path:
+    """``calibration/published.toml`` of the source checkout."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "calibration" / "published.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("calibration/published.toml was not found; run from a source checkout")
+
+
+def load_points(path: Path | None = None) -> list[Point]:
+    """Every published point.
+
+    Raises:
+        ConfigError: the file is malformed (a missing or unknown field names the point).
+    """
+    p = path or published_path()
+    doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    names = {f.name for f in dataclasses.fields(Point)}
+    out = []
+    for i, raw in enumerate(doc.get("point", [])):
+        missing, extra = names - set(raw), set(raw) - names
+        if missing or extra:
+            raise ConfigError(f"{p.name}: point {i} ({raw.get('id', '?')}): missing "
+                              f"{sorted(missing)}, unknown {sorted(extra)}")
+        if raw["model"] not in PUBLISHED_SHAPES:
+            raise ConfigError(f"{p.name}: point {raw['id']}: unknown model {raw['model']!r}")
+        out.append(Point(**raw))
+    return out
+
+
+def _platform(point: Point, efficiency: float | None) -> Any:
+    from tinytelem.platforms import get_platform
+
+    base = get_platform(point.platform)
+    changes: dict[str, Any] = dict(point.overrides)
+    changes["cpu_hz"] = point.clock_hz
+    if efficiency is not None:
+        changes["efficiency"] = efficiency
+    return dataclasses.replace(base, **changes)
+
+
+def predict_tok_s(point: Point, efficiency: float | None = None) -> tuple[float, str]:
+    """Predicted decode tok/s of ``point`` and where the model put the weights.
+
+    ``efficiency`` replaces the platform file's factor (None keeps it).
+    """
+    from tinytelem.costing.model import CostModel
+    from tinytelem.protocol.enums import TraceLevel
+
+    cfg = PUBLISHED_SHAPES[point.model]
+    cm = CostModel(_platform(point, efficiency), cfg,
+                   WeightBits(point.precision, point.embedding_bits), TraceLevel.OFF)
+    n = min(DECODE_POSITIONS, cm.context)
+    step = max(1, n // 16)
+    times = [cm.token_seconds(pos) for pos in range(0, n, step)]
+    return point.cores_used * len(times) / sum(times), cm.placement.weights
+
+
+def fit_efficiency(points: Sequence[Point]) -> float:
+    """The factor that makes the geometric mean of predicted/published 1 over ``points``."""
+    e = 1.0
+    for _ in range(4):  # memory stalls do not scale with it: a few fixed-point steps
+        logs = [math.log(predict_tok_s(p, e)[0] / p.tok_s) for p in points]
+        e *= math.exp(sum(logs) / len(logs))
+    return e
+
+
+@dataclass(frozen=True)
+class FidelityRow:
+    """Predicted vs published for one point."""
+
+    point: Point
+    predicted_tok_s: float
+    placement: str
+    ratio: float
+    """predicted / published."""
+    fitted: bool
+    """The platform's efficiency factor was fitted using this point."""
+    loo_tok_s: float | None
+    loo_ratio: float | None
+    loo_unfitted: bool = False
+    """The platform has no other point: the leave-one-out prediction is the unfitted one."""
+
+    @property
+    def worst_ratio(self) -> float:
+        """max(r, 1/r) over the prediction and a leave-one-out prediction refitted on other
+        points (an unfitted fallback is reported, not checked: it says how far the core
+        model alone is, which the fitted factor exists to correct)."""
+        rs = [self.ratio] + ([self.loo_ratio] if self.loo_ratio and not self.loo_unfitted
+                             else [])
+        return max(max(r, 1.0 / r) for r in rs)
+
+
+def fidelity(points: Sequence[Point], fitted_from: Mapping[str, Sequence[str]]
+             ) -> list[FidelityRow]:
+    """One row per point; ``fitted_from`` maps a platform to the point ids its factor used."""
+    rows = []
+    for p in points:
+        pred, where = predict_tok_s(p)
+        used = list(fitted_from.get(p.platform, ()))
+        fitted = p.id in used
+        loo = loo_ratio = None
+        if fitted:
+            others = [q for q in points if q.id in used and q.id != p.id]
+            e = fit_efficiency(others) if others else 1.0
+            loo = predict_tok_s(p, e)[0]
+            loo_ratio = loo / p.tok_s
+        rows.append(FidelityRow(p, pred, where, pred / p.tok_s, fitted, loo, loo_ratio,
+                                fitted and not [q for q in used if q != p.id]))
+    return rows

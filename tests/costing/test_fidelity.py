@@ -1,0 +1,66 @@
+"""The twin against published boards and against our own firmware under QEMU (quick form)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinytelem.costing.fidelity import fidelity, load_points, predict_tok_s
+from tinytelem.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(*args: str) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "twin_fidelity.py"), "--quick",
+                           "--json", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_quick_fidelity_bench_is_within_a_factor_of_two() -> None:
+    rc, doc = run_bench("--limit", "2.0")
+    bad = [r for r in doc["published"] if not r["within_limit"]]
+    assert rc == 0 and doc["ok"], bad or [r for r in doc["qemu"] if not r["within_limit"]]
+    assert len(doc["published"]) >= 4
+    # Every QEMU-measured family, shape and width predicted within 10% of the measurement.
+    assert {r["family"] for r in doc["qemu"]} >= {"cortex-m4", "cortex-m7", "rv32imac"}
+    assert {r["shape"] for r in doc["qemu"]} >= {"260k", "d96", "d128"}
+    assert max(abs(r["error"]) for r in doc["qemu"]) <= 0.10
+
+
+def test_a_tighter_limit_fails_the_bench() -> None:
+    rc, doc = run_bench("--limit", "1.0001")
+    assert rc == 1 and not doc["ok"]
+
+
+def test_stored_band_matches_the_fidelity_table() -> None:
+    _, doc = run_bench()
+    stored = json.loads((ROOT / "calibration" / "fidelity.json").read_text())["band"]
+    factors = [1 / r["ratio"] for r in doc["published"]] + [
+        1 / r["loo_ratio"] for r in doc["published"] if r["loo_ratio"]]
+    assert stored["low"] == pytest.approx(min(factors), rel=1e-3)
+    assert stored["high"] == pytest.approx(max(factors), rel=1e-3)
+
+
+def test_leave_one_out_refits_without_the_point() -> None:
+    points = [p for p in load_points() if p.platform == "esp32s3"]
+    assert len(points) >= 2
+    rows = fidelity(points, {"esp32s3": [p.id for p in points]})
+    for r in rows:
+        assert r.fitted and r.loo_tok_s is not None and not r.loo_unfitted
+    # Efficiency scales compute: doubling it lowers the predicted rate.
+    slow, _ = predict_tok_s(points[0], 2.0)
+    fast, _ = predict_tok_s(points[0], 1.0)
+    assert slow < fast
+
+
+def test_malformed_published_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "published.toml"
+    bad.write_text('[[point]]\nid = "x"\nplatform = "esp32s3"\n')
+    with pytest.raises(ConfigError, match="missing"):
+        load_points(bad)
