@@ -3,6 +3,7 @@ float files on the float reference, each costed at its own width unless told oth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from functools import lru_cache
@@ -55,6 +56,9 @@ def test_twin_runs_a_tlm_on_the_integer_reference(tmp_path: Path, stories260k: P
                            seed=7)
     assert list(got) == want[len(prompt):]
     assert twin.cost.weight_bits == bits
+    # HELLO carries the file's hash, as the firmware built with this .tlm does.
+    same = TwinDevice(platform("stm32f4"), lm.runnable, model_sha256=lm.sha256)
+    assert same.hello().model_hash == hashlib.sha256(Path(lm.path).read_bytes()).digest()
 
 
 @pytest.mark.parametrize("name", [p.name for p in all_platforms()])

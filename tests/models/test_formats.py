@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tinytelem.cli.main import cli
 from tinytelem.errors import ConfigError, ModelError
 from tinytelem.models.formats import open_model, resolve_tokenizer, storage_bits
-from tinytelem.models.gguf_io import TensorInfo, write_gguf
+from tinytelem.models.gguf_io import TensorInfo, tensor_items, write_gguf
 from tinytelem.models.llama2c import builtin_model, load_checkpoint
 from tinytelem.models.quant import quantize_model
 from tinytelem.models.tlm import write_tlm
@@ -91,3 +91,29 @@ def test_storage_bits_is_the_width_of_most_matrix_weights() -> None:
     assert storage_bits([t("a", "mnb4", 10), t("b", "uint8", 5)]) == 4
     assert storage_bits([]) == 32
     assert open_model("builtin").weight_bits == 4  # generated: costed as the demo's 4-bit
+
+
+def test_gguf_with_a_foreign_tokenizer_says_so(tmp_path: Path) -> None:
+    import gguf
+
+    m = builtin_model(5)
+    path = tmp_path / "bpe.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    c = m.config
+    for add, value in ((w.add_context_length, c.seq_len), (w.add_embedding_length, c.dim),
+                       (w.add_feed_forward_length, c.hidden_dim),
+                       (w.add_block_count, c.n_layers), (w.add_head_count, c.n_heads),
+                       (w.add_head_count_kv, c.n_kv_heads)):
+        add(value)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([f"t{i}" for i in range(c.vocab_size)])
+    for name, arr in tensor_items(m).items():
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    lm = open_model(path)
+    assert lm.tokenizer is None
+    with pytest.raises(ConfigError, match=r"tokenizer.ggml.model = 'gpt2'.*--tokenizer"):
+        resolve_tokenizer(lm)

@@ -173,7 +173,8 @@ def resolve_tokenizer(lm: LoadedModel, explicit: Path | None = None,
     for cand in (lm, *others):
         if cand.tokenizer is not None:
             return cand.tokenizer
-    raise ConfigError(f"{lm.path} has no tokenizer: pass --tokenizer tok{vocab}.bin (the "
+    why = next((f" ({n})" for n in lm.notes if "tokenizer" in n), "")
+    raise ConfigError(f"{lm.path} has no tokenizer{why}: pass --tokenizer tok{vocab}.bin (the "
                       "llama2.c tokenizer the model was trained with), or put tokenizer.bin / "
                       f"tok{vocab}.bin beside the model")
 
@@ -248,8 +249,13 @@ def _read_gguf(path: Path) -> LoadedModel:
     from tinytelem.models.gguf_io import read_gguf
 
     g = read_gguf(path)
+    notes = list(g.notes)
+    kind = g.metadata.get("tokenizer.ggml.model")
+    if g.tokenizer is None and kind is not None:
+        notes.append(f"its stored tokenizer (tokenizer.ggml.model = {kind!r}) is not a llama "
+                     "SentencePiece vocabulary, which is what tinytelem runs")
     return LoadedModel(str(path), "gguf", g.model, g.tensors,
-                       _own_tokenizer(path, g.model, g.tokenizer), notes=g.notes)
+                       _own_tokenizer(path, g.model, g.tokenizer), notes=notes)
 
 
 def _read_onnx(path: Path) -> LoadedModel:
