@@ -50,7 +50,7 @@ from tinytelem.errors import ConfigError, TinyTelemError
 from tinytelem.live.connection import (
     ClientConnection,
     ClientStatistics,
-    guarded,
+    serve_connection,
 )
 from tinytelem.live.convert import RecordConverter
 from tinytelem.live.mailbox import Prepared
@@ -211,27 +211,31 @@ class Streamer:
 
     async def listen(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                      ) -> None:
-        """Accept clients until cancelled (they get hello, then whatever is streamed)."""
-        from trio_websocket import serve_websocket
+        """Accept clients until cancelled (they get hello, then whatever is streamed).
 
+        The listener and the websocket handshake are ours, not ``serve_websocket``'s, so that
+        each connection -- from its first byte, handshake included -- runs behind a bulkhead
+        (:func:`~tinytelem.live.connection.serve_connection`): garbage, a reset mid-handshake
+        or a failing client never reaches this nursery.
+        """
         listen = self.config.listen
         with redact_logs(self.config.token):
+            try:
+                listeners: list[Any] = list(
+                    await trio.open_tcp_listeners(listen.port, host=listen.host))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {listen.url()}: {exc.strerror or exc}; is another "
+                    "server using the port? (port 0 picks a free one)"
+                ) from exc
+            port = int(listeners[0].socket.getsockname()[1])
+            if self.config.ssl_context is not None:
+                listeners = [trio.SSLListener(lst, self.config.ssl_context,
+                                              https_compatible=True) for lst in listeners]
             async with trio.open_nursery() as nursery:
-                try:
-                    server = await nursery.start(
-                        lambda task_status: serve_websocket(
-                            self._handle, listen.host, listen.port, self.config.ssl_context,
-                            handler_nursery=nursery, max_message_size=MAX_CLIENT_MESSAGE_BYTES,
-                            task_status=task_status,
-                        )
-                    )
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot listen on {listen.url()}: {exc.strerror or exc}; is another "
-                        "server using the port? (port 0 picks a free one)"
-                    ) from exc
-                self.port = int(server.port)
-                self.url = listen.url(self.port)
+                await nursery.start(trio.serve_listeners, self._connection, listeners)
+                self.port = port
+                self.url = listen.url(port)
                 self.listening = True
                 log.info("streaming on %s", self.url)
                 if self.config.on_listening is not None:
@@ -239,6 +243,10 @@ class Streamer:
                 self.ready.set()
                 task_status.started()
                 await trio.sleep_forever()
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        if not await serve_connection(stream, self._serve_client, MAX_CLIENT_MESSAGE_BYTES):
+            self._closed_for_errors += 1
 
     async def attach(
         self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -406,11 +414,6 @@ class Streamer:
             "kept_queue": self.config.kept_queue,
         }
 
-    async def _handle(self, request: Any) -> None:
-        """One connection, start to end, behind a bulkhead (see :func:`guarded`)."""
-        if not await guarded(str(request.remote), self._serve_client, request):
-            self._closed_for_errors += 1
-
     async def _serve_client(self, request: Any) -> None:
         peer = str(request.remote)
         expected = self.config.token
@@ -457,6 +460,9 @@ class Streamer:
             client.connected = False
             if client in self._clients:
                 self._clients.remove(client)
+            with trio.move_on_after(1) as cs:  # close politely, even when cancelled
+                cs.shield = True
+                await ws.aclose(1001, "going away")
             self._changed.unpark_all()
             log.info("client %s gone: sent %d, dropped %d", peer, client.sent,
                      client.box.dropped)
