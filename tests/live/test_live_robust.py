@@ -136,3 +136,30 @@ async def test_oversize_client_message_closes_only_that_client() -> None:
                 await h.finish()
                 rest = [m async for m in stream]
     assert isinstance(rest[-1], ByeMessage)
+
+
+async def test_garbage_and_half_open_connections_never_end_the_session() -> None:
+    """Not even a websocket: HTTP garbage, random bytes, a reset mid-handshake."""
+    with trio.fail_after(30):
+        async with streaming() as h:
+            host, port = h.url.removeprefix("ws://").split(":")
+            for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\xff" * 50,
+                            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Key: x\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                            bytes(range(256)) * 4, b""):
+                stream = await trio.open_tcp_stream(host, int(port))
+                if payload:
+                    await stream.send_all(payload)
+                sock = stream.socket
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            await trio.sleep(0.1)
+            async with connect(h.url) as stream2:
+                assert isinstance(await stream2.receive(), HelloMessage)
+                await h.send(hello())
+                await h.send(token(0))
+                await h.finish()
+                rest = [m async for m in stream2]
+    assert [m.index for m in rest if isinstance(m, TokenMessage)] == [0]
+    assert isinstance(rest[-1], ByeMessage)
+    assert h.streamer.statistics().closed_for_errors == 0

@@ -25,7 +25,7 @@ from tinytelem.live.mailbox import Mailbox, Prepared
 from tinytelem.live.schema import Codec, encode
 
 __all__ = ["DEVICE_EVENTS", "ClientConnection", "ClientStatistics", "connection_errors",
-           "guarded", "split_exception"]
+           "serve_connection", "split_exception"]
 
 DEVICE_EVENTS = frozenset({"token", "span", "layers", "memory", "run", "device", "log"})
 MAX_BAD_REQUESTS = 64
@@ -178,15 +178,50 @@ def split_exception(exc: BaseException, types: tuple[type[BaseException], ...]
     return (exc, None) if isinstance(exc, types) else (None, exc)
 
 
-async def guarded(peer: str, serve: Callable[[Any], Awaitable[None]], request: Any) -> bool:
-    """Run ``serve(request)``, one client's whole connection, as a bulkhead.
+HANDSHAKE_TIMEOUT_S = 10.0
 
-    Nothing it raises reaches the caller (the session) except the session's own cancellation:
-    the connection closing or breaking is logged at INFO, anything else at ERROR with its
-    traceback. Returns False when it ended with such an unexpected error.
-    """
+
+def _peer(stream: Any) -> str:
+    sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
     try:
-        await serve(request)
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+async def serve_connection(stream: trio.abc.Stream,
+                           serve: Callable[[Any], Awaitable[None]],
+                           max_message_size: int) -> bool:
+    """One TCP (or TLS) connection, from the websocket handshake to the end, as a bulkhead.
+
+    ``serve(request)`` handles the websocket request once the handshake arrived (within
+    ``HANDSHAKE_TIMEOUT_S``). trio-websocket's own reader task runs in a nursery here too, so
+    whatever fails -- garbage instead of HTTP, a reset during the handshake, a broken TLS
+    session, an unexpected error in ``serve`` -- ends this connection only. Nothing reaches
+    the caller (the session) except the session's own cancellation: the connection closing or
+    breaking is logged at INFO, anything else at ERROR with its traceback. Returns False when
+    it ended with such an unexpected error.
+    """
+    from trio_websocket import wrap_server_stream
+
+    peer = _peer(stream)
+
+    async def connection() -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+                    request = await wrap_server_stream(nursery, stream,
+                                                       max_message_size=max_message_size)
+                if request is not None:
+                    await serve(request)
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    try:
+        await connection()
     except BaseException as exc:  # sorted below; Cancelled is re-raised
         cancelled, rest = split_exception(exc, (trio.Cancelled,))
         failure = None

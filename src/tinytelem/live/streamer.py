@@ -32,17 +32,12 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import trio
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass
 
 import tinytelem
 from tinytelem.actors.hub import Hub, LiveSubscription
@@ -50,7 +45,7 @@ from tinytelem.errors import ConfigError, TinyTelemError
 from tinytelem.live.connection import (
     ClientConnection,
     ClientStatistics,
-    guarded,
+    serve_connection,
 )
 from tinytelem.live.convert import RecordConverter
 from tinytelem.live.mailbox import Prepared
@@ -69,8 +64,9 @@ from tinytelem.live.schema import (
     decode,
     encode,
 )
-from tinytelem.live.security import ListenAddress, extract_token, redact_logs, token_matches
-from tinytelem.power.summaries import DEFAULT_LEVELS_S, MultiLevelSummary, level_name
+from tinytelem.live.security import extract_token, redact_logs, token_matches
+from tinytelem.live.streamer_config import StreamerConfig, StreamerStatistics
+from tinytelem.power.summaries import MultiLevelSummary, level_name
 from tinytelem.protocol.messages import SpanBegin, SpanEnd
 from tinytelem.records import DeviceRecord, PowerBlock, Record
 
@@ -92,66 +88,6 @@ def is_kept_record(record: Record) -> bool:
     """Records the streamer's hub mailbox never drops for spans: all but SPAN_BEGIN/END."""
     return not (isinstance(record, DeviceRecord)
                 and isinstance(record.message, SpanBegin | SpanEnd))
-
-
-@dataclass
-class StreamerConfig:
-    """How the streamer listens and how much it buffers."""
-
-    listen: ListenAddress
-    token: str | None = None
-    ssl_context: Any = None
-    """``ssl.SSLContext`` for wss (see :func:`tinytelem.live.security.server_ssl_context`)."""
-    client_queue: int = 65536
-    """Droppable messages (spans, raw power) that may wait for one client before its oldest
-    are dropped..."""
-    client_bytes: int = 8 << 20
-    """...and their (estimated) bytes (see :mod:`tinytelem.live.mailbox`)."""
-    kept_queue: int = 65536
-    """Kept messages (tokens, runs, memory, errors, summaries...) that may wait for one client;
-    only a client this far behind loses them."""
-    hub_queue: int = 16384
-    """The streamer's own hub mailbox for spans (records); other records get 4x this."""
-    stats_interval_s: float = 1.0
-    levels_s: tuple[float, ...] = DEFAULT_LEVELS_S
-    default_level: str = "100ms"
-    default_rate_hz: float = 5.0
-    ring_seconds: float = 2.0
-    """Raw samples kept for ``raw_request``."""
-    close_grace_s: float = 5.0
-    """At the end, clients receive what is queued and the ``bye``: one that takes nothing for
-    this long is not waited for."""
-    close_max_s: float = 120.0
-    """...and no client is waited for longer than this."""
-    session: Mapping[str, Any] = field(default_factory=dict)
-    """Facts for the hello message (device URL, platform, prompt...). Never secrets."""
-    on_listening: Callable[[str], None] | None = None
-    """Called with the actual URL once the server listens (port 0 resolved)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamerStatistics:
-    """Counters of the streamer (immutable snapshot)."""
-
-    records_in: int
-    server_dropped: int
-    """Records the streamer missed (its hub mailbox overflowed): spans, unless
-    ``server_dropped_kept`` says otherwise."""
-    messages: int
-    """Messages the pump offered (each counted once, however many clients took it)."""
-    clients_total: int
-    clients_connected: int
-    rejected: int
-    max_offer_s: float
-    """Longest time the pump spent per record (averaged over one batch) handing records to
-    every client (it never awaits them)."""
-    clients: tuple[ClientStatistics, ...]
-    server_dropped_kept: int = 0
-    """Of ``server_dropped``, records of the kept classes (should be 0)."""
-    closed_for_errors: int = 0
-    """Client connections that ended with an unexpected error (logged; the session went on)."""
-    offered_by_type: dict[str, int] = field(default_factory=dict)
-    """Messages the pump offered per message type (summaries are per client, not counted)."""
 
 
 class Streamer:
@@ -211,27 +147,31 @@ class Streamer:
 
     async def listen(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                      ) -> None:
-        """Accept clients until cancelled (they get hello, then whatever is streamed)."""
-        from trio_websocket import serve_websocket
+        """Accept clients until cancelled (they get hello, then whatever is streamed).
 
+        The listener and the websocket handshake are ours, not ``serve_websocket``'s, so that
+        each connection -- from its first byte, handshake included -- runs behind a bulkhead
+        (:func:`~tinytelem.live.connection.serve_connection`): garbage, a reset mid-handshake
+        or a failing client never reaches this nursery.
+        """
         listen = self.config.listen
         with redact_logs(self.config.token):
+            try:
+                listeners: list[Any] = list(
+                    await trio.open_tcp_listeners(listen.port, host=listen.host))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {listen.url()}: {exc.strerror or exc}; is another "
+                    "server using the port? (port 0 picks a free one)"
+                ) from exc
+            port = int(listeners[0].socket.getsockname()[1])
+            if self.config.ssl_context is not None:
+                listeners = [trio.SSLListener(lst, self.config.ssl_context,
+                                              https_compatible=True) for lst in listeners]
             async with trio.open_nursery() as nursery:
-                try:
-                    server = await nursery.start(
-                        lambda task_status: serve_websocket(
-                            self._handle, listen.host, listen.port, self.config.ssl_context,
-                            handler_nursery=nursery, max_message_size=MAX_CLIENT_MESSAGE_BYTES,
-                            task_status=task_status,
-                        )
-                    )
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot listen on {listen.url()}: {exc.strerror or exc}; is another "
-                        "server using the port? (port 0 picks a free one)"
-                    ) from exc
-                self.port = int(server.port)
-                self.url = listen.url(self.port)
+                await nursery.start(trio.serve_listeners, self._connection, listeners)
+                self.port = port
+                self.url = listen.url(port)
                 self.listening = True
                 log.info("streaming on %s", self.url)
                 if self.config.on_listening is not None:
@@ -239,6 +179,10 @@ class Streamer:
                 self.ready.set()
                 task_status.started()
                 await trio.sleep_forever()
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        if not await serve_connection(stream, self._serve_client, MAX_CLIENT_MESSAGE_BYTES):
+            self._closed_for_errors += 1
 
     async def attach(
         self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -406,11 +350,6 @@ class Streamer:
             "kept_queue": self.config.kept_queue,
         }
 
-    async def _handle(self, request: Any) -> None:
-        """One connection, start to end, behind a bulkhead (see :func:`guarded`)."""
-        if not await guarded(str(request.remote), self._serve_client, request):
-            self._closed_for_errors += 1
-
     async def _serve_client(self, request: Any) -> None:
         peer = str(request.remote)
         expected = self.config.token
@@ -457,6 +396,9 @@ class Streamer:
             client.connected = False
             if client in self._clients:
                 self._clients.remove(client)
+            with trio.move_on_after(1) as cs:  # close politely, even when cancelled
+                cs.shield = True
+                await ws.aclose(1001, "going away")
             self._changed.unpark_all()
             log.info("client %s gone: sent %d, dropped %d", peer, client.sent,
                      client.box.dropped)
