@@ -12,7 +12,7 @@ data is shown":
   never blocks the hub; when the mailbox is full the oldest item is discarded and counted, so a
   slow client sees fresh data plus a number telling it how much it missed. trio memory channels
   can only refuse the *newest* item, hence the small :class:`LiveSubscription` structure
-  (measured in FINDINGS: one slow client no longer slows the fast ones).
+  (``bench/actors.py`` measures it: one slow subscriber no longer slows the fast ones).
 
   Not every record is equally droppable: a live view can live without some operator spans,
   not without a token or the end of a run. A live subscriber may pass ``keep`` (a predicate):

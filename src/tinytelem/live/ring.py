@@ -7,7 +7,7 @@ are plain numpy slice copies, at most two per call (the wrap-around).
 
 Why numpy and not numba here: a ring copy is a ``memcpy``; numpy's slice assignment already
 runs at memory speed and ``bench/streaming.py`` measures numba's compiled loop as no faster
-(FINDINGS measured 2.5 GS/s numpy vs 1.4 GS/s numba for 16k blocks). The numba kernel lives in
+(a prototype measured 2.5 GS/s numpy vs 1.4 GS/s numba for 16k blocks). The numba kernel lives in
 the benchmark only, as the baseline that keeps this decision honest.
 
 Overflow policy: the ring never refuses a push. When the producer outruns the consumer the
