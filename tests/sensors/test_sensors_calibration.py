@@ -16,11 +16,11 @@ from tinytelem.cli.calibrate import calibrate
 from tinytelem.cli.sensors import sensors
 from tinytelem.errors import ConfigError, SensorError
 from tinytelem.records import PowerBlock, PowerGap, Record
-from tinytelem.sensors import open_sensor, parse_sensor_spec
 from tinytelem.sensors.calibration import Calibration, fit_linear, load_reference_csv
 from tinytelem.sensors.ina import InaBridgeSensor
 from tinytelem.sensors.joulescope import JoulescopeSensor, driver_available
 from tinytelem.sensors.linux import LinuxPowerSensor
+from tinytelem.sensors.open import open_sensor, parse_sensor_spec
 from tinytelem.sensors.ppk2 import PPK2Sensor
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -246,8 +246,8 @@ async def test_sensors_ppk2_session_recorded_in_trace(tmp_path: object) -> None:
     import h5py
 
     from tinytelem.analysis.alignment import align_markers
-    from tinytelem.sensors import record_sensor
     from tinytelem.sensors.calibration import Calibration, fit_linear
+    from tinytelem.sensors.open import record_sensor
     from tinytelem.trace.writer import TraceWriter
 
     # GPIO toggles every 20 ms; the device saw them at sample_time * (1 + 50 ppm) + 7 s.

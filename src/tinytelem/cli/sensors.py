@@ -71,8 +71,8 @@ async def _read(spec: str, seconds: float, emulate: bool, calibration: str | Non
     import trio
 
     from tinytelem.records import PowerBlock, PowerGap, Record
-    from tinytelem.sensors import open_sensor, parse_sensor_spec
     from tinytelem.sensors.calibration import Calibration
+    from tinytelem.sensors.open import open_sensor, parse_sensor_spec
 
     cal = Calibration.load(calibration) if calibration else None
     kind, _target, _opts = parse_sensor_spec(spec)

@@ -130,7 +130,7 @@ def check_sensor(options: SessionOptions) -> Any:
     """Validate ``--sensor`` early (before any device starts); load ``--calibration``."""
     calibration = None
     if options.sensor not in SENSORS:
-        from tinytelem.sensors import parse_sensor_spec
+        from tinytelem.sensors.open import parse_sensor_spec
 
         parse_sensor_spec(options.sensor)  # ConfigError naming the accepted forms
     if options.calibration is not None:
@@ -154,7 +154,7 @@ def _open_power(options: SessionOptions, handle: DeviceHandle,
         return TwinSensor(handle.power_url, options.sensor_rate_hz, options.sensor_drift_ppm,
                           options.seed)
     if options.sensor != "none":
-        from tinytelem.sensors import open_sensor
+        from tinytelem.sensors.open import open_sensor
 
         return open_sensor(options.sensor, calibration=calibration)
     return None
@@ -247,7 +247,7 @@ def store_session(
             "dropped_samples": int(getattr(outcome.power, "dropped_samples", 0) or 0),
         })
     elif power is not None:
-        from tinytelem.sensors import record_sensor
+        from tinytelem.sensors.open import record_sensor
 
         record_sensor(writer, power, calibration)
     writer.set_attrs("session", {
