@@ -12,7 +12,8 @@ The pump never awaits a client: it *offers* each message to every client's mailb
 slow client pull the broadcaster down to 10 % of its rate). Each client has one sender task
 that awaits only its own socket, so a slow client loses its own oldest *droppable* messages
 (spans, raw power) and nothing else; tokens, run events, memory, errors and summaries are
-kept. Before the next message it does get, it receives ``{"type": "dropped", "count": n, "classes": {...}, ...}``.
+kept. Before the next message it does get, it receives
+``{"type": "dropped", "count": n, "classes": {...}, ...}``.
 
 The streamer itself is a *live* hub subscriber, so it can never stall the recorder. It takes
 records in batches, and its hub mailbox keeps every record that is not an operator span: if the
