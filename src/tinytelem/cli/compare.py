@@ -2,41 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
-from typing import Any
 
 import click
-
-
-def _html(comp: Any) -> str:
-    from html import escape
-
-    from tinytelem.report import svg
-    from tinytelem.report.html import fmt, page, table_html
-
-    used = [m for m in comp.metrics if any(r[m.key] is not None for r in comp.rows)]
-    labels = [r["label"] for r in comp.rows]
-    rows = [[escape(r["label"])] + [escape(fmt(r[m.key], m.unit)) for m in used]
-            for r in comp.rows]
-    best = [[False] + [comp.best[m.key] == i for m in used] for i in range(len(comp.rows))]
-    table = table_html(["run"] + [f"{m.label} ({'↓' if m.better == 'min' else '↑'})"
-                                  for m in used], rows, best)
-    def chart(m: Any) -> str:
-        def show(v: float) -> str:
-            return fmt(v, m.unit)
-
-        return svg.bar_chart(
-            f"compare-{m.key}", labels, [r[m.key] for r in comp.rows],
-            title=f"{m.label} ({'lower' if m.better == 'min' else 'higher'} is better)",
-            fmt=show, best=comp.best[m.key], width=560)
-
-    charts = "".join(chart(m) for m in used)
-    body = (f'<section class="trace"><h2>Comparison</h2>{table}'
-            f'<div class="grid2" style="margin-top:16px">{charts}</div></section>')
-    return page("tinytelem compare", f"{len(comp.rows)} runs", body)
 
 
 @click.command("compare")
@@ -57,22 +26,15 @@ def compare(runs: tuple[Path, ...], eval_path: Path | None, csv_path: Path | Non
     from rich.table import Table
 
     from tinytelem.analysis.compare import compare_runs, load_eval
+    from tinytelem.report.compare import compare_csv, compare_html
     from tinytelem.report.html import fmt
 
     comp = compare_runs(runs, load_eval(eval_path) if eval_path else ())
     used = [m for m in comp.metrics if any(r[m.key] is not None for r in comp.rows)]
     if csv_path is not None:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["label", "path", "platform", "model", "weight_bits"]
-                   + [m.key for m in comp.metrics] + [f"best_{m.key}" for m in comp.metrics])
-        for i, r in enumerate(comp.rows):
-            w.writerow([r["label"], r["path"], r["platform"], r["model"], r["weight_bits"]]
-                       + ["" if r[m.key] is None else r[m.key] for m in comp.metrics]
-                       + [int(comp.best[m.key] == i) for m in comp.metrics])
-        csv_path.write_text(buf.getvalue(), encoding="utf-8")
+        csv_path.write_text(compare_csv(comp), encoding="utf-8")
     if html_path is not None:
-        html_path.write_text(_html(comp), encoding="utf-8")
+        html_path.write_text(compare_html(comp), encoding="utf-8")
     if as_json:
         click.echo(json.dumps(comp.to_dict(), indent=1, allow_nan=False))
         return
