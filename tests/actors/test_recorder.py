@@ -7,7 +7,7 @@ import math
 import numpy as np
 import trio
 
-from tests.actors.fakes import MemorySink
+from tests.actors.helpers import MemorySink
 from tinytelem.actors.recorder import RecorderActor, TraceRecorder
 from tinytelem.protocol.codec import ErrorKind, FrameError
 from tinytelem.protocol.messages import (

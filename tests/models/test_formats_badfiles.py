@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models._badfiles import CASES
+from tests.models.helpers import CASES
 
 CLI = [sys.executable, "-c", "from tinytelem.cli.main import main; main()", "model"]
 

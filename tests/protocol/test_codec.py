@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.protocol.proto_strategies import MESSAGES, frames
+from tests.protocol.helpers import MESSAGES, frames
 from tinytelem.errors import ProtocolError
 from tinytelem.protocol import cobs
 from tinytelem.protocol.codec import (

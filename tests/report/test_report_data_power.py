@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.report.report_synth import write_synthetic
+from tests.report.helpers import write_synthetic
 from tinytelem.analysis import metrics
 from tinytelem.analysis.loader import load_run_data
 from tinytelem.report.data import load_report_data

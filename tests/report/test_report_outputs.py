@@ -14,7 +14,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.report.report_synth import (
+from tests.report.helpers import (
     CONFIG,
     FFN_SLOWDOWN,
     profile_twin,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.report.report_synth import profile_twin
+from tests.report.helpers import profile_twin
 from tests.report.schema_check import schema_errors
 from tinytelem.report.data import load_report_data
 from tinytelem.report.perfetto import PERFETTO_SCHEMA, check_nesting, perfetto_json

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.analysis.analysis_synth import (
+from tests.analysis.helpers import (
     TICK_HZ,
     Clock,
     analytic_energy,

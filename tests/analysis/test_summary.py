@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from tests.analysis.analysis_synth import TICK_HZ, run_row, schedule, tokens_for_run
-from tests.analysis.test_analysis_metrics import powered_run
+from tests.analysis.helpers import TICK_HZ, run_row, schedule, tokens_for_run
+from tests.analysis.test_metrics import powered_run
 from tinytelem.analysis import build_summary, compute_metrics, render_table, validate_summary
 from tinytelem.analysis.metrics import RunData
 from tinytelem.analysis.summary import REQUIRED, SUMMARY_SCHEMA, _fmt

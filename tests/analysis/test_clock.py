@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.analysis.analysis_synth import TICK_HZ, Clock, make_pings
+from tests.analysis.helpers import TICK_HZ, Clock, make_pings
 from tinytelem.analysis.clock import (
     ClockFit,
     fit_arrival_clock,

@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from tests.analysis.test_analysis_summary import full_summary
+from tests.analysis.test_summary import full_summary
 from tinytelem.analysis import render_table
 from tinytelem.analysis.prediction import prediction_block
 from tinytelem.platforms import get_platform

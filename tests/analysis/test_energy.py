@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.analysis.analysis_synth import TICK_HZ, Clock, make_pings, run_row
+from tests.analysis.helpers import TICK_HZ, Clock, make_pings, run_row
 from tinytelem.analysis.clock import ClockFit
 from tinytelem.analysis.energy import PowerTrace, index_segments, sample_indices
 from tinytelem.analysis.metrics import RunData, compute_metrics
