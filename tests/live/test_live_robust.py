@@ -163,3 +163,43 @@ async def test_garbage_and_half_open_connections_never_end_the_session() -> None
     assert [m.index for m in rest if isinstance(m, TokenMessage)] == [0]
     assert isinstance(rest[-1], ByeMessage)
     assert h.streamer.statistics().closed_for_errors == 0
+
+
+@pytest.mark.slow
+async def test_issue_reproduction_serve_survives_clients_that_leave(tmp_path: Any) -> None:
+    """The report, as a user ran it: `serve --sensor-rate 100000 --out`, clients subscribe
+    (1 ms, 100 Hz, raw), read five messages and leave; then the 400-digit rate_hz."""
+    import re
+    import subprocess
+    import sys
+
+    trace = tmp_path / "served.h5"
+    with trio.fail_after(120):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-c", "from tinytelem.cli.main import main; main()", "serve",
+             "--device", "emu:esp32s3", "--listen", "ws://127.0.0.1:0", "--sensor-rate",
+             "100000", "--duration", "8", "--out", str(trace)],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        try:
+            assert proc.stderr is not None
+            text = b""
+            while not re.search(rb"ws://\S+\n", text):
+                chunk = await proc.stderr.receive_some()
+                assert chunk, text
+                text += chunk
+            url = re.search(rb"(ws://127\.0\.0\.1:\d+)", text).group(1).decode()  # type: ignore[union-attr]
+            for i in range(6):
+                await raw_client(url, [SUBSCRIBE_RAW], read=5, how="close" if i % 2 else "reset")
+            got = await raw_client(url, [BAD_MESSAGES[0]], read=1, how="close")
+            assert json.loads(got[1])["type"] == "error"
+            while chunk := await proc.stderr.receive_some():
+                text += chunk
+            await proc.wait()
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, text.decode()
+    assert b"Traceback" not in text
+    from tinytelem.trace.reader import open_trace
+
+    with open_trace(trace) as t:
+        assert t.n_power_samples > 100_000  # the recording ran on to the end

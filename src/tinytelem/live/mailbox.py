@@ -116,6 +116,13 @@ class Mailbox:
         self.high_water = max(self.high_water, len(self._bulk) + len(self._kept))
         self.lot.unpark_all()
 
+    def clear(self) -> None:
+        """Forget every waiting message (the client is gone); counters stay."""
+        self._bulk.clear()
+        self._kept.clear()
+        self._bulk_size = 0
+        self._untold.clear()
+
     def count_lost(self, cls: str, n: int) -> None:
         """Count ``n`` messages of class ``cls`` this client will not get (told before the
         next message it does get)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,8 @@ log = logging.getLogger("tinytelem.live")
 
 MAX_RAW_SAMPLES = 1 << 20
 """Largest raw_request answer (4 MiB of float32); clients accept messages up to 16 MiB."""
+GONE_CLIENTS_KEPT = 1000
+"""Per-client counters kept in statistics() for clients that left (the newest ones)."""
 PUMP_BATCH = 1 << 16
 """Most records the pump takes from its hub mailbox per task switch. Converting costs ~1 us a
 record, so it takes whatever is waiting: the decoder hands the hub thousands of records per
@@ -114,7 +117,9 @@ class Streamer:
         self.voltage_v = math.nan
         self.sample_rate_hz = math.nan
         self._clients: list[ClientConnection] = []
-        self._all_clients: list[ClientConnection] = []
+        self._clients_total = 0
+        self._gone: deque[ClientStatistics] = deque(maxlen=GONE_CLIENTS_KEPT)
+        """Final counters of clients that left (the newest; their mailboxes are freed)."""
         self._sub: LiveSubscription | None = None
         self._records_in = 0
         self._messages = 0
@@ -375,7 +380,7 @@ class Streamer:
                                   self.config.default_rate_hz, self.config.client_bytes)
         client.next_summary = trio.current_time() + 1.0 / client.rate_hz
         log.info("client %s connected (%s)", peer, client.codec)
-        self._all_clients.append(client)
+        self._clients_total += 1
         try:
             hello = encode(self._hello_map(), client.codec)
             if not self._finished:
@@ -397,6 +402,9 @@ class Streamer:
             client.connected = False
             if client in self._clients:
                 self._clients.remove(client)
+            client.box.clear()  # a long serve must not keep what a gone client never read
+            client.summary_rows.clear()
+            self._gone.append(client.statistics())
             with trio.move_on_after(1) as cs:  # close politely, even when cancelled
                 cs.shield = True
                 await ws.aclose(1001, "going away")
@@ -474,11 +482,11 @@ class Streamer:
             records_in=self._records_in,
             server_dropped=self._sub.dropped if self._sub is not None else 0,
             messages=self._messages,
-            clients_total=len(self._all_clients),
+            clients_total=self._clients_total,
             clients_connected=len(self._clients),
             rejected=self._rejected,
             max_offer_s=self._max_offer_s,
-            clients=tuple(c.statistics() for c in self._all_clients),
+            clients=(*self._gone, *(c.statistics() for c in self._clients)),
             server_dropped_kept=self._sub.kept_dropped if self._sub is not None else 0,
             closed_for_errors=self._closed_for_errors,
             offered_by_type=dict(self._offered),
