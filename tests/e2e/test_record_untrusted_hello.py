@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trace.test_trace_device_strings import hello_frame
+from tests.trace.test_device_strings import hello_frame
 from tinytelem.protocol.codec import encode_frame
 from tinytelem.protocol.messages import Heartbeat, Log
 from tinytelem.trace.reader import open_trace

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .live_helpers import power, run_records, streaming
+from .helpers import power, run_records, streaming
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node-consumer"
 TOKEN = "node-token-55aa33cc"

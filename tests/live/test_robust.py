@@ -12,7 +12,7 @@ import trio
 
 from tinytelem.client import ByeMessage, ErrorMessage, HelloMessage, TokenMessage, connect
 
-from .live_helpers import hello, power, run_records, streaming, token
+from .helpers import hello, power, run_records, streaming, token
 
 
 async def raw_client(url: str, messages: list[str | bytes], *, read: int, how: str,

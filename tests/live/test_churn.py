@@ -19,7 +19,7 @@ from tinytelem.session.options import ServeOptions
 from tinytelem.session.serve import serve_device
 from tinytelem.trace.reader import open_trace
 
-from .test_live_robust import raw_client
+from .test_robust import raw_client
 
 N_CLIENTS = 100
 DEVICE_TYPES = [MsgType.INFER_BEGIN, MsgType.INFER_END, MsgType.TOKEN, MsgType.SPAN_BEGIN,

@@ -16,7 +16,7 @@ from tinytelem.client import (
     connect,
 )
 
-from .live_helpers import hello, power, streaming, token
+from .helpers import hello, power, streaming, token
 
 N_TOKENS = 1000
 BLOCK = 20_000  # 80 KB raw messages: the slow client's socket buffers fill quickly

@@ -33,7 +33,7 @@ from tinytelem.client import (
 from tinytelem.errors import ConfigError, LinkBroken
 from tinytelem.live.security import server_ssl_context
 
-from .live_helpers import power, run_records, streaming
+from .helpers import power, run_records, streaming
 
 TOKEN = "tok-9f3b2c1d-live-secret"
 
@@ -223,7 +223,7 @@ async def test_spans_are_aggregated_per_token_by_default() -> None:
     layers = [m for m in got if isinstance(m, LayersMessage)]
     tokens = [m for m in got if isinstance(m, TokenMessage)]
     assert [m.index for m in layers] == [t.index for t in tokens] == [0, 1, 2, 3]
-    for m in layers:  # one qkv span of 400 us before each token (live_helpers.run_records)
+    for m in layers:  # one qkv span of 400 us before each token (helpers.run_records)
         assert m.spans == 1 and m.op_name == ("qkv",) and m.op_count == (1,)
         assert m.op_s[0] == pytest.approx(400e-6) and m.end_s - m.begin_s == pytest.approx(400e-6)
     # each layers message comes just before its token
@@ -235,7 +235,7 @@ async def test_server_side_span_drops_never_lose_tokens_and_are_told() -> None:
     """The streamer's hub mailbox overflowing at span rates drops spans only, and says so."""
     from tinytelem.protocol.messages import SpanBegin, SpanEnd
 
-    from .live_helpers import device, hello, token
+    from .helpers import device, hello, token
 
     batch: list[object] = [hello()]
     for i in range(50):
