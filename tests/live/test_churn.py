@@ -37,10 +37,10 @@ async def _record(path: Path, n_clients: int, seed: int) -> dict[str, int]:
         url.append(u)
         listening.set()
 
-    # rp2040 is the twin's slowest platform here (~110 tok/s): the run lasts seconds, so the
+    # rp2040 is a slow platform for the twin: the run lasts seconds, so the
     # clients arrive and leave while it is being recorded.
     options = ServeOptions(device="emu:rp2040", listen="ws://127.0.0.1:0", out=path,
-                           run=True, n_tokens=200, sensor_rate_hz=100_000.0)
+                           run=True, n_tokens=150, sensor_rate_hz=100_000.0)
     result: list[object] = []
 
     async def serve() -> None:
@@ -109,7 +109,7 @@ async def test_hundred_clients_leaving_at_random_leave_the_trace_unchanged(
     assert busy["close"] > 10 and busy["reset"] > 10
     (a, a_ticks), (b, b_ticks) = (_device_events(tmp_path / "quiet.h5"),
                                   _device_events(tmp_path / "busy.h5"))
-    assert a["tokens"].shape[1] == 217  # 17 prompt + 200 generated
+    assert a["tokens"].shape[1] == 167  # 17 prompt + 150 generated (fits rp2040's context)
     assert a["events"].shape[1] > 5000
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -57,84 +56,55 @@ def monitor(
     """
     import trio
 
-    from tinytelem.errors import ConfigError
     from tinytelem.live.security import client_ssl_context, resolve_token
+    from tinytelem.live.watch import watch_stream
 
     if (url is None) == (device is None):
         raise click.UsageError("give either a stream URL or --device (not both)")
     tty = sys.stdout.isatty() and not as_json
     ssl_context = client_ssl_context(cafile) if cafile is not None else None
 
-    async def watch(stream_url: str, stream_token: str | None, stop: trio.Event) -> None:
-        from tinytelem.live.client import connect
-        from tinytelem.live.monitor import MonitorState
-
-        state = MonitorState()
-        t0 = time.monotonic()
-        async with connect(stream_url, token=stream_token, ssl_context=ssl_context,
-                           reconnect=reconnect and device is None) as stream:
-            # The view shows no spans: it does not ask for them (tokens come regardless).
-            await stream.subscribe(level=level, rate_hz=rate, spans="off")
-
-            async def consume() -> None:
-                async for message in stream:
-                    state.update(message)
-                stop.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(consume)
-                if as_json:
-                    await stop.wait()
-                elif tty:
-                    await _live_view(state, t0, stop)
-                else:
-                    await _plain_lines(state, t0, stop, interval)
-                nursery.cancel_scope.cancel()
+    async def view(state: Any, t0: float, stop: trio.Event) -> None:
         if as_json:
-            click.echo(json.dumps(state.summary(time.monotonic() - t0), indent=2))
+            await stop.wait()
+        elif tty:
+            await _live_view(state, t0, stop)
+        else:
+            await _plain_lines(state, t0, stop, interval)
+
+    async def watch(stream_url: str, stream_token: str | None, stop: trio.Event) -> None:
+        state, seconds = await watch_stream(
+            stream_url, stop, view, token=stream_token, ssl_context=ssl_context,
+            reconnect=reconnect and device is None, level=level, rate_hz=rate)
+        if as_json:
+            click.echo(json.dumps(state.summary(seconds), indent=2))
         elif not tty:
-            click.echo(state.line(time.monotonic() - t0))
+            click.echo(state.line(seconds))
 
     async def main() -> None:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             if duration is not None:
-                async def timer() -> None:
-                    await trio.sleep(duration)
-                    stop.set()
-                nursery.start_soon(timer)
+                nursery.start_soon(_stop_after, duration, stop)
             if url is not None:
                 await watch(url, resolve_token(token), stop)
             else:
-                assert device is not None
+                from tinytelem.session.monitor import watch_device
                 from tinytelem.session.options import ServeOptions
-                from tinytelem.session.serve import serve_device
 
-                private = secrets.token_urlsafe(24)
-                listening: list[str] = []
-                ready = trio.Event()
-
-                def on_listening(u: str) -> None:
-                    listening.append(u)
-                    ready.set()
-
-                # wait_clients=1: the run starts once this view has subscribed (no race).
-                options = ServeOptions(device=device, listen="ws://127.0.0.1:0", token=private,
-                                       run=start_run, wait_clients=1, **run)
-
-                async def serve() -> None:
-                    await serve_device(options, stop, on_listening=on_listening)
-                    ready.set()
-
-                nursery.start_soon(serve)
-                await ready.wait()
-                if not listening:
-                    raise ConfigError(f"could not start a stream for {device}")
-                await watch(listening[0], private, stop)
-                stop.set()  # the device session ends with the view
+                assert device is not None
+                options = ServeOptions(device=device, run=start_run, **run)
+                await watch_device(options, stop, lambda u, t: watch(u, t, stop))
             nursery.cancel_scope.cancel()
 
     run_trio(main)
+
+
+async def _stop_after(seconds: float, stop: Any) -> None:
+    import trio
+
+    await trio.sleep(seconds)
+    stop.set()
 
 
 async def _plain_lines(state: Any, t0: float, stop: Any, interval: float) -> None:
