@@ -394,7 +394,6 @@ static inline __attribute__((always_inline)) int32_t dot_q4(const uint8_t **wp, 
     const uint32_t m = 0x000F000Fu;
     int32_t acc = 0;
     uint32_t v, a0, a1, a2, a3, t;
-#pragma GCC unroll 2
     for (; g >= 16u; g -= 16u) {
         uint32_t u;
         __asm__("ldrd %[v], %[u], [%[w]], #8\n\t"
@@ -534,10 +533,8 @@ static inline __attribute__((always_inline)) int32_t dot_q8(const uint8_t **wp, 
               [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t) \
             : TT_IN16(xe), "m"(*(const uint32_t(*)[2])w))
     if (sym) {
-#pragma GCC unroll 4
         for (; g; g -= 8u) TT_Q8_STEP("sxtb16");
     } else {
-#pragma GCC unroll 4
         for (; g; g -= 8u) TT_Q8_STEP("uxtb16");
     }
 #undef TT_Q8_STEP
