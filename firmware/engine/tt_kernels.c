@@ -135,8 +135,8 @@ float tt_f16(uint16_t h)
 float tt_rintf(float x)
 {
     /* Adding 1.5 * 2^23 pushes the fraction out in round-to-nearest-even. */
-    volatile float big = 12582912.0f; /* volatile: the compiler must not fold the pair */
-    float b = big;
+    /* Without -ffast-math (-fassociative-math) the compiler may not fold the pair. */
+    const float b = 12582912.0f;
     return TT_FADD(TT_FADD(x, b), -b);
 }
 
@@ -292,6 +292,7 @@ int32_t tt_dot_i8(const int8_t *a, const int8_t *b, uint32_t n)
 /* Weight words: the .tlm layout puts every 2-, 4- and 8-bit row (and group) on a 4-byte
  * boundary (cols is a multiple of 16, regions are aligned), so they load as words. */
 typedef uint32_t __attribute__((may_alias, aligned(4))) tt_w32;
+typedef uint16_t __attribute__((may_alias, aligned(2))) tt_h16;
 
 static inline uint32_t ld24(const uint8_t *p) /* a 3-bit chunk: 8 fields in 24 bits */
 {
@@ -393,7 +394,6 @@ static inline __attribute__((always_inline)) int32_t dot_q4(const uint8_t **wp, 
     const uint32_t m = 0x000F000Fu;
     int32_t acc = 0;
     uint32_t v, a0, a1, a2, a3, t;
-#pragma GCC unroll 2
     for (; g >= 16u; g -= 16u) {
         uint32_t u;
         __asm__("ldrd %[v], %[u], [%[w]], #8\n\t"
@@ -533,16 +533,83 @@ static inline __attribute__((always_inline)) int32_t dot_q8(const uint8_t **wp, 
               [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t] "=&r"(t) \
             : TT_IN16(xe), "m"(*(const uint32_t(*)[2])w))
     if (sym) {
-#pragma GCC unroll 4
         for (; g; g -= 8u) TT_Q8_STEP("sxtb16");
     } else {
-#pragma GCC unroll 4
         for (; g; g -= 8u) TT_Q8_STEP("uxtb16");
     }
 #undef TT_Q8_STEP
     *wp = w;
     *xp = xe;
     return acc;
+}
+
+/* The two common cases, symmetric groups of 32 at 4 and 8 bits, as one tight loop over the
+ * whole matrix: rows and their scales are contiguous, so the weight and scale pointers run
+ * on from row to row, and the loop keeps every pointer in a register. One step: 8 columns. */
+#define TT_S4(V)                                                                          \
+    "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                                   \
+    "and %[t], %[m], " V "\n\t"                                                           \
+    "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                               \
+    "and %[t], %[m], " V ", lsr #4\n\t"                                                   \
+    "smlad %[acc], %[t], %[a1], %[acc]\n\t"                                               \
+    "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                                   \
+    "and %[t], %[m], " V ", lsr #8\n\t"                                                   \
+    "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                               \
+    "and %[t], %[m], " V ", lsr #12\n\t"                                                  \
+    "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+#define TT_S8(V)                                                                          \
+    "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                                   \
+    "sxtb16 %[t], " V "\n\t"                                                              \
+    "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                               \
+    "sxtb16 %[t], " V ", ror #8\n\t"                                                      \
+    "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+
+static inline __attribute__((always_inline)) void rows_s32_(const tt_tensor *t, float *y,
+                                                              const tt_qact *a, int add,
+                                                              uint32_t bits)
+{
+    const uint8_t *w = t->data;
+    const tt_h16 *sp = (const tt_h16 *)t->scales;
+    const uint32_t m = 0x000F000Fu, G = t->cols / 32u;
+    uint32_t r;
+    for (r = 0; r < t->rows; r++) {
+        const uint32_t *xe = a->xe;
+        const tt_qgroup *qg = a->qg, *qe = qg + G;
+        float acc = 0.0f;
+        do {
+            int32_t isum = 0;
+            uint32_t v, u, a0, a1, tt;
+            if (bits == 4u) {
+                __asm__("ldrd %[v], %[u], [%[w]], #8\n\t" TT_S4("%[v]") TT_S4("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S4("%[v]") TT_S4("%[u]")
+                        : [acc] "+r"(isum), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                          [u] "=&r"(u), [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(tt)
+                        : [m] "r"(m), "m"(*(const uint32_t(*)[16])xe),
+                          "m"(*(const uint32_t(*)[4])w));
+                isum -= 8 * qg->sum; /* stored fields are level + 8 */
+            } else {
+                __asm__("ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        : [acc] "+r"(isum), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                          [u] "=&r"(u), [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(tt)
+                        : "m"(*(const uint32_t(*)[16])xe), "m"(*(const uint32_t(*)[8])w));
+            }
+            acc += (float)isum * (qg->d * f16_to_f32(*sp++));
+        } while (++qg != qe);
+        y[r] = add ? y[r] + acc : acc;
+    }
+}
+#undef TT_S4
+#undef TT_S8
+
+static void rows_s32(const tt_tensor *t, float *y, const tt_qact *a, int add)
+{
+    if (t->bits == 4u)
+        rows_s32_(t, y, a, add, 4u);
+    else
+        rows_s32_(t, y, a, add, 8u);
 }
 #else
 /* SWAR: a pair p = f[j] + 65536 f[j+h] of unsigned fields times the word x[j+h] + 65536 x[j]
@@ -656,7 +723,6 @@ static int32_t dot_any(const tt_tensor *t, const uint8_t *d, const int8_t *xq, u
     return acc;
 }
 
-typedef uint16_t __attribute__((may_alias, aligned(2))) tt_h16;
 
 /* The contract's float work per row and group, around an integer dot product DOT of the group
  * (which advances w and xe past it): isum = DOT - z * sum(xq), z the field offset (symmetric)
@@ -688,6 +754,7 @@ static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
     const uint8_t off8 = (uint8_t)(sym ? (bits == 8u ? 0 : 1 << (bits - 1u)) : 0);
     const uint32_t zs = sym ? 0u : 1u;
     const int32_t off = off8;
+    (void)off;
 #define TT_Z ((int32_t)*zp)
     if (block == 1u) {
 #if !TT_DSP
@@ -699,14 +766,15 @@ static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
         TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), TT_Z)
         return;
     }
-    if (bits == 4u && sym && g == 32u) {
-        TT_ROWS(dot_q4(&w, &xe, 32u), off) /* the common case, unrolled */
-    }
 #if TT_DSP
-    else if (bits == 8u && sym && g == 32u) {
-        TT_ROWS(dot_q8(&w, &xe, 32u, 1), 0)
+    if ((bits == 4u || bits == 8u) && sym && g == 32u) {
+        rows_s32(t, y, a, add);
     } else if (bits == 8u) {
         TT_ROWS(dot_q8(&w, &xe, g, sym), TT_Z)
+    }
+#else
+    if (bits == 4u && sym && g == 32u) {
+        TT_ROWS(dot_q4(&w, &xe, 32u), off) /* the common case, unrolled */
     }
 #endif
     else if (bits == 4u) {

@@ -364,7 +364,8 @@ def test_c_reader_validates_like_the_python_reader(probe: Path, work: Path, stor
 QEMU_CASES = [("cortex-m4", "q4"), ("cortex-m4", "q8"), ("riscv32", "q4"), ("riscv32", "q8"),
               ("cortex-m7", "q4"), ("cortex-m7", "q8"), ("stm32f405", "q4"), ("stm32f405", "q8"),
               ("cortex-m4", "q2"), ("riscv32", "q2"), ("riscv32f", "q4"), ("riscv32f", "q8"),
-              ("cortex-m4", "q3"), ("riscv32f", "q3"), ("cortex-m4", "q4a"), ("riscv32", "q8a")]
+              ("cortex-m4", "q3"), ("riscv32f", "q3"), ("cortex-m4", "q4a"), ("riscv32", "q8a"),
+              ("cortex-m4", "q8a"), ("cortex-m4", "mixed"), ("riscv32", "mixed")]
 
 
 @pytest.mark.slow
