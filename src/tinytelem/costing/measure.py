@@ -219,6 +219,7 @@ async def measure_one(family: Family, shape: str, bits: int, work_dir: Path,
     """Build and run one (family, shape, bits) at every trace level; the raw measurement."""
     from tinytelem.firmware.build import build
 
+    work_dir = work_dir.resolve()  # make runs in firmware/: relative paths would move
     tlm = make_model(shape, bits, work_dir / "models")
     res = build(family.target, tlm, build_dir=work_dir / f"{family.name}-{shape}-{bits}",
                 trace_level=0, make_vars=family.make_vars)
