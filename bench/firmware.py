@@ -48,9 +48,18 @@ from tinytelem.firmware.build import BuildResult, build
 from tinytelem.firmware.qemu import run_qemu
 from tinytelem.firmware.targets import get_target, missing_tools
 from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
-from tinytelem.protocol.messages import Config, Hello, InferBegin, InferEnd, Run
+from tinytelem.protocol.enums import Op
+from tinytelem.protocol.messages import (
+    Config,
+    Hello,
+    InferBegin,
+    InferEnd,
+    Run,
+    SpanBegin,
+    SpanEnd,
+)
 
-QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32"]
+QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32", "riscv32f"]
 LEVELS = {0: "off", 1: "tokens", 2: "spans"}
 PROMPT = (1,)
 SESSION_TIMEOUT_S = 120.0
@@ -99,7 +108,76 @@ async def _one_run(open_link: Opener, level: int, n_tokens: int) -> dict[str, An
     generated = int(end.message.n_generated)
     return {"ticks": ticks, "tick_hz": int(hello.tick_hz), "platform": hello.platform,
             "generated": generated, "forwards": len(PROMPT) + generated - 1,
-            "frames": len(run)}
+            "frames": len(run), "op_ticks": _op_ticks(run)}
+
+
+def _op_ticks(run: list[Any]) -> dict[str, Any]:
+    """Ticks inside each operator's spans and their count (layer spans: count only)."""
+    open_at: dict[tuple[int, int], int] = {}
+    ticks: dict[str, int] = {}
+    count: dict[str, int] = {}
+    spans = 0
+    for f in run:
+        m = f.message
+        if isinstance(m, SpanBegin):
+            open_at[(m.layer, m.op)] = f.ticks
+        elif isinstance(m, SpanEnd) and (m.layer, m.op) in open_at:
+            spans += 1
+            start = open_at.pop((m.layer, m.op))
+            if m.op == Op.LAYER:
+                continue
+            name = Op(m.op).name if m.op in Op._value2member_map_ else str(m.op)
+            ticks[name] = ticks.get(name, 0) + ((f.ticks - start) & 0xFFFFFFFF)
+            count[name] = count.get(name, 0) + 1
+    return {"ticks": ticks, "count": count, "spans": spans}
+
+
+def model_macs(model: Path, forwards: int) -> dict[str, float]:
+    """Multiply-accumulates per forward pass of each operator kind (shapes from the .tlm).
+
+    Attention's depend on the position: averaged over positions 0 .. forwards-1.
+    """
+    from tinytelem.models.tlm import parse_tlm
+
+    qmodel, infos, _ = parse_tlm(model.read_bytes(), str(model))
+    c = qmodel.config
+    cols = {i.name: i.shape[1] for i in infos if len(i.shape) == 2}
+    kv = c.dim * c.n_kv_heads // c.n_heads
+    w2 = cols.get("layers.0.w2", c.hidden_dim)
+    mean_len = (forwards + 1) / 2
+    return {
+        "QKV": c.n_layers * (c.dim + 2 * kv) * c.dim,
+        "ATTENTION": c.n_layers * 2 * c.n_heads * c.head_dim * mean_len,
+        "ATTN_OUT": c.n_layers * c.dim * c.dim,
+        "FFN": c.n_layers * (2 * c.hidden_dim * c.dim + c.dim * w2),
+        "CLASSIFIER": c.vocab_size * c.dim,
+    }
+
+
+def _per_op(spans_run: dict[str, Any], off_instructions: float, spans_instructions: float,
+            macs: dict[str, float] | None) -> dict[str, Any]:
+    """Instructions per token of each operator, per MAC, and share of the untraced token.
+
+    A span's duration holds the encoding of its own SPAN_BEGIN frame (the timestamp is taken
+    before the frame is sent), so each span is charged one frame less: the measured cost of a
+    span frame, (spans run - off run) / span frames.
+    """
+    ot = spans_run["op_ticks"]
+    fwd = max(spans_run["forwards"], 1)
+    scale = 1e9 / spans_run["tick_hz"]
+    frame = (spans_instructions - off_instructions) / max(2 * ot["spans"], 1)
+    per_token_off = off_instructions / fwd
+    ops: dict[str, Any] = {}
+    for name, t in ot["ticks"].items():
+        per = (t * scale - ot["count"][name] * frame) / fwd
+        row: dict[str, Any] = {"instructions_per_token": round(per),
+                               "share": per / per_token_off}
+        m = (macs or {}).get(name)
+        if m:
+            row["macs_per_token"] = round(m)
+            row["instructions_per_mac"] = per / m
+        ops[name] = row
+    return {"span_frame_instructions": round(frame), "ops": ops}
 
 
 def _qemu_opener(target: str, elf: Path) -> Opener:
@@ -122,10 +200,11 @@ def _native_opener(exe: Path) -> Opener:
     return open_native
 
 
-async def _measure(open_link: Opener, n_tokens: int, repeat: int, icount: bool
-                   ) -> dict[str, Any]:
+async def _measure(open_link: Opener, n_tokens: int, repeat: int, icount: bool,
+                   model: Path | None = None) -> dict[str, Any]:
     levels: dict[str, Any] = {}
     base = 0.0
+    last: dict[str, Any] = {}
     for level, name in LEVELS.items():
         runs = []
         for _ in range(repeat):
@@ -149,9 +228,16 @@ async def _measure(open_link: Opener, n_tokens: int, repeat: int, icount: bool
             base = cost
         row["overhead"] = cost / base - 1.0 if base else None
         levels[name] = row
-    return {"platform": r0["platform"], "tick_hz": r0["tick_hz"],
-            "clock": "virtual (icount shift=0: 1 instruction = 1 ns)" if icount else
-            "host CLOCK_MONOTONIC", "levels": levels}
+        last = r0
+    out = {"platform": r0["platform"], "tick_hz": r0["tick_hz"],
+           "clock": "virtual (icount shift=0: 1 instruction = 1 ns)" if icount else
+           "host CLOCK_MONOTONIC", "levels": levels}
+    if icount and model is not None:
+        macs = model_macs(model, last["forwards"])
+        out["per_op"] = _per_op(last, levels["off"]["instructions"],
+                                levels["spans"]["instructions"], macs)
+        out["macs_per_token"] = round(sum(macs.values()))
+    return out
 
 
 def _build(target: str, model: Path | None, root: Path) -> BuildResult:
@@ -159,13 +245,13 @@ def _build(target: str, model: Path | None, root: Path) -> BuildResult:
     return build(target, model, build_dir=root / f"{target}-{variant}")
 
 
-async def bench(targets: list[str], n_tokens: int, native_repeat: int, model: Path | None,
-                root: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+async def bench(targets: list[str], n_tokens: int, native_repeat: int,
+                models: list[Path] | None, root: Path, progress: Callable[[str], None],
+                demo: bool = True) -> dict[str, Any]:
     """Every target's figures (or the reason it was skipped)."""
     out: dict[str, Any] = {"tokens": n_tokens, "prompt": list(PROMPT), "engines": {}}
-    engines: list[tuple[str, Path | None]] = [("demo", None)]
-    if model is not None:
-        engines.append((f"llama:{model.name}", model))
+    engines: list[tuple[str, Path | None]] = [("demo", None)] if demo else []
+    engines += [(f"llama:{m.name}", m) for m in models or []]
     for engine, path in engines:
         per: dict[str, Any] = {}
         for target in targets:
@@ -186,7 +272,7 @@ async def bench(targets: list[str], n_tokens: int, native_repeat: int, model: Pa
                                              icount=False)
             else:
                 per[target] = await _measure(_qemu_opener(target, res.elf), n_tokens, 1,
-                                             icount=True)
+                                             icount=True, model=path)
         out["engines"][engine] = per
     return out
 
@@ -208,6 +294,17 @@ def _table(result: dict[str, Any]) -> str:
                         f"{lv['off']['tokens_per_s']:8.1f} tok/s host   ")
             lines.append(f"  {target:10s} {head}  overhead tokens "
                          f"{lv['tokens']['overhead']:+.3%}  spans {lv['spans']['overhead']:+.3%}")
+            if "per_op" in r:
+                lines.append(f"  {'':10s} {r['macs_per_token']} MACs/token, "
+                             f"{lv['off']['instructions_per_token'] / r['macs_per_token']:.2f} "
+                             f"instr/MAC; span frame {r['per_op']['span_frame_instructions']} "
+                             "instr")
+                for op, o in sorted(r["per_op"]["ops"].items(),
+                                    key=lambda kv: -kv[1]["instructions_per_token"]):
+                    mac = (f"{o['instructions_per_mac']:6.2f} instr/MAC"
+                           if "instructions_per_mac" in o else " " * 16)
+                    lines.append(f"  {'':10s}   {op:11s} {o['instructions_per_token']:>9d} "
+                                 f"instr/token  {mac}  {o['share']:6.1%}")
     return "\n".join(lines)
 
 
@@ -218,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", default=None,
                         help="target (repeatable; default: the QEMU targets and native)")
     parser.add_argument("--native-repeat", type=int, default=5)
-    parser.add_argument("--model", type=Path, default=None, help=".tlm for the llama engine")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo engine")
+    parser.add_argument("--model", type=Path, action="append", default=None,
+                        help=".tlm for the llama engine (repeatable: one per bit width)")
     parser.add_argument("--build-root", type=Path, default=None,
                         help="where the benchmark's builds go (default build/bench-firmware)")
     args = parser.parse_args(argv)
@@ -231,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = trio.run(bench, targets, args.tokens, args.native_repeat, args.model, root,
-                          progress)
+                          progress, not args.no_demo)
     except TinyTelemError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 /* Kernels of the llama engine: see tt_kernels.h for the contract they follow. */
 #include "tt_kernels.h"
 
+#include "tt_softf.h"
 #include "tt_string.h"
 
 /* Bit casts by union (memcpy is a real call in freestanding builds). */
@@ -26,6 +27,103 @@ static inline uint32_t to_bits(float f)
     return v.u;
 }
 
+#ifdef TT_FAST_SOFTFLOAT
+/* The soft-float fast paths of tt_softf.h: normal operands and results computed here with
+ * round to nearest even; everything else by the compiler's library (same bits). */
+float tt_fmul(float a, float b)
+{
+    uint32_t x = to_bits(a), y = to_bits(b);
+    uint32_t ex = (x >> 23) & 0xFFu, ey = (y >> 23) & 0xFFu, m, rest, half;
+    uint64_t p;
+    int32_t e;
+    if (ex - 1u >= 0xFEu || ey - 1u >= 0xFEu) return a * b;
+    p = (uint64_t)((x & 0x7FFFFFu) | 0x800000u) * ((y & 0x7FFFFFu) | 0x800000u);
+    e = (int32_t)(ex + ey) - 127;
+    if (p >> 47) {
+        m = (uint32_t)(p >> 24);
+        rest = (uint32_t)p & 0xFFFFFFu;
+        half = 0x800000u;
+        e++;
+    } else {
+        m = (uint32_t)(p >> 23);
+        rest = (uint32_t)p & 0x7FFFFFu;
+        half = 0x400000u;
+    }
+    if (rest > half || (rest == half && (m & 1u))) {
+        m++;
+        if (m == 0x1000000u) {
+            m >>= 1;
+            e++;
+        }
+    }
+    if (e <= 0 || e >= 255) return a * b;
+    return from_bits(((x ^ y) & 0x80000000u) | ((uint32_t)e << 23) | (m & 0x7FFFFFu));
+}
+
+float tt_fadd(float a, float b)
+{
+    uint32_t x = to_bits(a), y = to_bits(b), ax = x & 0x7FFFFFFFu, ay = y & 0x7FFFFFFFu;
+    uint32_t ex, ey, d, mx, my, m, r;
+    int32_t e;
+    if (ax < ay) {
+        uint32_t t = x;
+        x = y; y = t;
+        t = ax; ax = ay; ay = t;
+    }
+    ex = ax >> 23;
+    ey = ay >> 23;
+    if (ex - 1u >= 0xFEu || ey - 1u >= 0xFEu) return a + b;
+    d = ex - ey;
+    if (d >= 30u) return from_bits(x); /* |y| < ulp(x) / 2^8: rounds to x */
+    mx = ((ax & 0x7FFFFFu) | 0x800000u) << 6; /* 6 guard bits below the last place */
+    my = ((ay & 0x7FFFFFu) | 0x800000u) << 6;
+    if (d) my = (my >> d) | ((my << (32u - d)) != 0u); /* sticky bit */
+    e = (int32_t)ex;
+    if ((x ^ y) >> 31) {
+        m = mx - my;
+        if (m == 0u) return 0.0f;
+        while (m < (1u << 29)) { /* more than one step only when d <= 1: then exact */
+            m <<= 1;
+            e--;
+        }
+    } else {
+        m = mx + my;
+        if (m >= (1u << 30)) {
+            m = (m >> 1) | (m & 1u);
+            e++;
+        }
+    }
+    r = m & 0x3Fu;
+    m >>= 6;
+    if (r > 0x20u || (r == 0x20u && (m & 1u))) {
+        m++;
+        if (m == 0x1000000u) {
+            m >>= 1;
+            e++;
+        }
+    }
+    if (e <= 0 || e >= 255) return a + b;
+    return from_bits((x & 0x80000000u) | ((uint32_t)e << 23) | (m & 0x7FFFFFu));
+}
+
+float tt_i2f(int32_t i)
+{
+    uint32_t s = 0, m = (uint32_t)i, e = 150u;
+    if (i == 0) return 0.0f;
+    if (i < 0) {
+        s = 0x80000000u;
+        m = 0u - m;
+    }
+    if (m >= 0x1000000u) return (float)i;
+    if (m < (1u << 8)) { m <<= 16; e -= 16u; }
+    if (m < (1u << 16)) { m <<= 8; e -= 8u; }
+    if (m < (1u << 20)) { m <<= 4; e -= 4u; }
+    if (m < (1u << 22)) { m <<= 2; e -= 2u; }
+    if (m < (1u << 23)) { m <<= 1; e -= 1u; }
+    return from_bits(s | (e << 23) | (m & 0x7FFFFFu));
+}
+#endif
+
 float tt_f16(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
@@ -37,8 +135,23 @@ float tt_f16(uint16_t h)
 float tt_rintf(float x)
 {
     /* Adding 1.5 * 2^23 pushes the fraction out in round-to-nearest-even. */
-    volatile float big = 12582912.0f; /* volatile: the compiler must not fold the pair */
-    return (x + big) - big;
+    /* Without -ffast-math (-fassociative-math) the compiler may not fold the pair. */
+    const float b = 12582912.0f;
+    return TT_FADD(TT_FADD(x, b), -b);
+}
+
+/* (int32_t)v for a v that holds an integer, |v| < 2^23 (tt_rintf's results). */
+static inline int32_t tt_f2i(float v)
+{
+#ifdef TT_FAST_SOFTFLOAT
+    uint32_t u = to_bits(v), e = (u >> 23) & 0xFFu;
+    int32_t m;
+    if (e < 127u) return 0;
+    m = (int32_t)(((u & 0x7FFFFFu) | 0x800000u) >> (150u - e));
+    return (u >> 31) ? -m : m;
+#else
+    return (int32_t)v;
+#endif
 }
 
 float tt_sqrtf(float x)
@@ -80,19 +193,19 @@ float tt_expf(float x)
     int32_t ni;
     if (x < -86.0f) return 0.0f;
     if (x > 88.0f) x = 88.0f;
-    n = tt_rintf(x * 1.44269504088896341f);
-    r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    n = tt_rintf(TT_FMUL(x, 1.44269504088896341f));
+    r = TT_FADD(TT_FADD(x, -TT_FMUL(n, 0.693359375f)), -TT_FMUL(n, -2.12194440e-4f));
     p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    y = ((p * (r * r)) + r) + 1.0f;
+    p = TT_FADD(TT_FMUL(p, r), 1.3981999507e-3f);
+    p = TT_FADD(TT_FMUL(p, r), 8.3334519073e-3f);
+    p = TT_FADD(TT_FMUL(p, r), 4.1665795894e-2f);
+    p = TT_FADD(TT_FMUL(p, r), 1.6666665459e-1f);
+    p = TT_FADD(TT_FMUL(p, r), 5.0000001201e-1f);
+    y = TT_FADD(TT_FADD(TT_FMUL(p, TT_FMUL(r, r)), r), 1.0f);
     ni = (int32_t)n;
     if (ni < -126) ni = -126;
     if (ni > 127) ni = 127;
-    return y * from_bits((uint32_t)(ni + 127) << 23);
+    return TT_FMUL(y, from_bits((uint32_t)(ni + 127) << 23));
 }
 
 void tt_softmax(float *x, uint32_t n)
@@ -102,8 +215,8 @@ void tt_softmax(float *x, uint32_t n)
     for (i = 1; i < n; i++)
         if (x[i] > m) m = x[i];
     for (i = 0; i < n; i++) {
-        x[i] = tt_expf(x[i] - m);
-        s += x[i];
+        x[i] = tt_expf(TT_FADD(x[i], -m));
+        s = TT_FADD(s, x[i]);
     }
     for (i = 0; i < n; i++) x[i] = x[i] / s;
 }
@@ -112,11 +225,11 @@ void tt_rmsnorm(float *o, const float *x, const tt_tensor *w, uint32_t n)
 {
     float ss = 0.0f;
     uint32_t i;
-    for (i = 0; i < n; i++) ss += x[i] * x[i];
+    for (i = 0; i < n; i++) ss = TT_FADD(ss, TT_FMUL(x[i], x[i]));
     ss = ss / (float)n;
     ss = ss + 1e-5f;
     ss = 1.0f / tt_sqrtf(ss);
-    for (i = 0; i < n; i++) o[i] = tt_ldf(w->data + 4u * i) * (ss * x[i]);
+    for (i = 0; i < n; i++) o[i] = TT_FMUL(tt_ldf(w->data + 4u * i), TT_FMUL(ss, x[i]));
 }
 
 #if defined(TT_KERNELS_DSP) && defined(__ARM_FEATURE_DSP)
@@ -179,6 +292,7 @@ int32_t tt_dot_i8(const int8_t *a, const int8_t *b, uint32_t n)
 /* Weight words: the .tlm layout puts every 2-, 4- and 8-bit row (and group) on a 4-byte
  * boundary (cols is a multiple of 16, regions are aligned), so they load as words. */
 typedef uint32_t __attribute__((may_alias, aligned(4))) tt_w32;
+typedef uint16_t __attribute__((may_alias, aligned(2))) tt_h16;
 
 static inline uint32_t ld24(const uint8_t *p) /* a 3-bit chunk: 8 fields in 24 bits */
 {
@@ -235,7 +349,7 @@ void tt_quantize(tt_qact *a, const float *x, uint32_t cols, uint32_t group, uint
         d = amax / 127.0f;
         id = d != 0.0f ? 1.0f / d : 0.0f;
         for (k = 0; k < group; k++) {
-            int32_t qi = (int32_t)tt_rintf(xg[k] * id);
+            int32_t qi = tt_f2i(tt_rintf(TT_FMUL(xg[k], id)));
             if (qi > 127) qi = 127;
             if (qi < -127) qi = -127;
             q[k] = (int8_t)qi;
@@ -431,6 +545,75 @@ static inline __attribute__((always_inline)) int32_t dot_q8(const uint8_t **wp, 
     *xp = xe;
     return acc;
 }
+
+/* The two common cases, symmetric groups of 32 at 4 and 8 bits, as one tight loop over the
+ * whole matrix: rows and their scales are contiguous, so the weight and scale pointers run
+ * on from row to row, and the loop keeps every pointer in a register. One step: 8 columns. */
+#define TT_S4(V)                                                                          \
+    "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                                   \
+    "and %[t], %[m], " V "\n\t"                                                           \
+    "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                               \
+    "and %[t], %[m], " V ", lsr #4\n\t"                                                   \
+    "smlad %[acc], %[t], %[a1], %[acc]\n\t"                                               \
+    "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                                   \
+    "and %[t], %[m], " V ", lsr #8\n\t"                                                   \
+    "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                               \
+    "and %[t], %[m], " V ", lsr #12\n\t"                                                  \
+    "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+#define TT_S8(V)                                                                          \
+    "ldrd %[a0], %[a1], [%[x]], #8\n\t"                                                   \
+    "sxtb16 %[t], " V "\n\t"                                                              \
+    "smlad %[acc], %[t], %[a0], %[acc]\n\t"                                               \
+    "sxtb16 %[t], " V ", ror #8\n\t"                                                      \
+    "smlad %[acc], %[t], %[a1], %[acc]\n\t"
+
+static inline __attribute__((always_inline)) void rows_s32_(const tt_tensor *t, float *y,
+                                                              const tt_qact *a, int add,
+                                                              uint32_t bits)
+{
+    const uint8_t *w = t->data;
+    const tt_h16 *sp = (const tt_h16 *)t->scales;
+    const uint32_t m = 0x000F000Fu, G = t->cols / 32u;
+    uint32_t r;
+    for (r = 0; r < t->rows; r++) {
+        const uint32_t *xe = a->xe;
+        const tt_qgroup *qg = a->qg, *qe = qg + G;
+        float acc = 0.0f;
+        do {
+            int32_t isum = 0;
+            uint32_t v, u, a0, a1, tt;
+            if (bits == 4u) {
+                __asm__("ldrd %[v], %[u], [%[w]], #8\n\t" TT_S4("%[v]") TT_S4("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S4("%[v]") TT_S4("%[u]")
+                        : [acc] "+r"(isum), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                          [u] "=&r"(u), [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(tt)
+                        : [m] "r"(m), "m"(*(const uint32_t(*)[16])xe),
+                          "m"(*(const uint32_t(*)[4])w));
+                isum -= 8 * qg->sum; /* stored fields are level + 8 */
+            } else {
+                __asm__("ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        "ldrd %[v], %[u], [%[w]], #8\n\t" TT_S8("%[v]") TT_S8("%[u]")
+                        : [acc] "+r"(isum), [w] "+r"(w), [x] "+r"(xe), [v] "=&r"(v),
+                          [u] "=&r"(u), [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(tt)
+                        : "m"(*(const uint32_t(*)[16])xe), "m"(*(const uint32_t(*)[8])w));
+            }
+            acc += (float)isum * (qg->d * f16_to_f32(*sp++));
+        } while (++qg != qe);
+        y[r] = add ? y[r] + acc : acc;
+    }
+}
+#undef TT_S4
+#undef TT_S8
+
+static void rows_s32(const tt_tensor *t, float *y, const tt_qact *a, int add)
+{
+    if (t->bits == 4u)
+        rows_s32_(t, y, a, add, 4u);
+    else
+        rows_s32_(t, y, a, add, 8u);
+}
 #else
 /* SWAR: a pair p = f[j] + 65536 f[j+h] of unsigned fields times the word x[j+h] + 65536 x[j]
  * is, modulo 2^32, L + 65536 M with M = f[j] x[j] + f[j+h] x[j+h] (wanted) and L = f[j] x[j+h].
@@ -543,25 +726,25 @@ static int32_t dot_any(const tt_tensor *t, const uint8_t *d, const int8_t *xq, u
     return acc;
 }
 
-typedef uint16_t __attribute__((may_alias, aligned(2))) tt_h16;
 
 /* The contract's float work per row and group, around an integer dot product DOT of the group
  * (which advances w and xe past it): isum = DOT - z * sum(xq), z the field offset (symmetric)
  * or the zero point (asymmetric); acc += (float)isum * (d * scale). */
 #define TT_ROWS(DOT, ZERO)                                                                    \
     for (r = 0; r < t->rows; r++) {                                                           \
-        const uint8_t *w = t->data + r * rowbytes, *zp = t->zeros + r * G;                    \
+        const uint8_t *w = t->data + r * rowbytes;                                            \
+        const uint8_t *zp = zs ? t->zeros + r * G : &off8;                                    \
         const tt_h16 *sp = (const tt_h16 *)(t->scales + 2u * r * G);                          \
         const uint32_t *xe = a->xe;                                                           \
         const int8_t *xq = (const int8_t *)a->xe;                                             \
         const tt_qgroup *qg = a->qg, *qe = qg + G;                                            \
         float acc = 0.0f;                                                                     \
         (void)zp; (void)xe; (void)xq;                                                         \
-        for (; qg != qe; qg++, sp++) {                                                        \
+        for (; qg != qe; qg++, sp++, zp += zs) {                                              \
             int32_t isum = (DOT) - (ZERO) * qg->sum;                                          \
-            acc += (float)isum * (qg->d * f16_to_f32(*sp));                                   \
+            acc = TT_FADD(acc, TT_FMUL(TT_I2F(isum), TT_FMUL(qg->d, f16_to_f32(*sp))));       \
         }                                                                                     \
-        y[r] = add ? y[r] + acc : acc;                                                        \
+        y[r] = add ? TT_FADD(y[r], acc) : acc;                                                \
     }
 
 static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
@@ -569,45 +752,42 @@ static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
     uint32_t r, g = t->group, G = t->cols / g, bits = t->bits, block = a->block;
     uint32_t gbytes = g * bits / 8u, rowbytes = G * gbytes;
     int sym = (t->code & 0xF0u) == TT_TLM_SYM;
-    /* level = field - off: 2^(bits-1) for symmetric 2/3/4-bit, the zero point when
-     * asymmetric, 0 for symmetric 8-bit (the stored byte is the level). */
-    int32_t off = sym ? (bits == 8u ? 0 : 1 << (bits - 1u)) : 0;
+    /* level = field - z: z = 2^(bits-1) for symmetric 2/3/4-bit, 0 for symmetric 8-bit (the
+     * stored byte is the level), the group's zero point when asymmetric (zs = 1 walks them). */
+    const uint8_t off8 = (uint8_t)(sym ? (bits == 8u ? 0 : 1 << (bits - 1u)) : 0);
+    const uint32_t zs = sym ? 0u : 1u;
+    const int32_t off = off8;
+    (void)off;
+#define TT_Z ((int32_t)*zp)
     if (block == 1u) {
-#if TT_DSP
-        if (sym) { TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), off) } else { TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), (int32_t)*zp++) }
-#else
+#if !TT_DSP
         if (bits == 8u) {
-            if (sym) { TT_ROWS((w += g, xq += g, dot_q8(w - g, xq - g, g, 1)), 0) } else { TT_ROWS((w += g, xq += g, dot_q8(w - g, xq - g, g, 0)), (int32_t)*zp++) }
-        } else if (sym) {
-            TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), off)
-        } else {
-            TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), (int32_t)*zp++)
+            TT_ROWS((w += g, xq += g, dot_q8(w - g, xq - g, g, sym)), TT_Z)
+            return;
         }
 #endif
+        TT_ROWS((w += gbytes, xq += g, dot_any(t, w - gbytes, xq - g, g)), TT_Z)
         return;
     }
+#if TT_DSP
+    if ((bits == 4u || bits == 8u) && sym && g == 32u) {
+        rows_s32(t, y, a, add);
+    } else if (bits == 8u) {
+        TT_ROWS(dot_q8(&w, &xe, g, sym), TT_Z)
+    }
+#else
     if (bits == 4u && sym && g == 32u) {
         TT_ROWS(dot_q4(&w, &xe, 32u), off) /* the common case, unrolled */
     }
-#if TT_DSP
-    else if (bits == 8u && sym && g == 32u) {
-        TT_ROWS(dot_q8(&w, &xe, 32u, 1), 0)
-    }
 #endif
     else if (bits == 4u) {
-        if (sym) { TT_ROWS(dot_q4(&w, &xe, g), off) } else { TT_ROWS(dot_q4(&w, &xe, g), (int32_t)*zp++) }
+        TT_ROWS(dot_q4(&w, &xe, g), TT_Z)
     } else if (bits == 2u) {
-        if (sym) { TT_ROWS(dot_q2(&w, &xe, g), off) } else { TT_ROWS(dot_q2(&w, &xe, g), (int32_t)*zp++) }
-    } else if (bits == 3u) {
-        if (sym) { TT_ROWS(dot_q3(&w, &xe, g), off) } else { TT_ROWS(dot_q3(&w, &xe, g), (int32_t)*zp++) }
-    }
-#if TT_DSP
-    else if (sym) {
-        TT_ROWS(dot_q8(&w, &xe, g, 1), 0)
+        TT_ROWS(dot_q2(&w, &xe, g), TT_Z)
     } else {
-        TT_ROWS(dot_q8(&w, &xe, g, 0), (int32_t)*zp++)
+        TT_ROWS(dot_q3(&w, &xe, g), TT_Z)
     }
-#endif
+#undef TT_Z
 }
 
 void tt_row(const tt_tensor *t, uint32_t r, float *out, uint32_t n)
@@ -644,7 +824,7 @@ void tt_row(const tt_tensor *t, uint32_t r, float *out, uint32_t n)
                 else
                     f = (int32_t)(((uint32_t)row[3u * (i / 8u)] | (uint32_t)row[3u * (i / 8u) + 1u] << 8 |
                                    (uint32_t)row[3u * (i / 8u) + 2u] << 16) >> (3u * (i & 7u))) & 0x7;
-                out[i] = s * (float)(f - z);
+                out[i] = TT_FMUL(s, TT_I2F(f - z));
             }
         }
     }

@@ -12,6 +12,7 @@
 #include "tt_engine.h"
 #include "tt_kernels.h"
 #include "tt_proto.h"
+#include "tt_softf.h"
 #include "tt_string.h"
 #include "tt_tlm.h"
 #include "tt_trace.h"
@@ -183,8 +184,8 @@ static void rope(float *v, uint32_t n, uint32_t pos)
     for (i = 0; i < n; i += 2) {
         uint32_t j = (i % hs) / 2u;
         float c = tt_ldf(cp + 4u * j), s = tt_ldf(sp + 4u * j), a = v[i], b = v[i + 1];
-        v[i] = a * c - b * s;
-        v[i + 1] = a * s + b * c;
+        v[i] = TT_FADD(TT_FMUL(a, c), -TT_FMUL(b, s));
+        v[i + 1] = TT_FADD(TT_FMUL(a, s), TT_FMUL(b, c));
     }
 }
 
@@ -200,13 +201,13 @@ static void attention(uint32_t l, uint32_t pos)
         for (t = 0; t <= pos; t++) {
             const float *k = kl + t * kv_dim_ + ko;
             float s = 0.0f;
-            for (i = 0; i < hs; i++) s += qh[i] * k[i];
+            for (i = 0; i < hs; i++) s = TT_FADD(s, TT_FMUL(qh[i], k[i]));
             att_[t] = s / sq;
         }
         tt_softmax(att_, pos + 1u);
         for (i = 0; i < hs; i++) {
             float acc = 0.0f;
-            for (t = 0; t <= pos; t++) acc += att_[t] * vl[t * kv_dim_ + ko + i];
+            for (t = 0; t <= pos; t++) acc = TT_FADD(acc, TT_FMUL(att_[t], vl[t * kv_dim_ + ko + i]));
             out[i] = acc;
         }
     }
@@ -254,7 +255,7 @@ int tt_engine_forward(uint32_t token, uint32_t pos)
         matvec(&w->w3, xb_, hb2_, 0);
         for (i = 0; i < hid_; i++) {
             float h1 = hb_[i];
-            hb_[i] = (h1 * (1.0f / (1.0f + tt_expf(-h1)))) * hb2_[i];
+            hb_[i] = TT_FMUL(TT_FMUL(h1, 1.0f / TT_FADD(1.0f, tt_expf(-h1))), hb2_[i]);
         }
         for (i = hid_; i < w->w2.cols; i++) hb_[i] = 0.0f; /* group padding: zero-extend */
         qa_.x = 0;

@@ -23,14 +23,25 @@ uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
     return ~crc;
 }
 
-size_t tt_cobs_write(const uint8_t *src, size_t n, const tt_sink *sink)
+/* Stuff n bytes into out (at most TT_MAX_ENCODED); returns the stuffed length. Branch-free:
+ * the instruction count depends only on n, never on where the zero bytes are, so timestamps
+ * taken under an instruction-counting emulator do not depend on the values being sent. */
+static size_t cobs_stuff(const uint8_t *src, size_t n, uint8_t *out)
 {
-    /* Branch-free stuffing into one buffer and a single sink call: the instruction count
-     * depends only on n, never on where the zero bytes are, so timestamps taken under an
-     * instruction-counting emulator do not depend on the values being sent. */
-    static uint8_t out[TT_MAX_ENCODED];
     size_t i, o = 1u, pos = 0u;
     uint32_t code = 1u;
+    if (n < 254u) {
+        /* No block can reach 254 data bytes: each byte only moves the open block's start. */
+        uint32_t last = 0u;
+        for (i = 0; i < n; i++) {
+            uint32_t b = src[i], zm = (uint32_t)0 - (uint32_t)(b == 0u);
+            out[i + 1u] = (uint8_t)b;
+            out[last] = (uint8_t)(i + 1u - last);
+            last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
+        }
+        out[last] = (uint8_t)(n + 1u - last);
+        return n + 1u;
+    }
     for (i = 0; i < n; i++) {
         uint32_t b = src[i];
         uint32_t zm = (uint32_t)0 - (uint32_t)(b == 0u);      /* all ones on a zero byte */
@@ -48,7 +59,16 @@ size_t tt_cobs_write(const uint8_t *src, size_t n, const tt_sink *sink)
         code = (1u & fm) | (code & ~fm);
     }
     out[pos] = (uint8_t)code;
-    sink->write(sink->ctx, out, o);
+    return o;
+}
+
+/* One buffer for the stuffed frame and its delimiter: a frame leaves in one sink call. */
+static uint8_t cobs_out_[TT_MAX_ENCODED + 1u];
+
+size_t tt_cobs_write(const uint8_t *src, size_t n, const tt_sink *sink)
+{
+    size_t o = cobs_stuff(src, n, cobs_out_);
+    sink->write(sink->ctx, cobs_out_, o);
     return o;
 }
 
@@ -112,12 +132,12 @@ size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks
 size_t tt_frame_write(uint8_t *work, uint8_t type, uint16_t seq, uint32_t ticks,
                       const uint8_t *payload, size_t n, const tt_sink *sink)
 {
-    static const uint8_t zero = 0;
     size_t len = tt_frame_build(work, type, seq, ticks, payload, n), out;
     if (!len) return 0;
-    out = tt_cobs_write(work, len, sink);
-    sink->write(sink->ctx, &zero, 1);
-    return out + 1u;
+    out = cobs_stuff(work, len, cobs_out_);
+    cobs_out_[out++] = 0u; /* the delimiter */
+    sink->write(sink->ctx, cobs_out_, out);
+    return out;
 }
 
 size_t tt_pack_hello(uint8_t *p, const tt_hello *h)

@@ -363,7 +363,8 @@ def test_c_reader_validates_like_the_python_reader(probe: Path, work: Path, stor
 
 QEMU_CASES = [("cortex-m4", "q4"), ("cortex-m4", "q8"), ("riscv32", "q4"), ("riscv32", "q8"),
               ("cortex-m7", "q4"), ("cortex-m7", "q8"), ("stm32f405", "q4"), ("stm32f405", "q8"),
-              ("cortex-m4", "q2"), ("riscv32", "q2")]
+              ("cortex-m4", "q2"), ("riscv32", "q2"), ("riscv32f", "q4"), ("riscv32f", "q8"),
+              ("cortex-m4", "q3"), ("riscv32f", "q3"), ("cortex-m4", "q4a"), ("riscv32", "q8a")]
 
 
 @pytest.mark.slow
@@ -428,3 +429,52 @@ def test_cli_footprint_with_a_model(work: Path, stories260k: Path) -> None:
     res = CliRunner().invoke(cli, ["firmware", "build", "--target", "native", "--model",
                                    str(tlm)])
     assert res.exit_code == 0 and "peak arena" in res.output
+
+
+# ---- soft-float fast paths (cores without an FPU), checked against the host's FPU ----------
+
+SOFTF_PROBE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tt_softf.h"
+static unsigned long long s = 88172645463325252ull;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)s; }
+static float f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+static uint32_t u(float x) { uint32_t v; memcpy(&v, &x, 4); return v; }
+static uint32_t pick(void) {
+    uint32_t r = rnd(), k = rnd() % 6;
+    if (k == 0) return r;                                              /* any bits */
+    if (k == 1) return (r & 0x807FFFFFu) | ((1u + rnd() % 4) << 23);   /* tiny normals */
+    if (k == 2) return (r & 0x807FFFFFu) | ((250u + rnd() % 5) << 23); /* huge */
+    if (k == 3) return r & 0x80FFFFFFu;                                /* subnormal, zero */
+    if (k == 4) return (r & 0x80000000u) | (0x3F800000u + rnd() % 4);  /* near 1 */
+    return (r & 0x807FFFFFu) | ((100u + rnd() % 56) << 23);
+}
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 1000000, bad = 0, i;
+    for (i = 0; i < n; i++) {
+        uint32_t x = pick(), y = (rnd() & 3) ? pick() : (x ^ 0x80000000u) + rnd() % 64 - 32;
+        float a = f(x), b = f(y), m = a * b, p = a + b;
+        int32_t k = (int32_t)(rnd() % 33554432u) - 16777216;
+        if (m == m && u(tt_fmul(a, b)) != u(m)) bad++;
+        if (p == p && u(tt_fadd(a, b)) != u(p)) bad++;
+        if (u(tt_i2f(k)) != u((float)k)) bad++;
+    }
+    printf("%ld %ld\n", n, bad);
+    return 0;
+}
+"""
+
+
+def test_soft_float_fast_paths_give_the_fpu_bits(work: Path) -> None:
+    """tt_fmul / tt_fadd / tt_i2f (used on RV32IMAC and M0+) against the host's float32 ops,
+    including subnormals, zeros, overflow, underflow and cancellation."""
+    src = work / "softf_probe.c"
+    src.write_text(SOFTF_PROBE)
+    engine = FIRMWARE / "engine"
+    exe = compile_c([src, engine / "tt_kernels.c"], work / "softf_probe",
+                    [engine, FIRMWARE / "telemetry"], ["-O2", "-DTT_FAST_SOFTFLOAT=1"])
+    out = subprocess.run([str(exe), "3000000"], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    assert out == ["3000000", "0"]

@@ -32,7 +32,7 @@ from tinytelem.protocol.messages import (
 )
 from tinytelem.transports.url import NativeURL, QemuURL, parse_device_url
 
-QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32"]
+QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32", "riscv32f"]
 
 
 def _need(target: str, run: bool = True) -> None:
@@ -179,7 +179,8 @@ async def _two_runs(target: str, tmp_path: Path) -> tuple[list[list[Any]], list[
     return runs, [[f.ticks - r[0].ticks for f in r] for r in runs]
 
 
-TICK_HZ = {"cortex-m4": 25e6, "cortex-m7": 25e6, "stm32f405": 168e6, "riscv32": 1e9}
+TICK_HZ = {"cortex-m4": 25e6, "cortex-m7": 25e6, "stm32f405": 168e6, "riscv32": 1e9,
+           "riscv32f": 1e9}
 
 
 @pytest.mark.slow

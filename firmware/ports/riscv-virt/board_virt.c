@@ -31,7 +31,12 @@ extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _stack_bottom, _stack_top
 int main(void);
 void rv_reset(void);
 
-static const tt_port_info info_ = {"riscv32-virt", TT_CPU_HZ, TT_CPU_HZ, 4u << 20, 4u << 20, 0};
+#ifdef __riscv_flen
+#define TT_VIRT_PLATFORM "riscv32f-virt"
+#else
+#define TT_VIRT_PLATFORM "riscv32-virt"
+#endif
+static const tt_port_info info_ = {TT_VIRT_PLATFORM, TT_CPU_HZ, TT_CPU_HZ, 4u << 20, 4u << 20, 0};
 
 void rv_reset(void)
 {

@@ -1,4 +1,4 @@
-/* RV32 reset entry for QEMU virt (-bios none): stack, gp, then C. */
+/* RV32 reset entry for QEMU virt (-bios none): stack, gp, the FPU on (F builds), then C. */
     .section .text.start, "ax"
     .globl _start
 _start:
@@ -7,6 +7,11 @@ _start:
     la gp, __global_pointer$
     .option pop
     la sp, _stack_top
+#ifdef __riscv_flen
+    li t0, 0x2000           /* mstatus.FS = Initial: F instructions no longer trap */
+    csrs mstatus, t0
+    fscsr zero              /* round to nearest even, no flags */
+#endif
     call rv_reset
 1:  wfi
     j 1b

@@ -40,6 +40,7 @@ class BuildResult:
 _LDSCRIPTS = {
     "cortex-m4": "ports/mps2/memory.ld", "cortex-m7": "ports/mps2/memory.ld",
     "stm32f405": "ports/stm32f4/memory.ld", "riscv32": "ports/riscv-virt/memory.ld",
+    "riscv32f": "ports/riscv-virt/memory.ld",
     "nrf52840": "boards/nrf52840/memory.ld", "stm32h7": "boards/stm32h7/memory.ld",
     "rp2040": "boards/rp2040/memory.ld",
 }

@@ -36,7 +36,7 @@ def qemu_command(target: str | Target, elf: Path, port: int, *, icount_shift: in
     t = get_target(target) if isinstance(target, str) else target
     if t.qemu is None or t.machine is None:
         raise ConfigError(f"target {t.name} does not run under QEMU; QEMU targets: cortex-m4, "
-                          "cortex-m7, stm32f405, riscv32")
+                          "cortex-m7, stm32f405, riscv32, riscv32f")
     argv = [t.qemu, "-M", t.machine]
     if t.qemu == "qemu-system-riscv32":
         argv += ["-bios", "none"]
