@@ -2,8 +2,8 @@
 
 Usage::
 
-    python bench/firmware.py [--json] [--tokens 16] [--target cortex-m4 ...] [--native-repeat 5]
-                             [--model M.tlm]
+    python bench/firmware.py [--json | --markdown] [--tokens 16] [--target cortex-m4 ...]
+                             [--native-repeat 5] [--model M.tlm ...] [--no-demo]
 
 For every QEMU target (cortex-m4, cortex-m7, stm32f405, riscv32) the firmware boots under
 ``-icount shift=0,sleep=off``, gets ``CONFIG`` with trace level 0 (off), 1 (tokens) or 2 (spans)
@@ -24,8 +24,11 @@ and one greedy ``RUN`` of ``--tokens`` tokens. The figures come from the device'
 figures are host time (CLOCK_MONOTONIC microseconds), medians of ``--native-repeat`` runs, and
 its overheads are as noisy as the host.
 
-With ``--model`` (a ``.tlm``) the llama engine is benchmarked too; when that build is not
-possible yet, the result says why instead.
+With ``--model`` (a ``.tlm``; repeat it for several bit widths) the llama engine is benchmarked
+too; when that build is not possible yet, the result says why instead. For the llama engine
+the spans run also gives each operator's instructions per token (its spans' durations, less
+one measured span frame each), per multiply-accumulate (MACs from the model's shapes;
+attention's averaged over the run's positions) and its share of the untraced token.
 """
 
 from __future__ import annotations
@@ -127,7 +130,9 @@ def _op_ticks(run: list[Any]) -> dict[str, Any]:
             if m.op == Op.LAYER:
                 continue
             name = Op(m.op).name if m.op in Op._value2member_map_ else str(m.op)
-            ticks[name] = ticks.get(name, 0) + ((f.ticks - start) & 0xFFFFFFFF)
+            # signed: a SysTick read at a reload edge can come out one tick early
+            d = ((f.ticks - start + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            ticks[name] = ticks.get(name, 0) + d
             count[name] = count.get(name, 0) + 1
     return {"ticks": ticks, "count": count, "spans": spans}
 
@@ -308,6 +313,34 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+OP_ORDER = ("QKV", "ATTENTION", "ATTN_OUT", "FFN", "CLASSIFIER")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The llama engines' figures as the Markdown tables docs/firmware.md carries."""
+    head = ("| model | target | instr./token | instr./MAC | tokens | spans | "
+            + " | ".join(f"{op} instr./MAC (share)" for op in OP_ORDER) + " | other |")
+    lines = [head, "|" + "---|" * (7 + len(OP_ORDER))]
+    for engine, per in result["engines"].items():
+        if not engine.startswith("llama:"):
+            continue
+        for target, r in per.items():
+            if "per_op" not in r:
+                continue
+            lv, ops = r["levels"], r["per_op"]["ops"]
+            cells = []
+            for op in OP_ORDER:
+                o = ops.get(op, {})
+                cells.append(f"{o.get('instructions_per_mac', 0):.2f} ({o.get('share', 0):.1%})")
+            other = 1.0 - sum(ops.get(op, {}).get("share", 0.0) for op in OP_ORDER)
+            tok = lv["off"]["instructions_per_token"]
+            lines.append(
+                f"| {engine[6:]} | {target} | {tok:,} | {tok / r['macs_per_token']:.2f} | "
+                f"{lv['tokens']['overhead']:+.2%} | {lv['spans']['overhead']:+.2%} | "
+                + " | ".join(cells) + f" | {other:.1%} |")
+    return "\n".join(lines).replace(",", " ")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -316,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="target (repeatable; default: the QEMU targets and native)")
     parser.add_argument("--native-repeat", type=int, default=5)
     parser.add_argument("--no-demo", action="store_true", help="skip the demo engine")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the llama engines' table for docs/firmware.md")
     parser.add_argument("--model", type=Path, action="append", default=None,
                         help=".tlm for the llama engine (repeatable: one per bit width)")
     parser.add_argument("--build-root", type=Path, default=None,
@@ -337,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     result["host"] = {"python": platform.python_version(), "machine": platform.machine()}
     if args.json:
         print(json.dumps(result, indent=2))
+    elif args.markdown:
+        print(markdown(result))
     else:
         print(_table(result))
     return 0

@@ -164,7 +164,7 @@ async def _start_firmware(url: QemuURL | NativeURL, model: Path | None = None
     target = get_target("native" if isinstance(url, NativeURL) else url.target)
     if not target.native and target.qemu is None:
         raise ConfigError(f"target {target.name} does not run under QEMU; use qemu:cortex-m4, "
-                          "qemu:cortex-m7, qemu:stm32f405 or qemu:riscv32")
+                          "qemu:cortex-m7, qemu:stm32f405, qemu:riscv32 or qemu:riscv32f")
     result = await trio.to_thread.run_sync(build, target, model)
     if target.native:
         exe = ExecURL((str(result.elf),))

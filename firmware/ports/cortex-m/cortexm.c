@@ -93,7 +93,9 @@ static uint64_t cycles_now(void)
         v = TT_REG(SYST_CVR);
         pending = TT_REG(SCB_ICSR) & ICSR_PENDSTSET;
         v2 = TT_REG(SYST_CVR);
-    } while (p != periods_ || v2 > v);
+    } while (p != periods_ || v2 > v || v == 0u);
+    /* VAL == 0 is ambiguous (QEMU may have raised, or even taken, the interrupt before the
+     * reload shows), which put a timestamp a whole period off: read again a tick later. */
     if (pending) p++;
     return (uint64_t)p * period_ticks_ + (period_ticks_ - 1u - v);
 }
