@@ -75,6 +75,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Armv6-M, no DSP, no FPU (soft float): Cortex-M0+ code run on mps2-an386",
            {"ARCH": "-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft"}),
     Family("rv32imac", "riscv32", "RV32IMAC, no F (soft float) (QEMU virt)"),
+    Family("rv32imafc", "riscv32f", "RV32IMAFC, single-precision F (QEMU virt)"),
 )}
 
 SHAPES: dict[str, LlamaConfig] = {
