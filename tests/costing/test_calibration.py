@@ -88,3 +88,14 @@ def test_twin_as_stm32f405_predicts_the_firmware_instructions(tmp_path: Path) ->
                         for pos in range(m["forwards"]))
         measured = m["instructions"]["0"]
         assert predicted == pytest.approx(measured, rel=0.10), shape
+
+
+def test_calibrate_command_rejects_unknown_names() -> None:
+    from click.testing import CliRunner
+
+    from tinytelem.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["firmware", "calibrate", "--family", "z80"])
+    assert res.exit_code != 0 and "unknown family" in res.output
+    res = CliRunner().invoke(cli, ["firmware", "calibrate", "--shape", "huge"])
+    assert res.exit_code != 0 and "unknown shape" in res.output
