@@ -51,3 +51,11 @@ def test_real_boards_have_no_prediction_block() -> None:
     assert prediction_block({"device": "serial:///dev/ttyACM0"}, 0.01) is None
     riscv = prediction_block({"device": "qemu:riscv32"}, 0.01)
     assert riscv is not None and riscv["board"] is None and riscv["board_decode_tok_s"] is None
+
+
+def test_html_report_says_predicted() -> None:
+    from tinytelem.report.html import _prediction_note
+
+    note = _prediction_note(full_summary())
+    assert "Predicted by the device twin" in note and "band" in note
+    assert _prediction_note({**full_summary(), "prediction": None}) == ""

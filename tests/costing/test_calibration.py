@@ -64,3 +64,38 @@ def test_committed_calibration_matches_the_engine(tmp_path: Path) -> None:
         f"the engine now runs {now:.0f} instructions per forward pass, the calibration says "
         f"{then:.0f} (calibrated on firmware {doc['engine_hash']}, now {engine_hash(root)}); "
         "rerun `tinytelem firmware calibrate` and commit calibration/engine.json")
+
+
+@pytest.mark.slow
+def test_twin_as_stm32f405_predicts_the_firmware_instructions(tmp_path: Path) -> None:
+    """The twin configured as the netduinoplus2's STM32F405 (a target the calibration never
+    measured) predicts the firmware's instructions per token within 10% for three shapes."""
+    import trio
+
+    from tinytelem.costing.measure import SHAPES, Family, measure_one
+    from tinytelem.costing.model import CostModel
+    from tinytelem.firmware.targets import get_target, missing_tools
+    from tinytelem.platforms import get_platform
+    from tinytelem.protocol.enums import TraceLevel
+
+    if missing_tools(get_target("stm32f405")):
+        pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed")
+    board = get_platform("stm32f4")
+    for shape in SHAPES:
+        m = trio.run(measure_one, Family("stm32f405", "stm32f405", "check"), shape, 4, tmp_path)
+        cm = CostModel(board, SHAPES[shape], 4, TraceLevel.OFF, context=m["context"])
+        predicted = sum(cm.instructions_per_token(pos, sample=pos < m["samples"])
+                        for pos in range(m["forwards"]))
+        measured = m["instructions"]["0"]
+        assert predicted == pytest.approx(measured, rel=0.10), shape
+
+
+def test_calibrate_command_rejects_unknown_names() -> None:
+    from click.testing import CliRunner
+
+    from tinytelem.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["firmware", "calibrate", "--family", "z80"])
+    assert res.exit_code != 0 and "unknown family" in res.output
+    res = CliRunner().invoke(cli, ["firmware", "calibrate", "--shape", "huge"])
+    assert res.exit_code != 0 and "unknown shape" in res.output

@@ -42,7 +42,8 @@ def truth_for(platform: str, n_tokens: int, prompt: list[int]) -> RunTruth:
     The twin is deterministic (its model, cost model and schedule depend only on these), so
     this is exactly what the twin process was configured to do.
     """
-    twin = TwinDevice(get_platform(platform), builtin_model(42), seed=42)
+    # The built-in model is float: without --weight-bits the twin costs it at 32 bits.
+    twin = TwinDevice(get_platform(platform), builtin_model(42), seed=42, weight_bits=32)
     twin.start_run(Run(1, 42, 0.0, n_tokens, tuple(prompt)), 1.0)
     twin.advance(float("inf"))
     return twin.truths[1]
@@ -95,12 +96,14 @@ def test_profile_real_model_text(tmp_path: Path, stories260k: Path, tok512: Path
 def test_link_dropped_twice_run_completes(tmp_path: Path) -> None:
     """The twin drops the link twice mid-run: the session completes and records both gaps.
 
-    rp2040 is slow enough (about 11 ms per token) that both outages fall early in a 3 s run.
+    An STM32F4 at 4 bits is predicted at about 6 ms per token, so both outages fall early in a
+    ~2 s run.
     Frames the device sent while unplugged are gone, as on hardware: on a machine loaded
     enough to put the twin behind real time, that may even be the run's INFER_END, which the
     session then reports as lost instead of waiting for ever.
     """
-    result = profile(tmp_path, "emu:rp2040", n_tokens=280, faults=["drop@30", "drop@80"])
+    result = profile(tmp_path, "emu:stm32f4", n_tokens=280, weight_bits=4,
+                     faults=["drop@30", "drop@80"])
     s, outcome = result.summary, result.outcome
     assert outcome.run_status == 0 or outcome.run_end_lost
     assert s["link"]["reconnects"] == 2

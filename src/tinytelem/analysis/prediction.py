@@ -26,6 +26,7 @@ QEMU_BOARDS: dict[str, str] = {
     "stm32f405": "stm32f4",
     "cortex-m4": "stm32f4",
     "cortex-m7": "stm32h7",
+    "riscv32f": "bl602",
 }
 """The board (platform) a QEMU target stands for; riscv32 (RV32IMAC virt) has none."""
 

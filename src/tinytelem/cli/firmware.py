@@ -92,7 +92,7 @@ footprint_cmd.name = "footprint"
 @firmware.command("calibrate")
 @click.option("--family", "families", multiple=True,
               help="ISA family to calibrate (repeatable; default all: cortex-m4, cortex-m7, "
-                   "cortex-m0plus, rv32imac).")
+                   "cortex-m0plus, rv32imac, rv32imafc).")
 @click.option("--shape", "shapes", multiple=True,
               help="Calibration model shape (repeatable; default 260k, d96, d128).")
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,

@@ -75,6 +75,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Armv6-M, no DSP, no FPU (soft float): Cortex-M0+ code run on mps2-an386",
            {"ARCH": "-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft"}),
     Family("rv32imac", "riscv32", "RV32IMAC, no F (soft float) (QEMU virt)"),
+    Family("rv32imafc", "riscv32f", "RV32IMAFC, single-precision F (QEMU virt)"),
 )}
 
 SHAPES: dict[str, LlamaConfig] = {
@@ -219,6 +220,7 @@ async def measure_one(family: Family, shape: str, bits: int, work_dir: Path,
     """Build and run one (family, shape, bits) at every trace level; the raw measurement."""
     from tinytelem.firmware.build import build
 
+    work_dir = work_dir.resolve()  # make runs in firmware/: relative paths would move
     tlm = make_model(shape, bits, work_dir / "models")
     res = build(family.target, tlm, build_dir=work_dir / f"{family.name}-{shape}-{bits}",
                 trace_level=0, make_vars=family.make_vars)

@@ -56,6 +56,7 @@ from tinytelem.protocol.messages import (
     MsgType,
     Op,
     SpanBegin,
+    SpanEnd,
     Token,
     TraceLevel,
 )
@@ -79,7 +80,7 @@ INSTRUMENTATION_UTILISATION = 0.7
 _SAMPLE_FRAMES: dict[MsgType, AnyMessage] = {
     MsgType.TOKEN: Token(100, 100, 1),
     MsgType.SPAN_BEGIN: SpanBegin(1, int(Op.FFN)),
-    MsgType.SPAN_END: SpanBegin(1, int(Op.FFN)),
+    MsgType.SPAN_END: SpanEnd(1, int(Op.FFN)),
     MsgType.MEMORY: Memory(100_000, 100_000, 2000, 100_000, 10_000),
     MsgType.COUNTER: CounterValue(Counter.MACS, 1 << 32),
     MsgType.INFER_BEGIN: InferBegin(1, 1, 64),
@@ -252,7 +253,6 @@ class CostModel:
                              / platform.cpu_hz)
         self._frame_instr = {t: self.calibration.frame_instructions(_wire_bytes(m))
                              for t, m in _SAMPLE_FRAMES.items()}
-        self._frame_instr[MsgType.SPAN_END] = self._frame_instr[MsgType.SPAN_BEGIN]
         self._timings: dict[int, tuple[OpTiming, ...]] = {}
         self._sample = self._sample_timing()
 

@@ -97,6 +97,25 @@ def _cards(s: dict[str, Any]) -> str:
         "</div>" for k, v in items) + "</div>"
 
 
+def _prediction_note(s: dict[str, Any]) -> str:
+    """A line saying which figures are predictions (summary ``prediction`` block)."""
+    from tinytelem.analysis.prediction import band_text
+
+    pred = s.get("prediction") or {}
+    if pred.get("source") == "twin":
+        text = (f"Predicted by the device twin (calibration {pred.get('calibration')}); "
+                f"band {band_text(pred.get('band'))}. No figure on this page is a measurement.")
+    elif pred.get("source") == "qemu":
+        text = (f"QEMU: latency in virtual time (1 instruction = 1 ns), not a board's; measured "
+                f"{fmt(pred.get('instructions_per_token'))} instructions/token")
+        if pred.get("board_decode_tok_s"):
+            text += (f"; predicted decode on {pred.get('board')}: "
+                     f"{fmt(pred['board_decode_tok_s'], 'tok/s')}")
+    else:
+        return ""
+    return f'<p class="meta"><strong>{escape(text)}</strong></p>'
+
+
 def _ms(v: float) -> str:
     return f"{v:g}"
 
@@ -229,7 +248,7 @@ def trace_section(rd: ReportData, idx: int) -> str:
         f"model sha256 {str(a.get('model_sha256'))[:12]}…"))
     return (
         f'<section class="trace" id="trace-{idx}"><h2>{escape(rd.title)}</h2>'
-        f'<div class="meta">{meta}</div>{_cards(rd.summary)}'
+        f'<div class="meta">{meta}</div>{_prediction_note(rd.summary)}{_cards(rd.summary)}'
         f"<h3>Power</h3>{_power_chart(rd, idx)}"
         f"<h3>Latency</h3>{_itl_block(rd, idx)}"
         f"<h3>Memory</h3>{_memory_chart(rd, idx)}"
