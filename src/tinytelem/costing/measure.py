@@ -22,6 +22,7 @@ tree hash of ``firmware/`` it was measured on.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -92,10 +93,13 @@ ratios, vocabularies and contexts, so the fit must generalise across shapes."""
 
 def engine_hash(root: Path) -> str:
     """Git tree hash of ``firmware/`` at HEAD, with ``-dirty`` when it has local changes."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (git not found)"
     try:
-        tree = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD:firmware"],
+        tree = subprocess.run([git, "-C", str(root), "rev-parse", "HEAD:firmware"],
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+        dirty = subprocess.run([git, "-C", str(root), "status", "--porcelain", "--",
                                 "firmware"], capture_output=True, text=True,
                                check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -44,7 +44,7 @@ __all__ = ["BULK_CLASSES", "CLASS_OF_TYPE", "Mailbox", "Prepared", "stream_class
 CLASS_OF_TYPE: dict[str, str] = {
     "hello": "control", "bye": "control", "dropped": "control",
     "run": "run", "device": "run", "link": "run",
-    "token": "token", "memory": "memory",
+    "token": "token", "memory": "memory",  # nosec B105
     "error": "error", "log": "error", "power_gap": "error",
     "summary": "summary", "stats": "stats",
     "span": "span", "layers": "span", "raw": "raw",
