@@ -37,9 +37,16 @@ def examples(doc: Path) -> list[tuple[str, str]]:
             if not line.startswith("$ "):
                 continue
             command = line[2:].split("  #")[0].strip().replace(".venv/bin/", "")
-            if command and not SKIP.search(command):
+            if not command or SKIP.search(command):
+                continue
+            if out and out[-1][0] == "console" and out[-1][1].endswith("&"):
+                # A server started in the background serves the commands after it: one script,
+                # which waits for the server before it ends.
+                out[-1] = ("console", f"{out[-1][1]}\n{command}")
+            else:
                 out.append(("console", command))
-    return out
+    return [(kind, f"{text}\nwait" if kind == "console" and "&\n" in text else text)
+            for kind, text in out]
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if examples(d)], ids=lambda d: d.name)

@@ -16,6 +16,7 @@ import trio
 
 from tinytelem.emulator.schedule import RunTruth
 from tinytelem.emulator.twin import TwinDevice
+from tinytelem.models.formats import GENERATED_MODEL_BITS
 from tinytelem.models.llama2c import builtin_model
 from tinytelem.platforms import get_platform
 from tinytelem.protocol.messages import Run
@@ -42,8 +43,10 @@ def truth_for(platform: str, n_tokens: int, prompt: list[int]) -> RunTruth:
     The twin is deterministic (its model, cost model and schedule depend only on these), so
     this is exactly what the twin process was configured to do.
     """
-    # The built-in model is float: without --weight-bits the twin costs it at 32 bits.
-    twin = TwinDevice(get_platform(platform), builtin_model(42), seed=42, weight_bits=32)
+    # The generated model has no stored width: without --weight-bits the twin costs it at
+    # GENERATED_MODEL_BITS (a model of that shape quantized for the board).
+    twin = TwinDevice(get_platform(platform), builtin_model(42), seed=42,
+                      weight_bits=GENERATED_MODEL_BITS)
     twin.start_run(Run(1, 42, 0.0, n_tokens, tuple(prompt)), 1.0)
     twin.advance(float("inf"))
     return twin.truths[1]
