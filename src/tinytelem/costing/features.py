@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
+from tinytelem.platforms.memory import Shape
 from tinytelem.protocol.enums import NO_LAYER, Op
 
 __all__ = [
@@ -49,21 +49,8 @@ _MATVEC_PARTS = ("calls", "cols", "rows", "macs")
 SHARED_MATVEC = ("silu", "resid")
 
 
-class ShapeLike(Protocol):
-    """The fields of a llama2.c config the features read."""
-
-    @property
-    def dim(self) -> int: ...
-    @property
-    def hidden_dim(self) -> int: ...
-    @property
-    def n_layers(self) -> int: ...
-    @property
-    def n_heads(self) -> int: ...
-    @property
-    def n_kv_heads(self) -> int: ...
-    @property
-    def vocab_size(self) -> int: ...
+ShapeLike = Shape
+"""The llama2.c config fields the features read: the memory budget's :class:`Shape`."""
 
 
 @dataclass(frozen=True)
