@@ -31,7 +31,7 @@ from tinytelem.actors.decoder import DecoderActor, DecoderActorStatistics
 from tinytelem.actors.hub import Hub
 from tinytelem.actors.link import LinkActor, LinkStatistics, RawChunk
 from tinytelem.actors.recorder import RecorderActor, RecorderStatistics, TraceRecorder
-from tinytelem.errors import LinkBroken, LinkError, TinyTelemError, first_error
+from tinytelem.errors import LinkBroken, LinkClosed, LinkError, TinyTelemError, first_error
 from tinytelem.power.source import PowerSource
 from tinytelem.protocol.messages import (
     Config,
@@ -193,12 +193,21 @@ class Supervisor:
         self.decoder.note_ping_sent(nonce, sent)
 
     async def _pinger(self) -> None:
-        """PING periodically: liveness, and the clock-alignment points of the device clock."""
+        """PING periodically: liveness, and the clock-alignment points of the device clock.
+
+        Returns once the link actor has stopped: when the sources are cancelled, this task can
+        wake from its sleep after the link's ``finally`` already ran, before its own cancel.
+        """
         while True:
             try:
                 await self._ping()
+            except LinkClosed:
+                return
             except LinkBroken:
-                await self.link.wait_connected()
+                try:
+                    await self.link.wait_connected()
+                except LinkClosed:
+                    return
                 continue
             await trio.sleep(self.ping_interval_s)
 
