@@ -26,7 +26,8 @@ from tinytelem.firmware.qemu import run_qemu
 from tinytelem.firmware.targets import get_target, missing_tools
 from tinytelem.models.llama2c import load_checkpoint
 from tinytelem.models.qinfer import generate, tt_expf
-from tinytelem.models.quant import quantize_model
+from tinytelem.models.quant import QuantTensor, quantize_model
+from tinytelem.models.reference import generate as float_generate
 from tinytelem.models.tlm import read_tlm, write_tlm
 from tinytelem.models.tokenizer import load_tokenizer
 from tinytelem.protocol import codec
@@ -55,6 +56,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "q4a": {"bits": 4, "group_size": 32, "symmetric": False},
     "q8a": {"bits": 8, "group_size": 64, "symmetric": False},
     "mixed": {"bits": 4, "group_size": 16, "per_tensor_bits": {"wo": 32, "w2": 2, "w1": 3}},
+    # every matrix and the embedding float32: llama2.c's fp32 model, run by the f32 path
+    "f32": {"bits": 8, "group_size": 32, "per_tensor_bits": dict.fromkeys(
+        ("tok_embeddings", "wq", "wk", "wv", "wo", "w1", "w2", "w3"), 32)},
 }
 
 
@@ -149,6 +153,23 @@ async def test_native_greedy_tokens_equal_qinfer(variant: str, work: Path, stori
     assert _tokens(frames) == want
     end = frames[-1].message
     assert end.status == 0 and end.n_generated == len(want) - len(prompt)
+
+
+@pytest.mark.slow
+async def test_native_fp32_greedy_tokens_equal_the_float_reference(work: Path, stories260k: Path,
+                                                                   tok512: Path) -> None:
+    """A float32 ``.tlm`` runs llama2.c's arithmetic: the same greedy ids as the host float
+    reference (run.c's forward pass) on the original checkpoint, not only as qinfer."""
+    _need("native")
+    tlm = _tlm(work, stories260k, "f32")
+    assert not any(isinstance(t, QuantTensor) for t in read_tlm(tlm).tensors.values())
+    prompt = _prompt(tok512)
+    want = float_generate(load_checkpoint(stories260k), prompt, len(prompt) - 1 + 24)
+    exe = build("native", tlm, build_dir=work / "native-f32").elf
+    with trio.fail_after(60):
+        frames = await _native(exe, Run(5, 42, 0.0, 24, tuple(prompt)))
+    assert _tokens(frames) == want
+    assert frames[-1].message.status == 0
 
 
 @pytest.mark.slow
@@ -365,7 +386,8 @@ QEMU_CASES = [("cortex-m4", "q4"), ("cortex-m4", "q8"), ("riscv32", "q4"), ("ris
               ("cortex-m7", "q4"), ("cortex-m7", "q8"), ("stm32f405", "q4"), ("stm32f405", "q8"),
               ("cortex-m4", "q2"), ("riscv32", "q2"), ("riscv32f", "q4"), ("riscv32f", "q8"),
               ("cortex-m4", "q3"), ("riscv32f", "q3"), ("cortex-m4", "q4a"), ("riscv32", "q8a"),
-              ("cortex-m4", "q8a"), ("cortex-m4", "mixed"), ("riscv32", "mixed")]
+              ("cortex-m4", "q8a"), ("cortex-m4", "mixed"), ("riscv32", "mixed"),
+              ("cortex-m4", "f32"), ("riscv32f", "f32")]
 
 
 @pytest.mark.slow
@@ -381,6 +403,9 @@ async def test_qemu_greedy_tokens_equal_qinfer(target: str, variant: str, work: 
         frames = await _qemu(target, res.elf, Run(4, 42, 0.0, QEMU_GENERATED, tuple(prompt)),
                              level=2)
     assert _tokens(frames) == want
+    if variant == "f32":  # whole fp32 models: the float reference's ids too
+        assert want == float_generate(load_checkpoint(stories260k), prompt,
+                                      len(prompt) - 1 + QEMU_GENERATED)
     assert frames[-1].message.status == 0
     spans = [f.message for f in frames if isinstance(f.message, SpanBegin)]
     assert len(spans) >= 5 * 8 * (len(prompt) + QEMU_GENERATED - 1)
