@@ -59,6 +59,8 @@ class TwinOptions:
     """None: the twin costs the model at its own width."""
     drift_ppm: float = 25.0
     faults: Sequence[str] = ()
+    link_baud: int | None = None
+    """None: a free link; else the twin's frames leave at this UART rate (drop policy)."""
 
 
 def _connector(url: DeviceURL) -> Connector:
@@ -85,6 +87,8 @@ def twin_argv(platform: str, options: TwinOptions) -> list[str]:
         argv += ["--model", str(options.model)]
     for fault in options.faults:
         argv += ["--fault", fault]
+    if options.link_baud is not None:
+        argv += ["--link-baud", str(options.link_baud)]
     return argv
 
 

@@ -67,7 +67,7 @@ async def stop_on_signals(stop: Any, say: Callable[[str], object], message: str)
 
 
 RUN_PARAMS = ("model", "tokenizer", "prompt", "n_tokens", "seed", "temperature", "trace_level",
-              "weight_bits", "faults")
+              "weight_bits", "faults", "link_baud")
 
 
 def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
@@ -94,6 +94,9 @@ def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
             values["trace_level"] = TraceLevel[values["trace_level"].upper()]
             values["weight_bits"] = int(values["weight_bits"]) if values["weight_bits"] else None
             values["faults"] = list(values["faults"])
+            from tinytelem.emulator.link import parse_baud
+
+            values["link_baud"] = parse_baud(values["link_baud"])
             return fn(*args, run=values, **kwargs)
 
         options = [
@@ -120,6 +123,10 @@ def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
             click.option("--fault", "faults", multiple=True, metavar="drop@N",
                          help="Twin fault injection (repeatable, emu: devices only): drop the "
                               "link after the N-th token."),
+            click.option("--link-baud", metavar="BAUD",
+                         help="Give the twin's link a UART's byte rate (emu: devices only; 8N1, "
+                              "4 KiB transmit ring, frames that find it full are dropped and "
+                              "counted). Default: a free link."),
         ]
         for option in reversed(options):
             wrapper = option(wrapper)

@@ -58,6 +58,12 @@ def parse_fault(text: str) -> tuple[str, int]:
               show_default=True, help="Initial trace level (CONFIG changes it).")
 @click.option("--fault", "faults", multiple=True, metavar="drop@N",
               help="Close the host connection after the N-th TOKEN frame of a run (once).")
+@click.option("--link-baud", metavar="BAUD", default=None,
+              help="Drain frames at a UART's byte rate (8N1) through a transmit ring; frames "
+                   "that find it full are dropped and counted in HEARTBEAT tx_dropped. "
+                   "Default: a free link.")
+@click.option("--link-tx-buffer", type=click.IntRange(64), default=4096, show_default=True,
+              help="Transmit ring size in bytes (the ESP-IDF port's UART tx buffer).")
 @click.option("--once", is_flag=True,
               help="Exit when the first host disconnects after a completed run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the addresses line as JSON.")
@@ -67,11 +73,13 @@ def parse_fault(text: str) -> tuple[str, int]:
 def emulate(
     platform_name: str, listen: str, power_listen: str | None, model_path: Path | None,
     seed: int, weight_bits: str | None, drift_ppm: float, tick_offset: int, trace_level: str,
-    faults: tuple[str, ...], once: bool, as_json: bool, exit_with_stdin: bool,
+    faults: tuple[str, ...], link_baud: str | None, link_tx_buffer: int, once: bool,
+    as_json: bool, exit_with_stdin: bool,
 ) -> None:
     """Run a device twin: wire protocol v1 with a real token loop and a platform cost model."""
     import trio
 
+    from tinytelem.emulator.link import TxRing, parse_baud
     from tinytelem.emulator.server import ServerAddresses, parse_listen_url, serve
     from tinytelem.emulator.twin import TwinDevice
     from tinytelem.models.formats import open_model
@@ -79,6 +87,7 @@ def emulate(
     from tinytelem.protocol.messages import TraceLevel
 
     fault_list = [parse_fault(f) for f in faults]
+    baud = parse_baud(link_baud)
     parse_listen_url(listen)
     if power_listen is not None:
         parse_listen_url(power_listen)
@@ -90,6 +99,7 @@ def emulate(
         platform, model, seed=seed, drift_ppm=drift_ppm, tick_offset=tick_offset,
         trace_level=TraceLevel[trace_level.upper()], weight_bits=bits,
         model_sha256=lm.sha256,
+        link=TxRing(baud, link_tx_buffer) if baud is not None else None,
     )
 
     def announce(addrs: ServerAddresses) -> None:

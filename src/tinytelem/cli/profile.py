@@ -52,6 +52,12 @@ def profile(
     )
     n_tokens = options.n_tokens
     console = Console(stderr=as_json)
+    from tinytelem.session.core import link_advice, predict_link
+
+    fit = predict_link(options)
+    advice = link_advice(fit) if fit is not None else None
+    if advice is not None:
+        console.print(f"[yellow]warning:[/yellow] {advice}")
     show_progress = sys.stderr.isatty() and not as_json
 
     async def main() -> object:

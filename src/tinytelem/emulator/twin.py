@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from tinytelem import __version__
 from tinytelem.costing.model import CostModel, PlatformSpec
+from tinytelem.emulator.link import DROPPABLE, TxRing
 from tinytelem.emulator.schedule import (
     PowerSegment,
     RunLayout,
@@ -115,6 +116,9 @@ class TwinDevice:
             may pass a cheaper one.
         model_sha256: hex digest HELLO carries (the model file's, like the firmware's);
             default: the model's own hash.
+        link: the link to the host as a budget (:class:`~tinytelem.emulator.link.TxRing`):
+            frames leave at its byte rate and are dropped (counted in ``tx_dropped``) when its
+            ring is full; None: a free link, every frame leaves when it is made.
     """
 
     def __init__(
@@ -129,8 +133,11 @@ class TwinDevice:
         weight_bits: int = 4,
         engine_factory: Callable[[TwinModel], Engine] | None = None,
         model_sha256: str | None = None,
+        link: TxRing | None = None,
     ) -> None:
         self.platform = platform
+        self.link = link
+        self._wire: deque[tuple[float, EmittedFrame]] = deque()
         self.model = model
         self.seed = seed
         self.drift_ppm = drift_ppm
@@ -363,12 +370,34 @@ class TwinDevice:
 
     def next_due(self) -> float:
         """Time of the next scheduled frame (a heartbeat at the latest)."""
-        if self._queue:
-            return min(self._queue[0][0], self._next_heartbeat)
-        return self._next_heartbeat
+        due = min(self._queue[0][0], self._next_heartbeat) if self._queue \
+            else self._next_heartbeat
+        return min(due, self._wire[0][0]) if self._wire else due
 
     def pop_due(self, t: float) -> list[EmittedFrame]:
-        """Frames whose time is <= ``t``, in time order, with sequence numbers and ticks."""
+        """Frames whose time is <= ``t``, in time order, with sequence numbers and ticks.
+
+        With a :attr:`link`, a frame is made at its time but leaves when its last byte is on
+        the wire, and a frame that finds the transmit ring full is dropped (its sequence number
+        spent, ``tx_dropped`` counted), as in firmware built with the drop policy.
+        """
+        made = self._pop_made(t)
+        ring = self.link
+        if ring is None:
+            return made
+        for frame in made:
+            left = ring.offer(frame.time_s, len(frame.encode()),
+                              frame.message.TYPE in DROPPABLE)
+            if left is None:
+                self.tx_dropped += 1
+            else:
+                self._wire.append((left, frame))
+        out: list[EmittedFrame] = []
+        while self._wire and self._wire[0][0] <= t:
+            out.append(self._wire.popleft()[1])
+        return out
+
+    def _pop_made(self, t: float) -> list[EmittedFrame]:
         out: list[EmittedFrame] = []
         queue = self._queue
         t = min(t, self._frame_frontier())

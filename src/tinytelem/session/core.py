@@ -30,6 +30,7 @@ from tinytelem import __version__
 from tinytelem.actors.recorder import TraceRecorder
 from tinytelem.actors.supervisor import ExtraActor, RunRequest, SessionOutcome, Supervisor
 from tinytelem.devices import DeviceHandle, TwinOptions, open_device
+from tinytelem.emulator.link import LinkFit
 from tinytelem.errors import ConfigError
 from tinytelem.power.source import PowerSource
 from tinytelem.power.twin import SIM_SENSOR_TRANSPORT_S, TwinSensor
@@ -170,6 +171,52 @@ def firmware_model(device: str, model: Path | None) -> Path | None:
     return model
 
 
+def check_link(options: SessionOptions) -> None:
+    """Raise ConfigError when ``link_baud`` is asked of a device whose link we cannot model."""
+    if options.link_baud is not None and not options.device.startswith("emu:"):
+        raise ConfigError(
+            f"--link-baud is modelled by the device twin (emu:) only; {options.device} uses its "
+            "real link (for serial:// give the rate in the URL: serial:///dev/ttyUSB0?baud=...)")
+
+
+def predict_link(options: SessionOptions) -> LinkFit | None:
+    """Whether the session's trace level fits its ``link_baud`` (predicted, ``emu:`` only).
+
+    None without a link rate. The fit uses the twin's own cost model and schedule for the
+    model and platform the session runs.
+    """
+    check_link(options)
+    if options.link_baud is None:
+        return None
+    from tinytelem.costing.model import CostModel
+    from tinytelem.emulator.link import link_fit
+    from tinytelem.models.formats import GENERATED_MODEL_BITS, open_model
+    from tinytelem.models.llama2c import STORIES260K_SHAPE
+    from tinytelem.platforms import get_platform
+
+    config, bits = STORIES260K_SHAPE, GENERATED_MODEL_BITS
+    if options.model is not None:
+        lm = open_model(options.model)
+        config, bits = lm.model.config, lm.weight_bits
+    cost = CostModel(get_platform(options.device.split(":", 1)[1]), config,
+                     options.weight_bits or bits, options.trace_level)
+    return link_fit(cost, options.link_baud, options.trace_level, pos=1)
+
+
+def link_advice(fit: LinkFit) -> str | None:
+    """A warning naming what fits when ``fit`` does not, else None."""
+    if fit.fits:
+        return None
+    from tinytelem.protocol.enums import TraceLevel
+
+    lower = "tokens" if fit.level == TraceLevel.SPANS else "off"
+    return (f"predicted: at trace level {fit.level.name.lower()} one decode token makes "
+            f"{fit.frames_per_token} frames ({fit.bytes_per_token} bytes on the wire), "
+            f"{fit.needed_bytes_s:,.0f} bytes/s, {fit.utilisation:.1f}x what {fit.baud} baud "
+            f"carries: the device drops frames (counted as sequence gaps). Use --trace-level "
+            f"{lower} or a link of at least {fit.baud_needed} baud.")
+
+
 def model_attrs(options: SessionOptions) -> dict[str, Any]:
     """Model shape and weight width, so reports can compute rooflines from the trace alone.
 
@@ -298,8 +345,9 @@ async def run_session(
     from tinytelem.trace.writer import TraceWriter
 
     is_emu = options.device.startswith("emu:")
+    check_link(options)
     twin = TwinOptions(model=options.model, seed=options.seed, weight_bits=options.weight_bits,
-                       faults=tuple(options.faults))
+                       faults=tuple(options.faults), link_baud=options.link_baud)
     async with open_device(options.device, twin if is_emu else None,
                            firmware_model=firmware_model(options.device, options.model)
                            ) as handle:

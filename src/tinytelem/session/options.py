@@ -36,6 +36,8 @@ class SessionOptions:
     weight_bits: int | None = None
     """Width the twin's cost model assumes; None: the model's own (see models.formats)."""
     faults: list[str] = field(default_factory=list)
+    link_baud: int | None = None
+    """The link's UART rate for the twin (``emu:``); None: a free link."""
     overwrite: bool = False
     run_timeout_s: float = 300.0
     calibration: Path | None = None
