@@ -1,7 +1,8 @@
 """The native port's TX buffer (firmware/ports/linux/port_linux.c) as the host sees it.
 
-The port collects encoded bytes and writes them out when full, after a frame the host waits
-for (HELLO, INFER_END, LOG, ERROR, PONG) and before every poll for input. These tests run the
+The port collects encoded bytes and writes them out when full, on ``port_flush()`` (which the
+core calls after the frames a host waits for: HELLO, INFER_END, LOG, ERROR, PONG) and before
+every poll for input. These tests run the
 real native build over stdio (and TCP) and check what a buffer could break: an idle device
 must still answer promptly and send its HEARTBEAT, and a run's frames must all arrive, in
 order, with consecutive sequence numbers -- also with a tiny buffer that splits frames.

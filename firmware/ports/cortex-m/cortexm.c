@@ -132,5 +132,6 @@ uint64_t port_instructions(void) { return UINT64_MAX; }
 uint32_t port_uptime_ms(void) { return cm_uptime_ms(); }
 uint32_t port_stack_peak(void) { return cm_stack_peak(); }
 void port_align(void) { cm_align(); }
+void port_flush(void) {} /* the UART sends each byte as it is written */
 void port_idle(void) {}
 int port_new_connection(void) { return 0; }

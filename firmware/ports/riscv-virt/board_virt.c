@@ -109,6 +109,7 @@ uint32_t port_stack_peak(void)
 }
 
 void port_align(void) {}
+void port_flush(void) {} /* the UART sends each byte as it is written */
 void port_idle(void) {}
 int port_new_connection(void) { return 0; }
 
