@@ -17,7 +17,7 @@ from tinytelem.cli.main import cli
 from tinytelem.errors import ConfigError
 from tinytelem.firmware import build, footprint, qemu_command
 from tinytelem.firmware.qemu import run_qemu
-from tinytelem.firmware.targets import get_target, missing_tools, require_tools
+from tinytelem.firmware.targets import TARGETS, get_target, missing_tools, require_tools
 from tinytelem.protocol import codec
 from tinytelem.protocol.codec import FrameDecoder, encode_frame
 from tinytelem.protocol.messages import (
@@ -73,6 +73,21 @@ def test_unknown_target_and_missing_tool_messages(monkeypatch: pytest.MonkeyPatc
         require_tools(get_target("riscv32"), run=True)
     assert "gcc-riscv64-unknown-elf" in str(info.value)
     assert "qemu-system-misc" in str(info.value)
+
+
+def test_every_port_lives_in_firmware_ports() -> None:
+    """One home for ports: each target's port directory exists, the Makefile builds from it,
+    bare-metal ones have their memory.ld, and no directory under ports/ is left unused."""
+    fw = Path(__file__).resolve().parents[2] / "firmware"
+    makefile = (fw / "Makefile").read_text()
+    for t in TARGETS.values():
+        assert (fw / "ports" / t.port).is_dir(), t.name
+        assert f"ports/{t.port}/" in makefile, t.name
+        assert t.native or (fw / "ports" / t.port / "memory.ld").is_file(), t.name
+    shared = {"cortex-m", "esp-idf"}  # the Cortex-M core code; the ESP-IDF project (no Target)
+    assert {p.name for p in (fw / "ports").iterdir()} == {t.port for t in TARGETS.values()} | shared
+    assert sorted(p.name for p in fw.iterdir() if p.is_dir()) == [
+        "core", "engine", "ina_bridge", "ports", "telemetry"]
 
 
 @pytest.mark.parametrize("target", ["cortex-m4", "riscv32", "rp2040", "nrf52840", "stm32h7"])
