@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.firmware._ctools import FIRMWARE, compile_c
+from tests.firmware.helpers import FIRMWARE, compile_c
 from tinytelem.protocol import codec
 from tinytelem.protocol.codec import FrameDecoder, FrameError, encode_frame
 from tinytelem.protocol.messages import Hello, InferEnd, Memory, Ping, Pong, Run, Token
