@@ -1,5 +1,6 @@
 /*
- * Reset handler (the FPU, then core/tt_start.c), vector table, SysTick time base and stack painting for ARMv6-M / ARMv7-M.
+ * Reset handler (the FPU on, then core/tt_start.c), vector table, SysTick time base and stack
+ * high-water for ARMv6-M / ARMv7-M.
  *
  * The clock: DWT CYCCNT is absent on Cortex-M0+ and reads 0 under QEMU, so the time base is
  * SysTick at the core clock with a 1 ms reload; the interrupt counts periods and port_ticks()
