@@ -99,6 +99,7 @@ static void handle(const tt_cmd *c)
     default:
         break;
     }
+    port_flush(); /* the host waits for the answer (PONG, ERROR, HELLO), also during a run */
 }
 
 /* Drain the receive side: commands are handled as they complete. */
@@ -216,6 +217,7 @@ void tt_device_main(void)
         poll_link();
         if (run_pending_) run();
         heartbeat_poll();
+        port_flush(); /* HELLO and LOG after boot or a connect, INFER_END after a run */
         if (!run_pending_) port_idle();
     }
 }

@@ -19,8 +19,14 @@ typedef struct tt_port_info {
 
 void port_init(void);
 const tt_port_info *port_info(void);
-/* Blocking write of n bytes to the host link. */
+/* Blocking write of n bytes to the host link. A port may hold bytes back (a TX buffer) until
+ * port_flush(), a poll for input (port_read) or port_idle(). */
 void port_write(const uint8_t *buf, size_t n);
+/* Send what is buffered now: the host may be waiting for it. The device core calls it after
+ * the frames a host waits for (HELLO, PONG, ERROR, LOG, INFER_END: after a command is handled
+ * and in the main loop), never between a run's per-token frames, so a run costs no more.
+ * A no-op where port_write() sends at once. */
+void port_flush(void);
 /* One received byte, or -1 when none is waiting (never blocks). */
 int port_read(void);
 /* Free-running device clock (wraps at 2^32). */

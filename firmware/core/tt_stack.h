@@ -1,6 +1,6 @@
 /* Stack high-water by stack painting, shared by the bare-metal ports (Cortex-M, RISC-V).
  *
- * At reset the port paints the stack below its current frame with TT_STACK_PAINT; the deepest
+ * At reset core/tt_start.c paints the stack below its frame with TT_STACK_PAINT; the deepest
  * write is then the lowest word no longer holding the paint. */
 #ifndef TT_STACK_H
 #define TT_STACK_H

@@ -140,7 +140,7 @@ async def test_twin_tokens_equal_the_firmware_under_qemu(tmp_path: Path, stories
                                                          temperature: float) -> None:
     import trio
 
-    from tests.firmware.test_firmware_engine import _qemu
+    from tests.firmware.helpers import qemu_run
     from tinytelem.firmware import build
     from tinytelem.firmware.targets import get_target, missing_tools
     from tinytelem.protocol.messages import Phase, Token
@@ -153,7 +153,7 @@ async def test_twin_tokens_equal_the_firmware_under_qemu(tmp_path: Path, stories
     run = Run(4, 42, temperature, 8, prompt)
     res = build("cortex-m4", tlm, build_dir=tmp_path / "fw")
     with trio.fail_after(120):
-        frames = await _qemu("cortex-m4", res.elf, run)
+        frames = await qemu_run("cortex-m4", res.elf, run)
     firmware = [f.message.token_id for f in frames
                 if isinstance(f.message, Token) and f.message.phase == Phase.DECODE]
     lm = open_model(tlm)

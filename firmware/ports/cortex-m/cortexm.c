@@ -1,5 +1,6 @@
 /*
- * Reset handler, vector table, SysTick time base and stack painting for ARMv6-M / ARMv7-M.
+ * Reset handler (the FPU on, then core/tt_start.c), vector table, SysTick time base and stack
+ * high-water for ARMv6-M / ARMv7-M.
  *
  * The clock: DWT CYCCNT is absent on Cortex-M0+ and reads 0 under QEMU, so the time base is
  * SysTick at the core clock with a 1 ms reload; the interrupt counts periods and port_ticks()
@@ -9,8 +10,8 @@
 #include <stdint.h>
 
 #include "tt_stack.h"
+#include "tt_start.h"
 #include "cortexm.h"
-#include "tt_device.h"
 
 #define SYST_CSR 0xE000E010u
 #define SYST_RVR 0xE000E014u
@@ -19,8 +20,7 @@
 #define SCB_ICSR 0xE000ED04u
 #define ICSR_PENDSTSET (1u << 26)
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _stack_bottom, _stack_top;
-int main(void);
+extern uint32_t _stack_bottom, _stack_top;
 
 static volatile uint32_t periods_;
 static uint32_t period_ticks_;
@@ -31,20 +31,12 @@ void SysTick_Handler(void);
 
 void Reset_Handler(void)
 {
-    uint32_t *src = &_sidata, *dst = &_sdata;
-    uint32_t sp;
-    while (dst < &_edata) *dst++ = *src++;
-    for (dst = &_sbss; dst < &_ebss; dst++) *dst = 0;
-    /* Paint the stack below the current frame; cm_stack_peak() finds the deepest write. */
-    __asm__ volatile("mov %0, sp" : "=r"(sp));
-    tt_stack_paint(&_stack_bottom, sp);
 #if defined(__ARM_FP)
     /* CP10/CP11 full access before any floating-point instruction runs. */
     TT_REG(SCB_CPACR) |= (0xFu << 20);
     __asm__ volatile("dsb\n\tisb" ::: "memory");
 #endif
-    main();
-    for (;;) {}
+    tt_start(); /* .data, .bss, stack paint, main() */
 }
 
 void Default_Handler(void)
@@ -132,5 +124,6 @@ uint64_t port_instructions(void) { return UINT64_MAX; }
 uint32_t port_uptime_ms(void) { return cm_uptime_ms(); }
 uint32_t port_stack_peak(void) { return cm_stack_peak(); }
 void port_align(void) { cm_align(); }
+void port_flush(void) {} /* the UART sends each byte as it is written */
 void port_idle(void) {}
 int port_new_connection(void) { return 0; }

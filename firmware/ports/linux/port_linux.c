@@ -10,11 +10,12 @@
  * The clock is CLOCK_MONOTONIC in microseconds (tick_hz 1 MHz).
  *
  * Output is buffered like a UART's TX FIFO: encoded bytes collect in a static 16 KiB buffer
- * and go out in one write() when it is full, when a frame the host waits for has been queued
- * (HELLO, INFER_END, LOG, ERROR, PONG), and before every poll for input (the core polls after
- * each token's TOKEN/MEMORY frames and before it idles). A write() per encoder call costs
- * microseconds of syscalls and wakes the host for every frame, which made natively measured
- * tracing overhead mostly pipe traffic; one write per token keeps latency bounded by a token
+ * and go out in one write() when it is full, on port_flush() (the device core calls it after
+ * the frames a host waits for: HELLO, INFER_END, LOG, ERROR, PONG), and before every poll for
+ * input (the core polls after each token's TOKEN/MEMORY frames and before it idles). The port
+ * never looks inside the bytes. A write() per encoder call costs microseconds of syscalls and
+ * wakes the host for every frame, which made natively measured tracing overhead mostly pipe
+ * traffic; one write per token keeps latency bounded by a token
  * (or by the 20 ms idle poll) and bytes leave in the order they were written.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -34,7 +35,6 @@
 
 #include "tt_device.h"
 #include "tt_port.h"
-#include "tt_proto.h"
 
 #ifndef TT_LINUX_TX_BYTES
 #define TT_LINUX_TX_BYTES 16384u
@@ -47,9 +47,6 @@ static struct timespec t0_;
 
 static uint8_t tx_[TT_LINUX_TX_BYTES]; /* bytes written by the core, not yet sent */
 static size_t tx_len_;
-static uint8_t head_[3];  /* first stuffed bytes of the frame being written: code, version, type */
-static size_t head_len_;
-static uint8_t urgent_;   /* a complete frame the host waits for is in tx_ */
 
 static uint64_t now_us(void)
 {
@@ -91,8 +88,6 @@ static void tx_drop(void)
 {
     if (tx_len_ && out_fd >= 0) (void)write_all(out_fd, tx_, tx_len_);
     tx_len_ = 0;
-    head_len_ = 0;
-    urgent_ = 0;
 }
 
 static void disconnect(void)
@@ -108,7 +103,6 @@ static void disconnect(void)
 static int tx_flush(void)
 {
     size_t n = tx_len_;
-    urgent_ = 0;
     if (n == 0) return 0;
     tx_len_ = 0;
     if (out_fd < 0) return 0;
@@ -117,30 +111,6 @@ static int tx_flush(void)
         return -1;
     }
     return 0;
-}
-
-/* The frames the host blocks on: HELLO (connect, CONFIG), INFER_END, LOG/ERROR, PONG. */
-static int must_go_out(uint8_t type)
-{
-    return type == TT_HELLO || type == TT_INFER_END || type == TT_LOG || type == TT_ERROR ||
-           type == TT_PONG;
-}
-
-/* Follow frame boundaries in the written bytes: a frame is COBS-stuffed (no zero inside) and
- * ends with a 0x00. Its first stuffed byte is the COBS code, then the header's version and
- * type; both are non-zero, so with code >= 3 the third byte is the type. */
-static void track_frames(const uint8_t *p, size_t n)
-{
-    while (n) {
-        const uint8_t *z = memchr(p, 0, n);
-        size_t k = z ? (size_t)(z - p) : n, i;
-        for (i = 0; i < k && head_len_ < sizeof head_; i++) head_[head_len_++] = p[i];
-        if (!z) return;
-        if (head_len_ == sizeof head_ && head_[0] >= 3 && must_go_out(head_[2])) urgent_ = 1;
-        head_len_ = 0;
-        p = z + 1;
-        n -= k + 1;
-    }
 }
 
 void port_init(void)
@@ -159,7 +129,6 @@ const tt_port_info *port_info(void) { return &info_; }
 void port_write(const uint8_t *buf, size_t n)
 {
     if (out_fd < 0) return;
-    track_frames(buf, n);
     while (n) {
         size_t k = sizeof tx_ - tx_len_;
         if (k == 0) {
@@ -172,8 +141,9 @@ void port_write(const uint8_t *buf, size_t n)
         buf += k;
         n -= k;
     }
-    if (urgent_) (void)tx_flush();
 }
+
+void port_flush(void) { (void)tx_flush(); }
 
 int port_read(void)
 {

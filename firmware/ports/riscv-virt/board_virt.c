@@ -27,9 +27,7 @@
 #define TT_CPU_HZ 1000000000u
 #endif
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _stack_bottom, _stack_top;
-int main(void);
-void rv_reset(void);
+extern uint32_t _stack_bottom, _stack_top;
 
 #ifdef __riscv_flen
 #define TT_VIRT_PLATFORM "riscv32f-virt"
@@ -37,17 +35,6 @@ void rv_reset(void);
 #define TT_VIRT_PLATFORM "riscv32-virt"
 #endif
 static const tt_port_info info_ = {TT_VIRT_PLATFORM, TT_CPU_HZ, TT_CPU_HZ, 4u << 20, 4u << 20, 0};
-
-void rv_reset(void)
-{
-    uint32_t *src = &_sidata, *dst = &_sdata;
-    uint32_t sp;
-    while (dst < &_edata) *dst++ = *src++;
-    for (dst = &_sbss; dst < &_ebss; dst++) *dst = 0;
-    __asm__ volatile("mv %0, sp" : "=r"(sp));
-    tt_stack_paint(&_stack_bottom, sp);
-    main();
-}
 
 static uint64_t read64(int which)
 {
@@ -109,6 +96,7 @@ uint32_t port_stack_peak(void)
 }
 
 void port_align(void) {}
+void port_flush(void) {} /* the UART sends each byte as it is written */
 void port_idle(void) {}
 int port_new_connection(void) { return 0; }
 

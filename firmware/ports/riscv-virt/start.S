@@ -1,4 +1,5 @@
-/* RV32 reset entry for QEMU virt (-bios none): stack, gp, the FPU on (F builds), then C. */
+/* RV32 reset entry for QEMU virt (-bios none): stack, gp, the FPU on (F builds), then the
+ * shared C reset path. */
     .section .text.start, "ax"
     .globl _start
 _start:
@@ -12,6 +13,4 @@ _start:
     csrs mstatus, t0
     fscsr zero              /* round to nearest even, no flags */
 #endif
-    call rv_reset
-1:  wfi
-    j 1b
+    tail tt_start           /* core/tt_start.c: .data, .bss, stack paint, main() */

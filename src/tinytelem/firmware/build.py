@@ -42,14 +42,6 @@ class BuildResult:
     """Static arena of the llama engine: activations + KV cache at full context (peak)."""
 
 
-# Where each target's linker script lives (RAM and FLASH lengths bound the model plan).
-_LDSCRIPTS = {
-    "cortex-m4": "ports/mps2/memory.ld", "cortex-m7": "ports/mps2/memory.ld",
-    "stm32f405": "ports/stm32f4/memory.ld", "riscv32": "ports/riscv-virt/memory.ld",
-    "riscv32f": "ports/riscv-virt/memory.ld",
-    "nrf52840": "boards/nrf52840/memory.ld", "stm32h7": "boards/stm32h7/memory.ld",
-    "rp2040": "boards/rp2040/memory.ld",
-}
 RAM_RESERVE = 8 * 1024
 """RAM kept for everything but the arena: telemetry buffers (~2.6 KB), port state, slack."""
 FLASH_RESERVE = 64 * 1024
@@ -74,11 +66,11 @@ def _up8(n: int) -> int:
 
 
 def _memory(t: Target) -> tuple[int | None, int | None]:
-    """(RAM, FLASH) bytes available to data and image, from the target's linker script."""
-    rel = _LDSCRIPTS.get(t.name)
-    if rel is None:
+    """(RAM, FLASH) bytes available to data and image, from the port's ``memory.ld`` (none for
+    the native port)."""
+    if t.native:
         return None, None
-    text = (firmware_dir() / rel).read_text()
+    text = (firmware_dir() / "ports" / t.port / "memory.ld").read_text()
     units = {"": 1, "K": 1024, "M": 1024 * 1024}
 
     def length(region: str) -> int | None:

@@ -1,7 +1,8 @@
 """Firmware targets and the tools they need: compilers, QEMU machines, install commands.
 
 One table drives the build driver, the QEMU runner, ``tinytelem doctor`` and the docs, so a new
-board is one entry here plus its port directory under ``firmware/``.
+board is one entry here plus its port directory ``firmware/ports/<port>/`` (and its branch in
+``firmware/Makefile``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Target:
     name: str
     compiler: str
     description: str
+    port: str
+    """Its directory under ``firmware/ports/``: the board's port and, on bare metal, its
+    ``memory.ld``."""
     qemu: str | None = None
     """QEMU system binary, or None for boards that only compile here."""
     machine: str | None = None
@@ -64,25 +68,25 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("cortex-m4", "arm-none-eabi-gcc", "Arm Cortex-M4F on the MPS2 AN386 board",
+    Target("cortex-m4", "arm-none-eabi-gcc", "Arm Cortex-M4F on the MPS2 AN386 board", "mps2",
            "qemu-system-arm", "mps2-an386", "mps2-an386", dsp=True),
-    Target("cortex-m7", "arm-none-eabi-gcc", "Arm Cortex-M7 on the MPS2 AN500 board",
+    Target("cortex-m7", "arm-none-eabi-gcc", "Arm Cortex-M7 on the MPS2 AN500 board", "mps2",
            "qemu-system-arm", "mps2-an500", "mps2-an500", dsp=True),
     Target("stm32f405", "arm-none-eabi-gcc", "STM32F405 (Cortex-M4F) on the Netduino Plus 2",
-           "qemu-system-arm", "netduinoplus2", "stm32f405", dsp=True),
-    Target("riscv32", "riscv64-unknown-elf-gcc", "RV32IMAC on QEMU's virt board",
+           "stm32f4", "qemu-system-arm", "netduinoplus2", "stm32f405", dsp=True),
+    Target("riscv32", "riscv64-unknown-elf-gcc", "RV32IMAC on QEMU's virt board", "riscv-virt",
            "qemu-system-riscv32", "virt", "riscv32-virt"),
     Target("riscv32f", "riscv64-unknown-elf-gcc",
-           "RV32IMAFC (hardware single float, BL602-class) on QEMU's virt board",
+           "RV32IMAFC (hardware single float, BL602-class) on QEMU's virt board", "riscv-virt",
            "qemu-system-riscv32", "virt", "riscv32f-virt"),
-    Target("native", "cc", "this host (Linux/POSIX process; also Raspberry Pi, Jetson)",
+    Target("native", "cc", "this host (Linux/POSIX process; also Raspberry Pi, Jetson)", "linux",
            platform="linux"),
     Target("nrf52840", "arm-none-eabi-gcc", "Nordic nRF52840 (Cortex-M4F), compile only",
-           platform="nrf52840", dsp=True),
-    Target("stm32h7", "arm-none-eabi-gcc", "STM32H743 (Cortex-M7), compile only",
+           "nrf52840", platform="nrf52840", dsp=True),
+    Target("stm32h7", "arm-none-eabi-gcc", "STM32H743 (Cortex-M7), compile only", "stm32h7",
            platform="stm32h7", dsp=True),
     Target("rp2040", "arm-none-eabi-gcc", "Raspberry Pi RP2040 (Cortex-M0+, no DSP), compile only",
-           platform="rp2040"),
+           "rp2040", platform="rp2040"),
 )}
 
 

@@ -1,6 +1,6 @@
 /*
  * Host implementation of the ESP-IDF calls the tinytelem port makes, so the real
- * firmware/esp-idf/main/port_esp.c runs as a process speaking the protocol on stdin/stdout.
+ * firmware/ports/esp-idf/main/port_esp.c runs as a process speaking the protocol on stdin/stdout.
  * Writes are cut into short pieces to exercise the port's partial-write loop; the driver
  * configuration the port chose is reported on stderr for the test to check.
  */

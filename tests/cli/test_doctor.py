@@ -1,7 +1,7 @@
-"""``tinytelem firmware build/footprint`` and ``tinytelem doctor``: output and missing tools.
+"""``tinytelem doctor`` (cli/doctor.py): tools, targets, serial ports and power sensors.
 
-Missing tools are simulated the way a user meets them: PATH points at an empty directory, so
-every ``shutil.which`` lookup fails for real.
+Missing tools are simulated the way a user meets them (the ``no_tools`` fixture): PATH points at
+an empty directory, so every ``shutil.which`` lookup fails for real.
 """
 
 from __future__ import annotations
@@ -12,104 +12,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.firmware.helpers import need_tools
 from tinytelem.cli import doctor as doctor_mod
 from tinytelem.cli.main import cli
-from tinytelem.errors import ConfigError
-from tinytelem.firmware.targets import APT, TARGETS, get_target, missing_tools
+from tinytelem.firmware.targets import APT, TARGETS
 from tinytelem.transports import serial as serial_mod
 from tinytelem.transports.serial import PortInfo
-
-
-def _need(target: str) -> None:
-    missing = [m for m in missing_tools(get_target(target)) if m != get_target(target).qemu]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} missing; install with `bash scripts/setup-system.sh`")
-
-
-@pytest.fixture
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    """rich tables at full width, so cells are not wrapped or cut in the captured output."""
-    monkeypatch.setenv("COLUMNS", "220")
-
-
-@pytest.fixture
-def no_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A PATH with nothing on it."""
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
 
 
 @pytest.fixture
 def no_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     """No serial ports, whatever this machine has plugged in."""
     monkeypatch.setattr(serial_mod, "list_serial_ports", lambda: [])
-
-
-def test_firmware_cli_build_json_then_text(tmp_path: Path) -> None:
-    _need("cortex-m4")
-    out = tmp_path / "m4"
-    res = CliRunner().invoke(cli, ["firmware", "build", "--target", "cortex-m4", "--build-dir",
-                                   str(out), "--trace-level", "2", "--json"])
-    assert res.exit_code == 0, res.output
-    info = json.loads(res.output)
-    assert info["target"] == "cortex-m4"
-    elf = Path(info["elf"])
-    assert elf.is_file() and elf.parent == out
-    assert Path(info["bin"]).stat().st_size == info["footprint"]["flash"]
-    assert info["footprint"]["bss"] > 80_000
-    # make's flags file records the level the image was built with
-    assert "-DTT_DEFAULT_LEVEL=2" in (out / "flags").read_text()
-    res = CliRunner().invoke(cli, ["firmware", "build", "--target", "cortex-m4", "--build-dir",
-                                   str(out), "--trace-level", "2"])
-    assert res.exit_code == 0, res.output
-    assert f"built {elf}" in res.output
-    assert f"flash {info['footprint']['flash']} B" in res.output
-
-
-def test_firmware_cli_native_build_has_no_image(tmp_path: Path) -> None:
-    _need("native")
-    res = CliRunner().invoke(cli, ["firmware", "build", "--target", "native", "--build-dir",
-                                   str(tmp_path), "--json"])
-    assert res.exit_code == 0, res.output
-    info = json.loads(res.output)
-    assert info["bin"] is None and Path(info["elf"]).name == "tinytelem-fw"
-
-
-def test_firmware_cli_footprint_table_matches_json(wide: None) -> None:
-    _need("cortex-m4")
-    _need("riscv32")
-    args = ["firmware", "footprint", "--target", "cortex-m4", "--target", "riscv32"]
-    res = CliRunner().invoke(cli, [*args, "--json"])
-    assert res.exit_code == 0, res.output
-    rows = {r["target"]: r for r in json.loads(res.output)}
-    assert set(rows) == {"cortex-m4", "riscv32"}
-    assert rows["riscv32"]["text"] != rows["cortex-m4"]["text"]  # two different ISAs
-    res = CliRunner().invoke(cli, args)
-    assert res.exit_code == 0, res.output
-    for name, r in rows.items():
-        line = next(ln for ln in res.output.splitlines() if name in ln)
-        for key in ("flash", "static_ram", "text", "bss", "stack"):
-            assert str(r[key]) in line, (key, line)
-        assert "demo" in line
-
-
-def test_firmware_cli_rejects_unknown_target() -> None:
-    res = CliRunner().invoke(cli, ["firmware", "build", "--target", "z80"])
-    assert res.exit_code == 2
-    assert "cortex-m4" in res.output  # the choices are listed
-
-
-def test_firmware_cli_missing_compiler_names_the_install_command(no_tools: None) -> None:
-    res = CliRunner().invoke(cli, ["firmware", "build", "--target", "riscv32"])
-    assert isinstance(res.exception, ConfigError)
-    text = str(res.exception)
-    assert "bash scripts/setup-system.sh" in text
-    assert "gcc-riscv64-unknown-elf" in text and "riscv64-unknown-elf-gcc" in text
-    assert "qemu" not in text  # building does not need the emulator
-    res = CliRunner().invoke(cli, ["firmware", "footprint", "--target", "stm32f405"])
-    assert isinstance(res.exception, ConfigError)
-    assert "gcc-arm-none-eabi" in str(res.exception)
 
 
 def test_doctor_json_without_any_tool(no_tools: None, no_ports: None) -> None:
@@ -135,7 +49,7 @@ def test_doctor_json_without_any_tool(no_tools: None, no_ports: None) -> None:
 
 
 def test_doctor_json_with_the_tools_present(no_ports: None) -> None:
-    _need("cortex-m4")
+    need_tools("cortex-m4", run=False)
     report = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
     tools = {t["tool"]: t for t in report["tools"]}
     arm = tools["arm-none-eabi-gcc"]

@@ -1,10 +1,11 @@
-"""The native port's TX buffer (firmware/ports/linux/port_linux.c) as the host sees it.
+"""The native port (firmware/ports/linux/port_linux.c) and its TX buffer as the host sees them.
 
-The port collects encoded bytes and writes them out when full, after a frame the host waits
-for (HELLO, INFER_END, LOG, ERROR, PONG) and before every poll for input. These tests run the
-real native build over stdio (and TCP) and check what a buffer could break: an idle device
-must still answer promptly and send its HEARTBEAT, and a run's frames must all arrive, in
-order, with consecutive sequence numbers -- also with a tiny buffer that splits frames.
+The port collects encoded bytes and writes them out when full, on ``port_flush()`` (which the
+core calls after the frames a host waits for: HELLO, INFER_END, LOG, ERROR, PONG) and before
+every poll for input. These tests run the real native build over stdio (and TCP) and check
+what a buffer could break: an idle device must still answer promptly and send its HEARTBEAT,
+and a run's frames must all arrive, in order, with consecutive sequence numbers -- also with a
+tiny buffer that splits frames. Last, ``tinytelem profile`` records a trace from a native device.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 import trio
+from click.testing import CliRunner
 
-from tests.firmware._ctools import compile_c
+from tests.firmware.helpers import compile_c, need_tools
+from tinytelem.cli.main import cli
 from tinytelem.firmware.build import build
-from tinytelem.firmware.targets import get_target, missing_tools
 from tinytelem.protocol import codec
 from tinytelem.protocol.codec import FrameDecoder, FrameError, encode_frame
 from tinytelem.protocol.messages import (
@@ -63,16 +65,10 @@ ssize_t write(int fd, const void *buf, size_t n)
 """
 
 
-def _need_native() -> None:
-    missing = missing_tools(get_target("native"))
-    if missing:
-        pytest.skip(f"{', '.join(missing)} missing; install with `bash scripts/setup-system.sh`")
-
-
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The demo-engine native build with the default 16 KiB buffer and with a 64-byte one."""
-    _need_native()
+    need_tools("native")
     root = tmp_path_factory.mktemp("native-buffer")
     return {
         "default": build("native", None, build_dir=root / "default").elf,
@@ -295,3 +291,13 @@ async def test_native_spans_run_is_written_about_once_per_token(builds: dict[str
     # boot (resync + HELLO), CONFIG's HELLO, one write per token, INFER_END: not per frame
     assert len(sizes) <= N_TOKENS + 10, (len(sizes), frames)
     assert sum(sizes) >= s.dec.statistics().bytes
+
+
+@pytest.mark.slow
+def test_profile_native_records_a_trace(tmp_path: Path) -> None:
+    need_tools("native")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["profile", "--device", "native:", "--sensor", "none",
+                                   "--out", str(out), "--tokens", "3"])
+    assert res.exit_code == 0, res.output
+    assert (out / "summary.json").is_file()

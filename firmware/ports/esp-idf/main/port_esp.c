@@ -112,6 +112,9 @@ uint32_t port_stack_peak(void)
 
 void port_align(void) {}
 
+/* The driver drains its ring buffer by itself (interrupt-driven); nothing is held back here. */
+void port_flush(void) {}
+
 /* Yield one scheduler tick: the idle task runs (and feeds the watchdog) between commands. */
 void port_idle(void) { vTaskDelay(1); }
 

@@ -18,12 +18,11 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.firmware._ctools import FIRMWARE, compile_c
+from tests.firmware.helpers import FIRMWARE, compile_c, native_run, need_tools, qemu_run
 from tinytelem.cli.main import cli
 from tinytelem.errors import ConfigError
 from tinytelem.firmware.build import build, plan_model
-from tinytelem.firmware.qemu import run_qemu
-from tinytelem.firmware.targets import get_target, missing_tools
+from tinytelem.firmware.targets import get_target
 from tinytelem.models.llama2c import load_checkpoint
 from tinytelem.models.qinfer import generate, tt_expf
 from tinytelem.models.quant import QuantTensor, quantize_model
@@ -33,7 +32,6 @@ from tinytelem.models.tokenizer import load_tokenizer
 from tinytelem.protocol import codec
 from tinytelem.protocol.codec import FrameDecoder, encode_frame
 from tinytelem.protocol.messages import (
-    Config,
     Hello,
     InferEnd,
     Log,
@@ -68,12 +66,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("engine")
 
 
-def _need(target: str) -> None:
-    missing = missing_tools(get_target(target))
-    if missing:
-        pytest.skip(f"{', '.join(missing)} missing; install with `bash scripts/setup-system.sh`")
-
-
 def _tlm(work: Path, checkpoint: Path, variant: str) -> Path:
     path = work / f"{variant}.tlm"
     if not path.is_file():
@@ -91,48 +83,6 @@ def _reference(tlm: Path, prompt: Sequence[int], generated: int, temperature: fl
                     temperature=temperature, seed=seed)
 
 
-async def _frames(receive: Any, send: Any, run: Run, level: int) -> list[Any]:
-    """HELLO, CONFIG level, HELLO, RUN; the frames up to INFER_END."""
-    dec = FrameDecoder()
-    got: list[Any] = []
-
-    async def until(kind: type) -> None:
-        while True:
-            ev = dec.next_event()
-            if ev is codec.NEED_DATA:
-                data = await receive()
-                assert data, "the firmware closed the link"
-                dec.receive_data(data)
-                continue
-            got.append(ev)
-            if isinstance(ev.message, kind):
-                return
-
-    await until(Hello)
-    await send(encode_frame(Config(level), 0, 0))
-    await until(Hello)
-    await send(encode_frame(run, 1, 0))
-    await until(InferEnd)
-    return got
-
-
-async def _native(exe: Path, run: Run, level: int = 1) -> list[Any]:
-    proc = await trio.lowlevel.open_process([str(exe)], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        return await _frames(lambda: proc.stdout.receive_some(65536),  # type: ignore[union-attr]
-                             proc.stdin.send_all, run, level)  # type: ignore[union-attr]
-    finally:
-        proc.kill()
-        await proc.wait()
-
-
-async def _qemu(target: str, elf: Path, run: Run, level: int = 1) -> list[Any]:
-    async with run_qemu(target, elf) as stream:
-        return await _frames(lambda: stream.receive_some(65536), stream.send_all, run, level)
-
-
 def _tokens(frames: list[Any]) -> list[int]:
     return [f.message.token_id for f in frames if isinstance(f.message, Token)]
 
@@ -143,13 +93,13 @@ def _tokens(frames: list[Any]) -> list[int]:
 @pytest.mark.parametrize("variant", ["q8", "q4", "q2", "q3", "q4a", "q8a", "mixed"])
 async def test_native_greedy_tokens_equal_qinfer(variant: str, work: Path, stories260k: Path,
                                                  tok512: Path) -> None:
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, variant)
     prompt = _prompt(tok512)
     want = _reference(tlm, prompt, 24)
     exe = build("native", tlm, build_dir=work / f"native-{variant}").elf
     with trio.fail_after(60):
-        frames = await _native(exe, Run(5, 42, 0.0, 24, tuple(prompt)))
+        frames = await native_run(exe, Run(5, 42, 0.0, 24, tuple(prompt)))
     assert _tokens(frames) == want
     end = frames[-1].message
     assert end.status == 0 and end.n_generated == len(want) - len(prompt)
@@ -175,26 +125,26 @@ async def test_native_fp32_greedy_tokens_equal_the_float_reference(work: Path, s
 @pytest.mark.slow
 async def test_native_temperature_sampling_equals_exact_sampler(work: Path, stories260k: Path,
                                                                 tok512: Path) -> None:
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, "q4")
     prompt = _prompt(tok512)
     exe = build("native", tlm, build_dir=work / "native-q4").elf
     for seed, temp in ((7, 0.8), (12345, 1.0)):
         want = _reference(tlm, prompt, 40, temperature=temp, seed=seed)
         with trio.fail_after(60):
-            frames = await _native(exe, Run(1, seed, temp, 40, tuple(prompt)))
+            frames = await native_run(exe, Run(1, seed, temp, 40, tuple(prompt)))
         assert _tokens(frames) == want
     assert want != _reference(tlm, prompt, 40)  # sampling really differs from greedy
 
 
 @pytest.mark.slow
 async def test_native_spans_memory_and_hello(work: Path, stories260k: Path, tok512: Path) -> None:
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, "q4")
     res = build("native", tlm, build_dir=work / "native-q4")
     prompt = _prompt(tok512)
     with trio.fail_after(60):
-        frames = await _native(res.elf, Run(2, 42, 0.0, 3, tuple(prompt)), level=2)
+        frames = await native_run(res.elf, Run(2, 42, 0.0, 3, tuple(prompt)), level=2)
     hello = next(f.message for f in frames if isinstance(f.message, Hello))
     import hashlib
 
@@ -218,7 +168,7 @@ async def test_native_spans_memory_and_hello(work: Path, stories260k: Path, tok5
 @pytest.mark.slow
 async def test_native_stop_ends_a_run_at_a_token_boundary(work: Path, stories260k: Path,
                                                           tok512: Path) -> None:
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, "q4")
     exe = build("native", tlm, build_dir=work / "native-q4").elf
     from tinytelem.protocol.messages import Stop
@@ -272,7 +222,7 @@ def test_plan_sizes_the_arena_to_the_board(work: Path, stories260k: Path) -> Non
 @pytest.mark.slow
 async def test_arena_too_small_refuses_to_run(work: Path, stories260k: Path, tok512: Path
                                               ) -> None:
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, "q4")
     res = build("native", tlm, build_dir=work / "native-q4")
     out = work / "tiny-arena"
@@ -282,7 +232,7 @@ async def test_arena_too_small_refuses_to_run(work: Path, stories260k: Path, tok
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     with trio.fail_after(30):
-        frames = await _native(out / "tinytelem-fw", Run(3, 42, 0.0, 4, tuple(_prompt(tok512))))
+        frames = await native_run(out / "tinytelem-fw", Run(3, 42, 0.0, 4, tuple(_prompt(tok512))))
     logs = [f.message for f in frames if isinstance(f.message, Log)]
     assert logs and logs[0].level == 3
     assert "arena" in logs[0].text  # the engine's own reason, not a generic message
@@ -394,13 +344,13 @@ QEMU_CASES = [("cortex-m4", "q4"), ("cortex-m4", "q8"), ("riscv32", "q4"), ("ris
 @pytest.mark.parametrize(("target", "variant"), QEMU_CASES)
 async def test_qemu_greedy_tokens_equal_qinfer(target: str, variant: str, work: Path,
                                                stories260k: Path, tok512: Path) -> None:
-    _need(target)
+    need_tools(target)
     tlm = _tlm(work, stories260k, variant)
     prompt = _prompt(tok512)
     want = _reference(tlm, prompt, QEMU_GENERATED)
     res = build(target, tlm, build_dir=work / f"{target}-{variant}")
     with trio.fail_after(60):
-        frames = await _qemu(target, res.elf, Run(4, 42, 0.0, QEMU_GENERATED, tuple(prompt)),
+        frames = await qemu_run(target, res.elf, Run(4, 42, 0.0, QEMU_GENERATED, tuple(prompt)),
                              level=2)
     assert _tokens(frames) == want
     if variant == "f32":  # whole fp32 models: the float reference's ids too
@@ -415,7 +365,7 @@ async def test_qemu_greedy_tokens_equal_qinfer(target: str, variant: str, work: 
 
 @pytest.mark.slow
 def test_cortex_m4_image_uses_the_dsp_kernel(work: Path, stories260k: Path) -> None:
-    _need("cortex-m4")
+    need_tools("cortex-m4")
     tlm = _tlm(work, stories260k, "q4")
     res = build("cortex-m4", tlm, build_dir=work / "cortex-m4-q4")
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(res.elf)], capture_output=True,
@@ -426,7 +376,7 @@ def test_cortex_m4_image_uses_the_dsp_kernel(work: Path, stories260k: Path) -> N
 @pytest.mark.slow
 def test_profile_qemu_with_a_model_records_token_ids(work: Path, stories260k: Path,
                                                      tok512: Path) -> None:
-    _need("cortex-m4")
+    need_tools("cortex-m4")
     tlm = _tlm(work, stories260k, "q4")
     out = work / "profile"
     res = CliRunner().invoke(cli, ["profile", "--device", "qemu:cortex-m4", "--model", str(tlm),
@@ -444,7 +394,7 @@ def test_profile_qemu_with_a_model_records_token_ids(work: Path, stories260k: Pa
 
 
 def test_cli_footprint_with_a_model(work: Path, stories260k: Path) -> None:
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, "q4")
     res = CliRunner().invoke(cli, ["firmware", "footprint", "--target", "native", "--model",
                                    str(tlm), "--json"])

@@ -1,6 +1,6 @@
 """The ESP-IDF port, compiled for this host against a shim of the ESP-IDF calls it makes.
 
-What this verifies: firmware/esp-idf/main/port_esp.c and app_main.c (the real files, not
+What this verifies: firmware/ports/esp-idf/main/port_esp.c and app_main.c (the real files, not
 copies) compile with the strict flags next to the portable core, pick the link the Kconfig
 choice names (USB-Serial-JTAG or UART0 at 921600 8N1), survive partial driver writes, and
 answer the host end to end (HELLO with the ESP facts, PING, RUN with 1 MHz esp_timer ticks,
@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import trio
 
-from tests.firmware._ctools import FIRMWARE, compile_c
+from tests.firmware.helpers import FIRMWARE, compile_c
 from tinytelem.protocol import codec
 from tinytelem.protocol.codec import FrameDecoder, FrameError, encode_frame
 from tinytelem.protocol.messages import Hello, InferEnd, Memory, Ping, Pong, Run, Token
 
 SHIM = Path(__file__).parent / "esp_shim"
-MAIN = FIRMWARE / "esp-idf" / "main"
+MAIN = FIRMWARE / "ports" / "esp-idf" / "main"
 
 
 def _build(tmp_path: Path, link: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.firmware._ctools import FIRMWARE, compile_c
+from tests.firmware.helpers import FIRMWARE, compile_c
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "protocol_v1.json"
 

@@ -1,11 +1,11 @@
-"""Builds, footprints, QEMU runs and device URLs of the real firmware (demo engine)."""
+"""The real firmware (demo engine) under QEMU (src/tinytelem/firmware/qemu.py): the command line,
+runs, reproducible timestamps, profiling a QEMU device, and the qemu:/native: device URLs."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,12 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+from tests.firmware.helpers import need_tools
 from tinytelem.cli.main import cli
 from tinytelem.errors import ConfigError
-from tinytelem.firmware import build, footprint, qemu_command
+from tinytelem.firmware import build, qemu_command
 from tinytelem.firmware.qemu import run_qemu
-from tinytelem.firmware.targets import get_target, missing_tools, require_tools
+from tinytelem.firmware.targets import get_target
 from tinytelem.protocol import codec
 from tinytelem.protocol.codec import FrameDecoder, encode_frame
 from tinytelem.protocol.messages import (
@@ -33,13 +34,6 @@ from tinytelem.protocol.messages import (
 from tinytelem.transports.url import NativeURL, QemuURL, parse_device_url
 
 QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32", "riscv32f"]
-
-
-def _need(target: str, run: bool = True) -> None:
-    t = get_target(target)
-    missing = [m for m in missing_tools(t) if run or m != t.qemu]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} missing; install with `bash scripts/setup-system.sh`")
 
 
 def test_device_urls_parse() -> None:
@@ -63,51 +57,6 @@ def test_qemu_command_has_the_deterministic_flags(tmp_path: Path) -> None:
     assert "-bios" not in qemu_command("cortex-m4", tmp_path / "fw.elf", 1)
     with pytest.raises(ConfigError, match="does not run under QEMU"):
         qemu_command("rp2040", tmp_path / "fw.elf", 1)
-
-
-def test_unknown_target_and_missing_tool_messages(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="cortex-m4"):
-        get_target("z80")
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(ConfigError, match=r"scripts/setup-system\.sh") as info:
-        require_tools(get_target("riscv32"), run=True)
-    assert "gcc-riscv64-unknown-elf" in str(info.value)
-    assert "qemu-system-misc" in str(info.value)
-
-
-@pytest.mark.parametrize("target", ["cortex-m4", "riscv32", "rp2040", "nrf52840", "stm32h7"])
-def test_build_is_deterministic_and_footprint_reads_sections(target: str, tmp_path: Path) -> None:
-    _need(target, run=False)
-    a = build(target, build_dir=tmp_path / "a")
-    b = build(target, build_dir=tmp_path / "b")
-    assert a.elf.read_bytes() == b.elf.read_bytes()
-    assert a.bin is not None and a.bin.stat().st_size > 1000
-    fp = footprint(a.elf)
-    assert fp.flash == fp.text + fp.rodata + fp.data + (fp.flash - fp.text - fp.rodata - fp.data)
-    assert fp.text > 2000 and fp.bss > 80_000 and fp.static_ram == fp.data + fp.bss
-    assert fp.stack >= 8192
-
-
-def test_footprint_rejects_non_elf(tmp_path: Path) -> None:
-    bad = tmp_path / "x.elf"
-    bad.write_bytes(b"not an elf")
-    with pytest.raises(ConfigError, match="not an ELF"):
-        footprint(bad)
-    with pytest.raises(ConfigError, match="build it first"):
-        footprint(tmp_path / "missing.elf")
-
-
-def test_cli_footprint_json_and_doctor() -> None:
-    _need("cortex-m4", run=False)
-    res = CliRunner().invoke(cli, ["firmware", "footprint", "--target", "cortex-m4", "--json"])
-    assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
-    assert rows[0]["target"] == "cortex-m4" and rows[0]["flash"] > 2000
-    res = CliRunner().invoke(cli, ["doctor", "--json"])
-    assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
-    assert {t["target"] for t in report["targets"]} >= set(QEMU_TARGETS)
-    assert all("install" in t for t in report["tools"])
 
 
 async def _session(target: str, elf: Path, n_tokens: int = 6) -> list[Any]:
@@ -143,7 +92,7 @@ async def _session(target: str, elf: Path, n_tokens: int = 6) -> list[Any]:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", QEMU_TARGETS)
 async def test_firmware_runs_under_qemu(target: str, tmp_path: Path) -> None:
-    _need(target)
+    need_tools(target)
     elf = build(target, build_dir=tmp_path).elf
     with trio.fail_after(30):
         frames = await _session(target, elf)
@@ -170,7 +119,7 @@ def _shape(r: list[Any]) -> list[Any]:
 
 
 async def _two_runs(target: str, tmp_path: Path) -> tuple[list[list[Any]], list[list[int]]]:
-    _need(target)
+    need_tools(target)
     elf = build(target, build_dir=tmp_path).elf
     with trio.fail_after(40):
         runs = [await _session(target, elf) for _ in range(2)]
@@ -204,7 +153,7 @@ async def test_two_runs_give_identical_device_timestamps(target: str, tmp_path: 
 
 @pytest.mark.slow
 def test_profile_qemu_records_a_trace(tmp_path: Path) -> None:
-    _need("cortex-m4")
+    need_tools("cortex-m4")
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["profile", "--device", "qemu:cortex-m4", "--sensor", "none",
                                    "--out", str(out), "--tokens", "4", "--json"])
@@ -215,18 +164,8 @@ def test_profile_qemu_records_a_trace(tmp_path: Path) -> None:
     assert (out / "trace.h5").stat().st_size > 0
 
 
-@pytest.mark.slow
-def test_profile_native_records_a_trace(tmp_path: Path) -> None:
-    _need("native")
-    out = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["profile", "--device", "native:", "--sensor", "none",
-                                   "--out", str(out), "--tokens", "3"])
-    assert res.exit_code == 0, res.output
-    assert (out / "summary.json").is_file()
-
-
 async def test_qemu_that_cannot_start_names_its_error(tmp_path: Path) -> None:
-    _need("riscv32")
+    need_tools("riscv32")
     bogus = dataclasses.replace(get_target("riscv32"), machine="no-such-machine")
     with trio.fail_after(20), pytest.raises(ConfigError, match="QEMU exited with status 1") \
             as info:
