@@ -51,16 +51,9 @@ from tinytelem.firmware.build import BuildResult, build
 from tinytelem.firmware.qemu import run_qemu
 from tinytelem.firmware.targets import get_target, missing_tools
 from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
+from tinytelem.protocol.commands import Config, Run
 from tinytelem.protocol.enums import Op
-from tinytelem.protocol.messages import (
-    Config,
-    Hello,
-    InferBegin,
-    InferEnd,
-    Run,
-    SpanBegin,
-    SpanEnd,
-)
+from tinytelem.protocol.messages import Hello, InferBegin, InferEnd, SpanBegin, SpanEnd
 
 QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32", "riscv32f"]
 LEVELS = {0: "off", 1: "tokens", 2: "spans"}

@@ -33,17 +33,14 @@ from tinytelem.actors.link import LinkActor, LinkStatistics, RawChunk
 from tinytelem.actors.recorder import RecorderActor, RecorderStatistics, TraceRecorder
 from tinytelem.errors import LinkBroken, LinkClosed, LinkError, TinyTelemError, first_error
 from tinytelem.power.source import PowerSource
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
-    Config,
     Hello,
     InferBegin,
     InferEnd,
     Memory,
-    Ping,
-    Run,
     SpanBegin,
     SpanEnd,
-    Stop,
     Token,
     TraceLevel,
 )

@@ -160,15 +160,8 @@ async def _one_run(target: str, elf: Path, level: int, n_tokens: int) -> RunFram
 
     from tinytelem.firmware.qemu import run_qemu
     from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
-    from tinytelem.protocol.messages import (
-        Config,
-        Hello,
-        InferBegin,
-        InferEnd,
-        Run,
-        SpanBegin,
-        SpanEnd,
-    )
+    from tinytelem.protocol.commands import Config, Run
+    from tinytelem.protocol.messages import Hello, InferBegin, InferEnd, SpanBegin, SpanEnd
 
     dec = FrameDecoder()
     frames: list[Any] = []
