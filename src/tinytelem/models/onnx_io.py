@@ -332,7 +332,7 @@ def _store(found: dict[str, tuple[F32, str, int]], name: str, node_name: str, c:
 
 def _quant_tensor(w: F32, bits: int, block: int, symmetric: bool, given: Any) -> Any:
     """The QuantTensor to write: the given one, or ``w`` zero-padded to whole groups."""
-    from tinytelem.models.quant import QuantTensor, quantize_matrix
+    from tinytelem.models.qtensor import QuantTensor, quantize_matrix
 
     if isinstance(given, QuantTensor):
         return given
@@ -363,7 +363,8 @@ def write_onnx(model: Any, path: str | Path, bits: int = 4, block_size: int = 32
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tinytelem.models.quant import QuantizedModel, QuantTensor, dequantize_model
+    from tinytelem.models.qtensor import QuantTensor
+    from tinytelem.models.quant import QuantizedModel, dequantize_model
 
     if style not in ("qdq", "matmulnbits"):
         raise ModelError(f"ONNX style {style!r} is unknown; use qdq or matmulnbits")

@@ -60,7 +60,8 @@ class QuantizeRequest:
 
     def quantize(self) -> QuantizedModel:
         """The group-wise quantized model (``--bits`` path) for writers that need one."""
-        from tinytelem.models.quant import Method, quantize_model
+        from tinytelem.models.qtensor import Method
+        from tinytelem.models.quant import quantize_model
 
         if self.bits is None:
             raise ConfigError(f"--type {self.qtype} cannot be written to this format; use "
