@@ -146,7 +146,8 @@ def test_quantized_model_input(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["gguf", "onnx"])
 def test_corrupt_files_give_model_errors_only(kind: str, tmp_path: Path) -> None:
     """Truncations and byte flips: a typed ModelError or a model, never another exception."""
-    from tinytelem.models.onnx_io import read_onnx, write_onnx
+    from tinytelem.models.onnx_io import read_onnx
+    from tinytelem.models.onnx_write import write_onnx
 
     src = tmp_path / f"m.{kind}"
     if kind == "gguf":
