@@ -111,3 +111,27 @@ def test_error_tree_drawing_names_every_error() -> None:
     drawn = set(re.findall(r"^ {4}(?:[│ ]*[├└]── )?(\w+)\b", doc, re.MULTILINE))
     missing = sorted(seen - drawn)
     assert missing == [], f"errors.py's drawing lacks {missing}"
+
+
+def _is_reexport_only(node: ast.stmt) -> bool:
+    """An import, the docstring, ``__all__``, or the package's ``__version__`` string."""
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return True
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    targets = node.targets if isinstance(node, ast.Assign) else (
+        [node.target] if isinstance(node, ast.AnnAssign) else [])
+    names = {t.id for t in targets if isinstance(t, ast.Name)}
+    if names == {"__all__"} and len(targets) == 1:
+        return True
+    value = getattr(node, "value", None)
+    return names == {"__version__"} and isinstance(value, ast.Constant)
+
+
+def test_package_inits_only_reexport() -> None:
+    bad = []
+    for path in sorted(SRC.rglob("__init__.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bad += [f"{path.relative_to(SRC)}:{node.lineno}" for node in tree.body
+                if not _is_reexport_only(node)]
+    assert bad == [], "logic in __init__.py (move it to a module and re-export): " + ", ".join(bad)
