@@ -135,3 +135,62 @@ def test_package_inits_only_reexport() -> None:
         bad += [f"{path.relative_to(SRC)}:{node.lineno}" for node in tree.body
                 if not _is_reexport_only(node)]
     assert bad == [], "logic in __init__.py (move it to a module and re-export): " + ", ".join(bad)
+
+
+TESTS = Path(__file__).resolve().parent
+
+TEST_FOLDERS_WITHOUT_PACKAGE: frozenset[str] = frozenset({"e2e", "vectors"})
+"""End-to-end runs across packages, and the golden vectors' generator."""
+
+BEHAVIOUR_FILES: frozenset[str] = frozenset({
+    "live/test_churn.py", "live/test_fanout.py", "live/test_node.py", "live/test_robust.py",
+    "live/test_wait.py", "protocol/test_vectors.py", "report/test_report_outputs.py",
+    "sensors/test_without_numba.py",
+})
+"""Test files named after a behaviour that crosses the package's modules, not after one."""
+
+NOT_YET_MIRRORED: frozenset[str] = frozenset({
+    "firmware/test_firmware_cli.py", "firmware/test_firmware_engine.py",
+    "firmware/test_firmware_esp.py", "firmware/test_firmware_native_buffer.py",
+    "firmware/test_firmware_qemu.py", "firmware/test_firmware_telemetry.py",
+    "trace/test_crash.py", "trace/test_device_strings.py", "trace/test_disk_full.py",
+    "trace/test_roundtrip.py", "trace/test_self_describing.py",
+})
+"""Files waiting for a rename. The test fails as soon as one is gone, so this cannot go stale."""
+
+
+def _test_folders() -> list[Path]:
+    return sorted(p for p in TESTS.iterdir()
+                  if p.is_dir() and (p / "__init__.py").is_file())
+
+
+def test_every_test_folder_is_a_package() -> None:
+    bad = [p.name for p in _test_folders()
+           if p.name not in TEST_FOLDERS_WITHOUT_PACKAGE and not (SRC / p.name).is_dir()]
+    assert bad == [], f"tests/ folders with no package of that name in src/tinytelem: {bad}"
+
+
+def _mirrors(package: Path, name: str) -> bool:
+    """``test_<name>.py`` names a module, an aspect of one (``<module>_<aspect>``) or docs."""
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"} | {"docs"}
+    return any(name == m or name.startswith(m + "_") for m in modules)
+
+
+def test_every_test_file_names_a_module() -> None:
+    bad = []
+    for folder in _test_folders():
+        if folder.name in TEST_FOLDERS_WITHOUT_PACKAGE:
+            continue
+        for path in sorted(folder.glob("test_*.py")):
+            rel = f"{folder.name}/{path.name}"
+            if rel in BEHAVIOUR_FILES or rel in NOT_YET_MIRRORED:
+                continue
+            if not _mirrors(SRC / folder.name, path.stem.removeprefix("test_")):
+                bad.append(rel)
+    assert bad == [], f"test files named after no module of their package: {bad}"
+
+
+def test_not_yet_mirrored_files_still_exist() -> None:
+    gone = sorted(rel for rel in NOT_YET_MIRRORED | BEHAVIOUR_FILES
+                  if not (TESTS / rel).is_file())
+    assert gone == [], f"{gone} are gone: drop them from the lists in test_structure.py"
