@@ -83,11 +83,12 @@ async def test_sensors_ppk2_unplug_reconnect() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(emu.run)
             await nursery.start(sensor.run, send)
-            await trio.sleep(0.6)
+            while sensor.statistics().samples < 20_000:  # streaming, and the host keeps up
+                await trio.sleep(0.01)
             first_start = emu._stream_start
             emu.unplug()
             sent_before = emu.statistics().sent
-            await trio.sleep(0.4)
+            await trio.sleep(0.4)  # the outage itself: its length is what the gap must measure
             emu.replug()
             while sensor.statistics().reconnects < 1 or sensor.statistics().samples < (
                     sent_before + 20000):
