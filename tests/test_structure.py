@@ -194,3 +194,29 @@ def test_not_yet_mirrored_files_still_exist() -> None:
     gone = sorted(rel for rel in NOT_YET_MIRRORED | BEHAVIOUR_FILES
                   if not (TESTS / rel).is_file())
     assert gone == [], f"{gone} are gone: drop them from the lists in test_structure.py"
+
+
+def test_nursery_modules_are_the_ones_the_architecture_names() -> None:
+    doc = (TESTS.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- nurseries -->")[1].split("<!-- /nurseries -->")[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", block))
+    found = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+             if "open_nursery" in p.read_text(encoding="utf-8")}
+    assert found == named, (f"open nurseries but not in docs/architecture.md: {found - named}; "
+                            f"named there but open none: {named - found}")
+
+
+def test_error_tree_drawing_names_where_each_subclass_lives() -> None:
+    for info in pkgutil.walk_packages([str(SRC)], "tinytelem."):
+        importlib.import_module(info.name)
+    doc = importlib.import_module("tinytelem.errors").__doc__ or ""
+    entries = re.split(r"\n(?=    [│ ]*[├└]── )", doc)
+    pending: list[type[BaseException]] = [TinyTelemError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if not cls.__module__.startswith("tinytelem.") or cls.__module__ == "tinytelem.errors":
+            continue
+        where = cls.__module__.removeprefix("tinytelem.").replace(".", "/") + ".py"
+        entry = next((e for e in entries if re.search(rf"── {cls.__name__}\b", e)), "")
+        assert where in entry, f"errors.py's drawing should say {cls.__name__} lives in {where}"
