@@ -168,6 +168,7 @@ async def test_reconnect_after_server_restart() -> None:
     with trio.fail_after(30):
         cancel = trio.CancelScope()
         port_known = trio.Event()
+        first_gone = trio.Event()
         port: list[int] = []
 
         async def first_server() -> None:
@@ -177,6 +178,7 @@ async def test_reconnect_after_server_restart() -> None:
                     port.append(h.streamer.port)
                     port_known.set()
                     await trio.sleep_forever()
+            first_gone.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first_server)
@@ -186,7 +188,7 @@ async def test_reconnect_after_server_restart() -> None:
                 await stream.subscribe(level="100ms")
                 assert isinstance(await stream.receive(), HelloMessage)
                 cancel.cancel()  # abrupt: no bye
-                await trio.sleep(0.2)
+                await first_gone.wait()  # its port is free again
                 async with streaming(url) as h2:
                     assert isinstance(await stream.receive(), HelloMessage)
                     assert stream.reconnects == 1
