@@ -12,6 +12,7 @@ format it reads is :mod:`tinytelem.sensors.ppk2_protocol`.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,18 +58,13 @@ _ISTATE = 5
 _FSTATE = 2
 
 
-def _decode_core(words: Any, mods: Any, vdd_v: float, filt: Any, istate: Any, fstate: Any,
-                 out_current: Any, out_logic: Any, gap_pos: Any, gap_n: Any) -> int:
-    """Convert, spike-filter and counter-check one block of words; return the gap count.
+def _convert_core(words: Any, mods: Any, vdd_v: float, istate: Any, out_current: Any,
+                  out_logic: Any, out_range: Any, gap_pos: Any, gap_n: Any) -> int:
+    """Convert and counter-check one block of words, sample by sample; return the gap count.
 
     Plain Python that numba compiles (``_kernel``); run as is it is the pure-Python baseline.
-    ``filt`` = (enabled, alpha, alpha5, samples).
     """
     n_gaps = 0
-    enabled = filt[0] != 0.0
-    alpha = filt[1]
-    alpha5 = filt[2]
-    n_spike = int(filt[3])
     for k in range(words.shape[0]):
         w = int(words[k])
         rng = (w >> 14) & 7
@@ -81,37 +77,63 @@ def _decode_core(words: Any, mods: Any, vdd_v: float, filt: Any, istate: Any, fs
             n_gaps += 1
         istate[3] = (counter + 1) & 0x3F
         x = ((w & 0x3FFF) * 4.0 - mods[3, rng]) * (1.8 / 163840.0 / mods[0, rng])
-        value = mods[6, rng] * (x * (mods[1, rng] * x + mods[2, rng])
-                                + (mods[4, rng] * vdd_v + mods[5, rng]))
-        if enabled:
-            prev_avg = fstate[0]
-            prev_avg4 = fstate[1]
-            if istate[4] == 0:
-                fstate[0] = value
-                fstate[1] = value
-                istate[4] = 1
-            else:
-                fstate[0] = alpha * value + (1.0 - alpha) * fstate[0]
-                fstate[1] = alpha5 * value + (1.0 - alpha5) * fstate[1]
-            if istate[0] < 0:
-                istate[0] = rng
-            if istate[0] != rng or istate[2] > 0:
-                if istate[0] != rng:
-                    istate[1] = 0
-                    istate[2] = n_spike
-                else:
-                    istate[1] += 1
-                if rng == 4:
-                    if istate[1] < 2:
-                        fstate[0] = prev_avg
-                        fstate[1] = prev_avg4
-                    value = fstate[1]
-                else:
-                    value = fstate[0]
-                istate[2] -= 1
-            istate[0] = rng
-        out_current[k] = value
+        out_current[k] = mods[6, rng] * (x * (mods[1, rng] * x + mods[2, rng])
+                                         + (mods[4, rng] * vdd_v + mods[5, rng]))
+        out_range[k] = rng
         out_logic[k] = (w >> 24) & 0xFF
+    return n_gaps
+
+
+def _filter_core(current: Any, ranges: Any, filt: Any, istate: Any, fstate: Any) -> None:
+    """The spike filter, in place, sample by sample (stateful across blocks).
+
+    Every backend runs this one loop: numba compiled, or as plain Python (``numpy`` and
+    ``python`` backends). ``filt`` = (enabled, alpha, alpha5, samples).
+    """
+    alpha = filt[1]
+    alpha5 = filt[2]
+    n_spike = int(filt[3])
+    for k in range(current.shape[0]):
+        value = current[k]
+        rng = ranges[k]
+        prev_avg = fstate[0]
+        prev_avg4 = fstate[1]
+        if istate[4] == 0:
+            fstate[0] = value
+            fstate[1] = value
+            istate[4] = 1
+        else:
+            fstate[0] = alpha * value + (1.0 - alpha) * fstate[0]
+            fstate[1] = alpha5 * value + (1.0 - alpha5) * fstate[1]
+        if istate[0] < 0:
+            istate[0] = rng
+        if istate[0] != rng or istate[2] > 0:
+            if istate[0] != rng:
+                istate[1] = 0
+                istate[2] = n_spike
+            else:
+                istate[1] += 1
+            if rng == 4:
+                if istate[1] < 2:
+                    fstate[0] = prev_avg
+                    fstate[1] = prev_avg4
+                value = fstate[1]
+            else:
+                value = fstate[0]
+            istate[2] -= 1
+        istate[0] = rng
+        current[k] = value
+
+
+def _decode_core(words: Any, mods: Any, vdd_v: float, filt: Any, istate: Any, fstate: Any,
+                 out_current: Any, out_logic: Any, gap_pos: Any, gap_n: Any,
+                 convert: Callable[..., int] = _convert_core,
+                 spike_filter: Callable[..., None] = _filter_core) -> int:
+    """Convert, counter-check and spike-filter one block; return the gap count."""
+    ranges = np.empty(words.shape[0], dtype=np.int64)
+    n_gaps = convert(words, mods, vdd_v, istate, out_current, out_logic, ranges, gap_pos, gap_n)
+    if filt[0] != 0.0:
+        spike_filter(out_current, ranges, filt, istate, fstate)
     return n_gaps
 
 
@@ -137,7 +159,9 @@ def _kernel() -> Callable[..., int]:
             raise SensorError("the numba PPK2 decoder needs numba: pip install "
                               "'tinytelem[numba]', or use backend 'numpy'") from exc
 
-        _KERNEL["numba"] = numba.njit(cache=True, nogil=True)(_decode_core)
+        _KERNEL["numba"] = functools.partial(
+            _decode_core, convert=numba.njit(cache=True, nogil=True)(_convert_core),
+            spike_filter=numba.njit(cache=True, nogil=True)(_filter_core))
     return _KERNEL["numba"]
 
 
@@ -195,7 +219,7 @@ def decode_words(
 def _decode_numpy(words: npt.NDArray[np.uint32], meta: PPK2Metadata, vdd_mv: float,
                   spike: SpikeFilterConfig, state: _FilterState, current: Any, logic: Any,
                   gap_pos: Any, gap_n: Any) -> int:
-    """Vectorised conversion and counter check; the spike filter stays a Python loop."""
+    """Vectorised conversion and counter check; the spike filter is the Python loop."""
     if words.size == 0:
         return 0
     current[:] = convert_reference(words, meta, vdd_mv)
@@ -209,36 +233,9 @@ def _decode_numpy(words: npt.NDArray[np.uint32], meta: PPK2Metadata, vdd_mv: flo
     gap_n[: bad.size] = (counter[bad] - expected[bad]) & COUNTER_MASK
     state.istate[3] = (int(counter[-1]) + 1) & COUNTER_MASK
     if spike.enabled:
-        rng = np.minimum((words >> 14) & 7, 4).astype(np.int64)
-        ist, fst = state.istate, state.fstate
-        a, a5 = spike.alpha, spike.alpha5
-        for k in range(words.size):
-            v = float(current[k])
-            r = int(rng[k])
-            pa, pa4 = fst[0], fst[1]
-            if ist[4] == 0:
-                fst[0] = fst[1] = v
-                ist[4] = 1
-            else:
-                fst[0] = a * v + (1.0 - a) * fst[0]
-                fst[1] = a5 * v + (1.0 - a5) * fst[1]
-            if ist[0] < 0:
-                ist[0] = r
-            if ist[0] != r or ist[2] > 0:
-                if ist[0] != r:
-                    ist[1] = 0
-                    ist[2] = spike.samples
-                else:
-                    ist[1] += 1
-                if r == 4:
-                    if ist[1] < 2:
-                        fst[0], fst[1] = pa, pa4
-                    v = fst[1]
-                else:
-                    v = fst[0]
-                ist[2] -= 1
-            ist[0] = r
-            current[k] = v
+        ranges = np.minimum((words >> 14) & 7, 4).astype(np.int64)
+        filt = np.array([1.0, spike.alpha, spike.alpha5, float(spike.samples)])
+        _filter_core(current, ranges, filt, state.istate, state.fstate)
     return int(bad.size)
 
 
