@@ -46,21 +46,13 @@ from typing import Any
 
 import trio
 
+from tinytelem.costing.measure import firmware_run
 from tinytelem.errors import ConfigError, TinyTelemError
 from tinytelem.firmware.build import BuildResult, build
 from tinytelem.firmware.qemu import run_qemu
 from tinytelem.firmware.targets import get_target, missing_tools
-from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
 from tinytelem.protocol.enums import Op
-from tinytelem.protocol.messages import (
-    Config,
-    Hello,
-    InferBegin,
-    InferEnd,
-    Run,
-    SpanBegin,
-    SpanEnd,
-)
+from tinytelem.protocol.messages import InferBegin, SpanBegin, SpanEnd
 
 QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32", "riscv32f"]
 LEVELS = {0: "off", 1: "tokens", 2: "spans"}
@@ -70,43 +62,12 @@ SESSION_TIMEOUT_S = 120.0
 Opener = Callable[[], AbstractAsyncContextManager[trio.abc.Stream]]
 
 
-class _Frames:
-    """Frames from a stream, in order."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.dec = FrameDecoder()
-
-    async def until(self, kind: type) -> list[Any]:
-        got = []
-        while True:
-            ev = self.dec.next_event()
-            if ev is NEED_DATA:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    raise ConfigError("the firmware closed the link in the middle of a run")
-                self.dec.receive_data(bytes(data))
-                continue
-            if isinstance(ev, FrameError):
-                raise ConfigError(f"corrupt frame from the firmware: {ev}")
-            got.append(ev)
-            if isinstance(ev.message, kind):
-                return got
-
-
 async def _one_run(open_link: Opener, level: int, n_tokens: int) -> dict[str, Any]:
     """Boot, CONFIG ``level``, one greedy RUN; the run's tick figures."""
     async with open_link() as stream:
-        frames = _Frames(stream)
-        await frames.until(Hello)
-        await stream.send_all(encode_frame(Config(level), 0, 0))
-        hello = (await frames.until(Hello))[-1].message
-        await stream.send_all(encode_frame(Run(1, 42, 0.0, n_tokens, PROMPT), 1, 0))
-        run = await frames.until(InferEnd)
+        hello, run = await firmware_run(stream, level, n_tokens, PROMPT)
     begin = next(f for f in run if isinstance(f.message, InferBegin))
     end = run[-1]
-    if end.message.status != 0:
-        raise ConfigError(f"the firmware ended the run with status {end.message.status}")
     ticks = (end.ticks - begin.ticks) & 0xFFFFFFFF
     generated = int(end.message.n_generated)
     return {"ticks": ticks, "tick_hz": int(hello.tick_hz), "platform": hello.platform,

@@ -48,15 +48,8 @@ async def _synthetic_device(listener: Any, t_base: float, stop: Any) -> None:
     import trio
 
     from tinytelem.protocol.codec import FrameDecoder, encode_frame
-    from tinytelem.protocol.messages import (
-        Hello,
-        Memory,
-        Ping,
-        Pong,
-        SpanBegin,
-        SpanEnd,
-        Token,
-    )
+    from tinytelem.protocol.commands import Ping
+    from tinytelem.protocol.messages import Hello, Memory, Pong, SpanBegin, SpanEnd, Token
 
     stream = await listener.accept()
     seq = 0

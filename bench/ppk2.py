@@ -1,7 +1,7 @@
 """PPK2 decode throughput: numba vs numpy vs pure Python, same bytes, same run.
 
 Decodes identical PPK2 sample words (ranges switching every 50 samples, so the spike filter
-works) through :class:`tinytelem.sensors.ppk2_protocol.PPK2Decoder` with each backend, in
+works) through :class:`tinytelem.sensors.ppk2_decode.PPK2Decoder` with each backend, in
 blocks of 5000 words (50 ms at 100 kS/s, the live block size), and reports MS/s, ns/sample and
 the share of one core that a real PPK2's 100 kS/s costs. Also checks the three agree.
 
@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
+from tinytelem.sensors.ppk2_decode import PPK2Decoder, PPK2Samples
 from tinytelem.sensors.ppk2_emulator import EXAMPLE_METADATA
-from tinytelem.sensors.ppk2_protocol import PPK2Decoder, PPK2Samples, pack_words
+from tinytelem.sensors.ppk2_protocol import pack_words
 
 BLOCK = 5000
 

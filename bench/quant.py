@@ -30,7 +30,8 @@ import numpy as np
 
 from tinytelem.models import qinfer, reference
 from tinytelem.models.llama2c import LlamaModel, load_checkpoint
-from tinytelem.models.quant import quantize_matrix, quantize_model
+from tinytelem.models.qtensor import quantize_matrix
+from tinytelem.models.quant import quantize_model
 from tinytelem.models.tlm import serialize_tlm
 from tinytelem.models.tokenizer import load_tokenizer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from tinytelem.actors.decoder import DecoderActorStatistics, DeviceDecoder
 from tinytelem.actors.recorder import RecorderStatistics, TraceRecorder
 from tinytelem.protocol.codec import Frame, FrameDecoder
-from tinytelem.protocol.messages import Ping
+from tinytelem.protocol.commands import Ping
 from tinytelem.records import LinkStatus
 from tinytelem.trace.raw import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT
 

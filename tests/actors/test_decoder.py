@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from tinytelem.actors.decoder import DeviceDecoder
-from tinytelem.protocol.codec import encode_frame
+from tinytelem.protocol import cobs
+from tinytelem.protocol.codec import ErrorKind, encode_frame
 from tinytelem.protocol.messages import Hello, Pong, Token
 from tinytelem.records import DecodeErrorRecord, DeviceRecord, PingRecord
 
@@ -50,11 +51,27 @@ def test_corrupt_bytes_become_error_records_not_exceptions() -> None:
     d = DeviceDecoder()
     good = encode_frame(Token(1, 2, 1), 0, 9)
     bad = bytearray(good)
-    bad[3] ^= 0x40
+    bad[3] ^= 0x40  # a COBS code byte that now points past the frame end
     recs = d.feed(0.5, bytes(bad) + good)
     assert isinstance(recs[0], DecodeErrorRecord)
-    assert isinstance(recs[1], DeviceRecord)
-    assert d.statistics().frames == 1
+    assert recs[0].error.kind is ErrorKind.COBS
+    assert recs[0].error.detail == "COBS: code 65 at offset 3 runs past the frame end (22)"
+    assert isinstance(recs[1], DeviceRecord) and recs[1].message == Token(1, 2, 1)
+    s = d.statistics()
+    assert (s.frames, s.cobs_errors, s.crc_errors) == (1, 1, 0)
+
+
+def test_a_payload_bit_flip_is_a_crc_error_record() -> None:
+    d = DeviceDecoder()
+    good = encode_frame(Token(1, 2, 1), 0, 9)
+    body = bytearray(cobs.decode(good[:-1]))
+    body[9] ^= 0x01  # inside the TOKEN payload: the frame still parses, only the CRC knows
+    recs = d.feed(0.5, cobs.encode(bytes(body)) + b"\x00" + good)
+    assert isinstance(recs[0], DecodeErrorRecord)
+    assert (recs[0].error.kind, recs[0].error.detail) == (ErrorKind.CRC, "CRC-32 mismatch")
+    assert [type(r) for r in recs] == [DecodeErrorRecord, DeviceRecord]
+    s = d.statistics()
+    assert (s.frames, s.crc_errors) == (1, 1)
 
 
 def test_link_lost_reports_half_frame() -> None:

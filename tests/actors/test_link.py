@@ -9,7 +9,7 @@ import trio.testing
 from tinytelem.actors.link import LinkActor, RawChunk
 from tinytelem.errors import LinkBroken, LinkClosed
 from tinytelem.protocol.codec import FrameDecoder
-from tinytelem.protocol.messages import Ping
+from tinytelem.protocol.commands import Ping
 from tinytelem.records import LinkStatus
 from tinytelem.trace.raw import DEVICE_TO_HOST, HOST_TO_DEVICE, LINK_EVENT
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import trio
+import trio.testing
 
 from tests.actors.helpers import MemorySink
 from tinytelem.actors.recorder import RecorderActor, TraceRecorder
@@ -116,17 +117,18 @@ def test_flushes_on_interval() -> None:
     assert sink.flushes == 1 and len(sink.table("tokens")) == 2
 
 
-async def test_actor_flushes_while_idle_and_finishes_on_close() -> None:
+async def test_actor_flushes_while_idle_and_finishes_on_close(
+        autojump_clock: trio.testing.MockClock) -> None:
     sink = MemorySink()
-    rec = TraceRecorder(sink, flush_interval_s=0.05)
+    rec = TraceRecorder(sink, flush_interval_s=0.05, clock=trio.current_time)
     actor = RecorderActor(rec)
     send, recv = trio.open_memory_channel[object](10)
     with trio.fail_after(5):
         async with trio.open_nursery() as n:
             await n.start(actor.run, recv)
             await send.send((dev(rec.host_t0, 0, InferBegin(1, 1, 1)),))
-            await trio.sleep(0.2)
-            assert sink.flushes >= 2
+            await trio.sleep(0.125)  # virtual time: idle flushes at 0.05 and 0.10 exactly
+            assert sink.flushes == 2
             await send.aclose()
     assert len(sink.table("runs")) == 1
     assert actor.statistics().records == 1

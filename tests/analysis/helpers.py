@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinytelem.analysis.metrics import RunData
+from tinytelem.analysis.rundata import RunData
 from tinytelem.trace.schema import (
     PING_DTYPE,
     POWER_BLOCK_DTYPE,
@@ -164,3 +164,12 @@ def analytic_energy(edges: list[float], levels: list[float], t0: float, t1: floa
 
 def empty_run_data(**kw) -> RunData:
     return RunData(**kw)
+
+
+def blocks_of(rows: list[tuple[int, int]], dtype: np.dtype = POWER_BLOCK_DTYPE) -> np.ndarray:
+    b = np.zeros(len(rows), dtype=dtype)
+    b["first_index"] = [r[0] for r in rows]
+    b["n"] = [r[1] for r in rows]
+    if "offset" in dtype.names:
+        b["offset"] = np.cumsum([0] + [r[1] for r in rows])[:-1]
+    return b

@@ -7,23 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from tests.analysis.helpers import TICK_HZ, Clock, make_pings, run_row
+from tests.analysis.helpers import TICK_HZ, Clock, blocks_of, make_pings, run_row
 from tinytelem.analysis.clock import ClockFit
 from tinytelem.analysis.energy import PowerTrace, index_segments, sample_indices
-from tinytelem.analysis.metrics import RunData, compute_metrics
+from tinytelem.analysis.metrics import compute_metrics
+from tinytelem.analysis.rundata import RunData
 from tinytelem.trace.schema import POWER_BLOCK_DTYPE
 
 OLD_BLOCK_DTYPE = np.dtype([("first_index", "<u8"), ("n", "<u4"), ("host_s", "<f8")])
 IDENTITY = ClockFit.make(0.0, 1.0, residual_s=0.0, error_bound_s=0.0, n_points=2, method="x")
-
-
-def blocks_of(rows: list[tuple[int, int]], dtype: np.dtype = POWER_BLOCK_DTYPE) -> np.ndarray:
-    b = np.zeros(len(rows), dtype=dtype)
-    b["first_index"] = [r[0] for r in rows]
-    b["n"] = [r[1] for r in rows]
-    if "offset" in dtype.names:
-        b["offset"] = np.cumsum([0] + [r[1] for r in rows])[:-1]
-    return b
 
 
 @pytest.mark.parametrize("dtype", [POWER_BLOCK_DTYPE, OLD_BLOCK_DTYPE])
@@ -134,31 +126,3 @@ def test_cumulative_energy_is_computed_once_and_kept() -> None:
     assert merged.cum_energy_j.tolist() == [0.0, 1.0, 3.0, 7.0, 15.0]
     # not part of equality or repr: two traces of the same samples are equal
     assert t == PowerTrace(t.t_s, 1.0, t.power_w) and "cum_energy" not in repr(t)
-
-
-def test_public_power_trace_matches_compute_metrics() -> None:
-    from tinytelem.analysis.metrics import device_clock, power_trace
-
-    data = RunData(
-        attrs={"tick_hz": TICK_HZ},
-        runs=run_row(1, 0.5, 1.5, 1, 1),
-        pings=make_pings(Clock(0.0, 1.0), span_s=4.0, every_s=0.5,
-                         rng=np.random.default_rng(1), scale=0.0001),
-        power_current_a=np.full(2000, 0.2, dtype=np.float32),
-        power_voltage_v=5.0,
-        power_rate_hz=1000.0,
-        power_blocks=blocks_of([(0, 1000), (1000, 1000)]),
-    )
-    data.power_blocks["host_s"] = [0.9995, 1.9995]
-    s = compute_metrics(data)
-    fit = device_clock(data)
-    assert fit == s.device_clock
-    p = power_trace(data)
-    assert p is not None and s.power_trace is not None
-    assert np.array_equal(p.t_s, s.power_trace.t_s)
-    assert np.array_equal(p.power_w, s.power_trace.power_w)
-    assert p.window(0.5, 1.5)[0] == pytest.approx(s.power.energy_j)
-    same = power_trace(data, fit, warnings := [])
-    assert same is not None and np.array_equal(same.t_s, p.t_s) and warnings == []
-    bare = RunData(attrs={"tick_hz": TICK_HZ}, runs=run_row(1, 0.5, 1.5, 1, 1))
-    assert power_trace(bare) is None and compute_metrics(bare).power_trace is None

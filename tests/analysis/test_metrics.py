@@ -20,7 +20,8 @@ from tests.analysis.helpers import (
     schedule,
     tokens_for_run,
 )
-from tinytelem.analysis.metrics import RunData, compute_metrics
+from tinytelem.analysis.metrics import compute_metrics
+from tinytelem.analysis.rundata import RunData
 from tinytelem.errors import TraceError
 from tinytelem.trace.schema import LINK_GAP_DTYPE, MEMORY_DTYPE, POWER_GAP_DTYPE, RUN_DTYPE
 

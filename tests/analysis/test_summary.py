@@ -14,7 +14,7 @@ from rich.console import Console
 from tests.analysis.helpers import TICK_HZ, run_row, schedule, tokens_for_run
 from tests.analysis.test_metrics import powered_run
 from tinytelem.analysis import build_summary, compute_metrics, render_table, validate_summary
-from tinytelem.analysis.metrics import RunData
+from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import REQUIRED, SUMMARY_SCHEMA, _fmt
 from tinytelem.errors import TraceError
 from tinytelem.trace.schema import MEMORY_DTYPE, POWER_GAP_DTYPE

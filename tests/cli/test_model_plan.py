@@ -16,7 +16,8 @@ from tinytelem.models.evaluate import eval_texts, tokenize_texts
 from tinytelem.models.gguf_io import read_gguf
 from tinytelem.models.llama2c import load_checkpoint
 from tinytelem.models.optimize import plan_options, trade_off_curve
-from tinytelem.models.quant import QuantTensor, quantize_model
+from tinytelem.models.qtensor import QuantTensor
+from tinytelem.models.quant import quantize_model
 from tinytelem.models.tlm import read_tlm
 from tinytelem.models.tokenizer import load_tokenizer
 

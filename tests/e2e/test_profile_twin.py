@@ -19,7 +19,7 @@ from tinytelem.emulator.twin import TwinDevice
 from tinytelem.models.formats import GENERATED_MODEL_BITS
 from tinytelem.models.llama2c import builtin_model
 from tinytelem.platforms import get_platform
-from tinytelem.protocol.messages import Run
+from tinytelem.protocol.commands import Run
 from tinytelem.session.options import ProfileOptions
 from tinytelem.session.profile import ProfileResult, run_profile
 from tinytelem.trace.reader import open_trace

@@ -15,15 +15,14 @@ from tinytelem.emulator.server import ServerAddresses, parse_listen_url, serve
 from tinytelem.emulator.twin import TwinDevice
 from tinytelem.errors import ConfigError
 from tinytelem.protocol.codec import Frame, FrameDecoder, encode_frame
+from tinytelem.protocol.commands import Ping, Run
 from tinytelem.protocol.messages import (
     Hello,
     InferBegin,
     InferEnd,
     InferStatus,
     Phase,
-    Ping,
     Pong,
-    Run,
     Token,
     TraceLevel,
 )

@@ -10,8 +10,8 @@ import pytest
 from tinytelem.emulator.schedule import energy_between
 from tinytelem.emulator.twin import ERR_BAD_RUN, ERR_BUSY, LOOKAHEAD_S, TwinDevice
 from tinytelem.protocol.codec import FrameDecoder
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
-    Config,
     CounterValue,
     DeviceError,
     Heartbeat,
@@ -22,12 +22,9 @@ from tinytelem.protocol.messages import (
     Log,
     Memory,
     Phase,
-    Ping,
     Pong,
-    Run,
     SpanBegin,
     SpanEnd,
-    Stop,
     Token,
     TraceLevel,
 )

@@ -23,7 +23,8 @@ from tinytelem.models.reference import generate
 from tinytelem.models.tlm import write_tlm
 from tinytelem.models.tokenizer import load_tokenizer
 from tinytelem.platforms import all_platforms, get_platform
-from tinytelem.protocol.messages import InferStatus, Run
+from tinytelem.protocol.commands import Run
+from tinytelem.protocol.messages import InferStatus
 from tinytelem.trace.reader import open_trace
 
 from .helpers import platform

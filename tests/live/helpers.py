@@ -82,6 +82,14 @@ class Harness:
         await self.send_channel.aclose()
         await self.finished.wait()
 
+    async def absorbed(self, n: int) -> None:
+        """Return once the streamer has taken in ``n`` records (the caller's fail_after bounds it).
+
+        A condition, not a guess at how long the hub takes: the records were dispatched.
+        """
+        while self.streamer.statistics().records_in < n:
+            await trio.sleep(0.005)
+
 
 @asynccontextmanager
 async def streaming(listen: str = "ws://127.0.0.1:0", **config: Any) -> AsyncIterator[Harness]:

@@ -48,7 +48,7 @@ async def test_slow_client_gets_drop_counts_and_nobody_else_loses_anything() -> 
                     nursery.start_soon(client, f"c{i}", i == 3, ready)
                 for ready in readies:
                     await ready.wait()
-                await trio.sleep(0.1)  # subscriptions reach the server
+                await h.streamer.wait_subscribed(4)
                 t0 = trio.current_time()
                 await h.send(hello())
                 n_records = 1

@@ -54,9 +54,7 @@ async def test_node_consumer_reads_json_stream(node_consumer: Path) -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node)
-                while h.streamer.statistics().clients_connected < 1:
-                    await trio.sleep(0.02)
-                await trio.sleep(0.2)  # the subscribe message
+                await h.streamer.wait_subscribed(1)
                 for record in run_records(8):
                     await h.send(record)
                 for i in range(10):

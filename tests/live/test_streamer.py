@@ -51,13 +51,14 @@ async def test_events_summaries_and_raw_over_json() -> None:
             assert hello.device is None
             assert "10ms" in hello.levels
             await stream.subscribe(level="1ms", rate_hz=50, spans="raw")
-            await trio.sleep(0.05)
-            for record in run_records(6):
+            await h.streamer.wait_subscribed(1)
+            records = run_records(6)
+            for record in records:
                 await h.send(record)
             blocks = [power(i * 5000, 5000) for i in range(10)]
             for block in blocks:
                 await h.send(block)
-            await trio.sleep(0.1)
+            await h.absorbed(len(records) + len(blocks))
             await stream.request_raw(0.01)
             got: list[object] = []
             while not any(isinstance(m, RawPowerMessage) for m in got):
@@ -94,9 +95,10 @@ async def test_events_summaries_and_raw_over_json() -> None:
 async def test_late_client_gets_device_facts_and_bad_requests_get_errors() -> None:
     with trio.fail_after(20):
         async with streaming() as h:
-            for record in run_records(2):
+            records = run_records(2)
+            for record in records:
                 await h.send(record)
-            await trio.sleep(0.05)
+            await h.absorbed(len(records))
             async with connect(h.url) as stream:
                 hello = await stream.receive()
                 assert isinstance(hello, HelloMessage)
@@ -166,6 +168,7 @@ async def test_reconnect_after_server_restart() -> None:
     with trio.fail_after(30):
         cancel = trio.CancelScope()
         port_known = trio.Event()
+        first_gone = trio.Event()
         port: list[int] = []
 
         async def first_server() -> None:
@@ -175,6 +178,7 @@ async def test_reconnect_after_server_restart() -> None:
                     port.append(h.streamer.port)
                     port_known.set()
                     await trio.sleep_forever()
+            first_gone.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first_server)
@@ -184,7 +188,7 @@ async def test_reconnect_after_server_restart() -> None:
                 await stream.subscribe(level="100ms")
                 assert isinstance(await stream.receive(), HelloMessage)
                 cancel.cancel()  # abrupt: no bye
-                await trio.sleep(0.2)
+                await first_gone.wait()  # its port is free again
                 async with streaming(url) as h2:
                     assert isinstance(await stream.receive(), HelloMessage)
                     assert stream.reconnects == 1
@@ -214,7 +218,7 @@ async def test_spans_are_aggregated_per_token_by_default() -> None:
         async with streaming() as h, connect(h.url) as stream:
             assert isinstance(await stream.receive(), HelloMessage)
             await stream.subscribe(level="100ms")
-            await trio.sleep(0.05)
+            await h.streamer.wait_subscribed(1)
             for record in run_records(4):
                 await h.send(record)
             await h.finish()
@@ -247,7 +251,7 @@ async def test_server_side_span_drops_never_lose_tokens_and_are_told() -> None:
         async with streaming(hub_queue=16) as h, connect(h.url) as stream:
             assert isinstance(await stream.receive(), HelloMessage)
             await stream.subscribe(spans="raw")
-            await trio.sleep(0.05)
+            await h.streamer.wait_subscribed(1)
             await h.send(tuple(batch))  # type: ignore[arg-type]  # one decoder batch
             await h.finish()
             got = await _collect(stream)

@@ -93,7 +93,8 @@ def test_gguf(m1: LlamaModel, tmp_path: Path, qtype: str) -> None:
                                               (4, "matmulnbits"), (3, "matmulnbits")])
 def test_onnx_greedy_tokens(m1: LlamaModel, tmp_path: Path, bits: int, style: str) -> None:
     pytest.importorskip("onnx")
-    from tinytelem.models.onnx_io import read_onnx, write_onnx
+    from tinytelem.models.onnx_io import read_onnx
+    from tinytelem.models.onnx_write import write_onnx
 
     qm = quantize_model(m1, bits, 32)
     path = tmp_path / f"m-{style}-{bits}.onnx"

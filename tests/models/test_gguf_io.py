@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +113,7 @@ def test_bad_files_raise_model_error(tmp_path: Path) -> None:
     write_gguf(builtin_model(0), good, "f32")
     data = good.read_bytes()
     (tmp_path / "trunc.gguf").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match=r"trunc\.gguf: not a readable GGUF file .* truncated"):
         read_gguf(tmp_path / "trunc.gguf")
     with pytest.raises(ModelError, match="cannot be written"):
         write_gguf(builtin_model(0), tmp_path / "x.gguf", "q5_k")
@@ -144,9 +144,14 @@ def test_quantized_model_input(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["gguf", "onnx"])
-def test_corrupt_files_give_model_errors_only(kind: str, tmp_path: Path) -> None:
-    """Truncations and byte flips: a typed ModelError or a model, never another exception."""
-    from tinytelem.models.onnx_io import read_onnx, write_onnx
+def test_every_corrupt_file_is_a_model_error_that_says_why(kind: str, tmp_path: Path) -> None:
+    """Truncations and byte flips: each one a ModelError that names the file and says why.
+
+    Truncations are reported as such; flips (in the header and first tensors) as corrupt,
+    incomplete or inconsistent. A reader that read past the damage would fail here.
+    """
+    from tinytelem.models.onnx_io import read_onnx
+    from tinytelem.models.onnx_write import write_onnx
 
     src = tmp_path / f"m.{kind}"
     if kind == "gguf":
@@ -165,7 +170,8 @@ def test_corrupt_files_give_model_errors_only(kind: str, tmp_path: Path) -> None
                 b[int(rng.integers(0, 2000))] = int(rng.integers(0, 256))
         bad = tmp_path / f"x.{kind}"
         bad.write_bytes(bytes(b))
-        with contextlib.suppress(ModelError):
+        why = "truncated" if i % 2 else "corrupt|incomplete|inconsistent"
+        with pytest.raises(ModelError, match=rf"^{re.escape(str(bad))}: .*({why})"):
             reader(bad)
 
 

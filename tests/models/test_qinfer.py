@@ -10,7 +10,8 @@ import pytest
 from tinytelem.errors import ModelError
 from tinytelem.models import qinfer, reference
 from tinytelem.models.llama2c import builtin_model, load_checkpoint
-from tinytelem.models.quant import QuantTensor, quantize_matrix, quantize_model
+from tinytelem.models.qtensor import QuantTensor, quantize_matrix
+from tinytelem.models.quant import quantize_model
 from tinytelem.models.tokenizer import load_tokenizer
 
 PROMPT = "Once upon a time"

@@ -10,7 +10,8 @@ import pytest
 from tinytelem.errors import ModelError
 from tinytelem.models import qinfer
 from tinytelem.models.llama2c import builtin_model
-from tinytelem.models.quant import QuantTensor, dequantize_model, quantize_model
+from tinytelem.models.qtensor import QuantTensor
+from tinytelem.models.quant import dequantize_model, quantize_model
 from tinytelem.models.tlm import read_tlm, write_tlm
 
 

@@ -12,7 +12,8 @@ import pytest
 from tinytelem.errors import ModelError
 from tinytelem.models import qinfer
 from tinytelem.models.llama2c import builtin_model
-from tinytelem.models.quant import QuantizedModel, QuantTensor, quantize_model
+from tinytelem.models.qtensor import QuantTensor
+from tinytelem.models.quant import QuantizedModel, quantize_model
 from tinytelem.models.tlm import ENTRY, HEADER, parse_tlm, read_tlm, serialize_tlm, write_tlm
 
 

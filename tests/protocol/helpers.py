@@ -6,9 +6,9 @@ import struct
 
 from hypothesis import strategies as st
 
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
     AnyMessage,
-    Config,
     CounterValue,
     DeviceError,
     Heartbeat,
@@ -18,12 +18,9 @@ from tinytelem.protocol.messages import (
     Log,
     Marker,
     Memory,
-    Ping,
     Pong,
-    Run,
     SpanBegin,
     SpanEnd,
-    Stop,
     Token,
 )
 

@@ -17,14 +17,9 @@ import pytest
 
 from tinytelem.errors import ConfigError, SensorError
 from tinytelem.power import summaries
-from tinytelem.sensors import ppk2_protocol
-from tinytelem.sensors.ppk2_protocol import (
-    PPK2Decoder,
-    PPK2Samples,
-    convert_reference,
-    default_backend,
-    pack_words,
-)
+from tinytelem.sensors import ppk2_decode
+from tinytelem.sensors.ppk2_decode import PPK2Decoder, PPK2Samples, default_backend
+from tinytelem.sensors.ppk2_protocol import convert_reference, pack_words
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +43,7 @@ def no_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m == "numba" or m.startswith("numba.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [_NoNumba(), *sys.meta_path])
-    monkeypatch.setattr(ppk2_protocol, "_KERNEL", {})
+    monkeypatch.setattr(ppk2_decode, "_KERNEL", {})
     monkeypatch.setattr(summaries, "_NUMBA_KERNEL", [])
 
 

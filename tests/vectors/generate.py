@@ -30,11 +30,11 @@ from tinytelem.protocol.codec import (
     FrameDecoder,
     encode_frame,
 )
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
     MESSAGE_CLASSES,
     AnyMessage,
     Capability,
-    Config,
     Counter,
     CounterValue,
     DeviceError,
@@ -50,13 +50,10 @@ from tinytelem.protocol.messages import (
     MsgType,
     Op,
     Phase,
-    Ping,
     Pong,
     PowerSamples,
-    Run,
     SpanBegin,
     SpanEnd,
-    Stop,
     Token,
     TraceLevel,
 )

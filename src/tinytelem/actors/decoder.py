@@ -8,12 +8,18 @@ between channels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
-from tinytelem.protocol.codec import Frame, FrameDecoder, FrameError, TickUnwrapper
+from tinytelem.protocol.codec import (
+    DecoderStatistics,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    TickUnwrapper,
+)
 from tinytelem.protocol.messages import Hello, Pong
 from tinytelem.records import (
     DecodeErrorRecord,
@@ -32,17 +38,9 @@ _MAX_OUTSTANDING_PINGS = 256
 
 
 @dataclass(frozen=True, slots=True)
-class DecoderActorStatistics:
-    """Counts of the decoder actor (immutable snapshot)."""
+class DecoderActorStatistics(DecoderStatistics):
+    """Counts of the decoder actor (immutable snapshot): the frame decoder's, then its own."""
 
-    frames: int
-    bytes: int
-    crc_errors: int
-    cobs_errors: int
-    other_errors: int
-    seq_gaps: int
-    lost_frames: int
-    resyncs: int
     hellos: int
     pongs_matched: int
     pongs_unmatched: int
@@ -113,16 +111,8 @@ class DeviceDecoder:
 
     def statistics(self) -> DecoderActorStatistics:
         """Immutable snapshot of the frame decoder's and this class's counters."""
-        s = self._frames.statistics()
         return DecoderActorStatistics(
-            frames=s.frames,
-            bytes=s.bytes,
-            crc_errors=s.crc_errors,
-            cobs_errors=s.cobs_errors,
-            other_errors=s.other_errors,
-            seq_gaps=s.seq_gaps,
-            lost_frames=s.lost_frames,
-            resyncs=s.resyncs,
+            **asdict(self._frames.statistics()),
             hellos=self._hellos,
             pongs_matched=self._matched,
             pongs_unmatched=self._unmatched,

@@ -62,23 +62,27 @@ class RecorderExtension(Protocol):
 
 
 class TraceSink(Protocol):
-    """The part of :class:`tinytelem.trace.writer.TraceWriter` the recorder uses."""
+    """The part of :class:`tinytelem.trace.writer.TraceWriter` the recorder uses.
 
-    def add_events(self, rows: np.ndarray) -> None: ...
-    def add_tokens(self, rows: np.ndarray) -> None: ...
-    def add_spans(self, rows: np.ndarray) -> None: ...
-    def add_memory(self, rows: np.ndarray) -> None: ...
-    def add_pings(self, rows: np.ndarray) -> None: ...
-    def add_runs(self, rows: np.ndarray) -> None: ...
-    def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None: ...
-    def add_power_gap(self, first_index: int, n_missing: int, host_s: float) -> None: ...
-    def add_link_gap(self, lost_host_s: float, restored_host_s: float) -> None: ...
+    Each method does nothing by default, so a class that subclasses this protocol explicitly is
+    a sink that keeps nothing (``session.core.NullSink``) without listing the methods again.
+    """
+
+    def add_events(self, rows: np.ndarray) -> None: return None
+    def add_tokens(self, rows: np.ndarray) -> None: return None
+    def add_spans(self, rows: np.ndarray) -> None: return None
+    def add_memory(self, rows: np.ndarray) -> None: return None
+    def add_pings(self, rows: np.ndarray) -> None: return None
+    def add_runs(self, rows: np.ndarray) -> None: return None
+    def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None: return None
+    def add_power_gap(self, first_index: int, n_missing: int, host_s: float) -> None: return None
+    def add_link_gap(self, lost_host_s: float, restored_host_s: float) -> None: return None
     def add_text(
         self, table: Literal["errors", "logs"], host_s: float, device_s: float, code: int,
         text: str,
-    ) -> None: ...
-    def set_attrs(self, group: str, attrs: dict[str, Any]) -> None: ...
-    def flush(self) -> None: ...
+    ) -> None: return None
+    def set_attrs(self, group: str, attrs: dict[str, Any]) -> None: return None
+    def flush(self) -> None: return None
 
 
 @dataclass(frozen=True, slots=True)

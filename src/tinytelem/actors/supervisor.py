@@ -14,6 +14,7 @@ its last rows and flushes.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import sys
@@ -33,17 +34,14 @@ from tinytelem.actors.link import LinkActor, LinkStatistics, RawChunk
 from tinytelem.actors.recorder import RecorderActor, RecorderStatistics, TraceRecorder
 from tinytelem.errors import LinkBroken, LinkClosed, LinkError, TinyTelemError, first_error
 from tinytelem.power.source import PowerSource
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
-    Config,
     Hello,
     InferBegin,
     InferEnd,
     Memory,
-    Ping,
-    Run,
     SpanBegin,
     SpanEnd,
-    Stop,
     Token,
     TraceLevel,
 )
@@ -227,8 +225,9 @@ class Supervisor:
         passes or ``max_tokens`` tokens were seen.
         """
         try:
-            return await self._record(request, duration_s, max_tokens, stop, run_timeout_s,
-                                      on_token)
+            return await self._record(request, functools.partial(
+                self._drive, request=request, duration_s=duration_s, max_tokens=max_tokens,
+                stop=stop, run_timeout_s=run_timeout_s, on_token=on_token))
         except BaseExceptionGroup as group:
             found = first_error(group)
             if found is None:
@@ -236,14 +235,9 @@ class Supervisor:
             raise found from group
 
     async def _record(
-        self,
-        request: RunRequest | None,
-        duration_s: float | None,
-        max_tokens: int | None,
-        stop: trio.Event | None,
-        run_timeout_s: float,
-        on_token: Callable[[int], None] | None,
+        self, request: RunRequest | None, drive: Callable[[_SessionState], Awaitable[None]]
     ) -> SessionOutcome:
+        """Start the actor graph, ``drive`` the session, then stop the sources and count."""
         outcome = SessionOutcome()
         state = _SessionState(outcome, request.run_id if request else -1)
         async with trio.open_nursery() as sinks:
@@ -264,8 +258,7 @@ class Supervisor:
                 await sources.start(self.link.run, link_send)
                 sources.start_soon(self._pinger)
                 try:
-                    await self._drive(state, request, duration_s, max_tokens, stop,
-                                      run_timeout_s, on_token)
+                    await drive(state)
                     await trio.sleep(self.tail_s)
                 finally:
                     # Last alignment points after the run, then stop the sources.
@@ -296,6 +289,7 @@ class Supervisor:
     async def _drive(
         self,
         state: _SessionState,
+        *,
         request: RunRequest | None,
         duration_s: float | None,
         max_tokens: int | None,

@@ -7,7 +7,8 @@ a :class:`RunData`, so they work the same on a trace file, a live buffer or a sy
 from __future__ import annotations
 
 from tinytelem.analysis.clock import ClockFit, fit_device_clock, fit_sensor_clock
-from tinytelem.analysis.metrics import RunData, Summary, compute_metrics
+from tinytelem.analysis.metrics import Summary, compute_metrics
+from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import build_summary, render_table, validate_summary
 
 __all__ = [

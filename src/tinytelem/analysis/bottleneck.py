@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tinytelem.analysis.energy import PowerTrace
-from tinytelem.analysis.metrics import RunData
+from tinytelem.analysis.rundata import RunData
 from tinytelem.errors import ConfigError
 from tinytelem.models.llama2c import STORIES260K_SHAPE, LlamaConfig
 from tinytelem.protocol.enums import NO_LAYER, MsgType, Op, TraceLevel
@@ -87,7 +87,7 @@ def power_on_device_clock(data: RunData) -> PowerTrace | None:
     The same placement the summary uses (sensor fit, then inverse device fit), so energies here
     add up to the summary's.
     """
-    from tinytelem.analysis.metrics import power_trace
+    from tinytelem.analysis.rundata import power_trace
 
     return power_trace(data)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tinytelem.analysis.metrics import RunData
+from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import build_summary
 
 

@@ -16,37 +16,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from tinytelem.analysis.clock import ClockFit, fit_arrival_clock, fit_device_clock, fit_sensor_clock
-from tinytelem.analysis.energy import PowerTrace, index_segments, sample_indices
+from tinytelem.analysis.clock import ClockFit
+from tinytelem.analysis.energy import PowerTrace
+from tinytelem.analysis.rundata import RunData, device_clock, place_power
 from tinytelem.errors import TraceError
-from tinytelem.trace.schema import (
-    LINK_GAP_DTYPE,
-    MEMORY_DTYPE,
-    PING_DTYPE,
-    POWER_BLOCK_DTYPE,
-    POWER_GAP_DTYPE,
-    RUN_DTYPE,
-    SPAN_DTYPE,
-    TOKEN_DTYPE,
-)
 
 __all__ = [
     "ItlStats",
     "LinkStats",
     "MemoryStats",
     "PowerStats",
-    "RunData",
     "RunMetrics",
     "Summary",
     "compute_metrics",
-    "device_clock",
-    "power_trace",
 ]
 
 PREFILL = 0
@@ -54,37 +42,6 @@ DECODE = 1
 STATUS_OK = 0
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def _empty(dtype: np.dtype[Any]) -> Any:
-    return lambda: np.zeros(0, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class RunData:
-    """The tables of one trace, as plain numpy arrays with the dtypes of trace/schema.py.
-
-    ``attrs`` keys read here: ``tick_hz`` (needed for PING rows), ``platform``, ``device``,
-    ``model_name``, ``model_sha256``, ``model_params``, ``sensor``, ``sensor_latency_s``
-    (known minimum delay from sample to host arrival, subtracted from the sensor fit; 0 when
-    absent). ``link`` keys: ``frames``,
-    ``crc_errors``, ``gaps`` (sequence-number gaps). ``power_current_a`` is the concatenation
-    of the ``power_blocks`` in row order.
-    """
-
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-    tokens: np.ndarray = field(default_factory=_empty(TOKEN_DTYPE))
-    spans: np.ndarray = field(default_factory=_empty(SPAN_DTYPE))
-    memory: np.ndarray = field(default_factory=_empty(MEMORY_DTYPE))
-    runs: np.ndarray = field(default_factory=_empty(RUN_DTYPE))
-    pings: np.ndarray = field(default_factory=_empty(PING_DTYPE))
-    power_current_a: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    power_voltage_v: float = math.nan
-    power_rate_hz: float = math.nan
-    power_blocks: np.ndarray = field(default_factory=_empty(POWER_BLOCK_DTYPE))
-    power_gaps: np.ndarray = field(default_factory=_empty(POWER_GAP_DTYPE))
-    link_gaps: np.ndarray = field(default_factory=_empty(LINK_GAP_DTYPE))
-    link: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -365,111 +322,6 @@ def _run_energy(
     return RunEnergy(energy, covered, end - begin, prefill_j, decode_j, per_token, idle_e, idle_c)
 
 
-def _tick_hz(data: RunData) -> float:
-    """tick_hz from the attrs, else recovered from any table holding both ticks and seconds."""
-    value = data.attrs.get("tick_hz")
-    if value is not None and float(value) > 0:
-        return float(value)
-    for table, ticks, secs in (
-        (data.tokens, "ticks", "device_s"),
-        (data.runs, "begin_ticks", "begin_s"),
-        (data.memory, "ticks", "device_s"),
-    ):
-        ok = (table[secs] > 0) & np.isfinite(table[secs]) if table.size else np.zeros(0, bool)
-        if np.any(ok):
-            i = int(np.flatnonzero(ok)[-1])
-            return float(table[ticks][i]) / float(table[secs][i])
-    return math.nan
-
-
-def _device_clock(data: RunData, warnings: list[str]) -> ClockFit:
-    fit = fit_device_clock(data.pings, _tick_hz(data))
-    if fit.method in ("none", "single"):
-        # Without round trips, token arrivals still bound the device clock from one side.
-        tok = data.tokens
-        alt = fit_arrival_clock(tok["device_s"], tok["host_s"]) if tok.size else fit
-        if alt.method == "lower-hull":
-            warnings.append("device clock fitted from token arrivals (too few PING rows)")
-            return alt
-    return fit
-
-
-def device_clock(data: RunData, warnings: list[str] | None = None) -> ClockFit:
-    """The device -> host clock fit every device-time figure is placed with.
-
-    PING/PONG round trips when the trace has at least two, else the lower hull of token
-    arrivals (a warning says so). Appends to ``warnings`` when given.
-    """
-    return _device_clock(data, [] if warnings is None else warnings)
-
-
-def power_trace(data: RunData, device: ClockFit | None = None,
-                warnings: list[str] | None = None) -> PowerTrace | None:
-    """The trace's power samples on the device clock; None without usable power.
-
-    The same placement :func:`compute_metrics` uses (sensor fit, then the inverse of
-    ``device``, which defaults to :func:`device_clock`), so energies integrated over it add up
-    to the summary's. Callers that also need the metrics should read
-    ``compute_metrics(data).power_trace`` instead of placing the samples a second time.
-    """
-    notes = [] if warnings is None else warnings
-    fit = _device_clock(data, notes) if device is None else device
-    return _power_trace(data, fit, notes)[0]
-
-
-def _sensor_fit(blocks: np.ndarray, rate: float, latency: float) -> ClockFit:
-    fit = fit_sensor_clock(blocks, rate)
-    if fit.usable and latency:
-        # A known minimum transport delay is the one bias the lower envelope cannot see.
-        fit = replace(fit, offset_s=fit.offset_s - latency)
-    return fit
-
-
-def _power_trace(
-    data: RunData, device: ClockFit, warnings: list[str]
-) -> tuple[PowerTrace | None, ClockFit]:
-    """Power samples on the device clock, and the main sensor fit (largest counter segment)."""
-    rate = float(data.power_rate_hz)
-    cur = np.asarray(data.power_current_a)
-    blocks = data.power_blocks
-    latency = float(data.attrs.get("sensor_latency_s") or 0.0)
-    segments = index_segments(blocks)
-    fits = [_sensor_fit(blocks[seg], rate, latency) for seg in segments]
-    sensor = max(fits, key=lambda f: f.n_points) if fits else ClockFit.identity()
-    if cur.size == 0:
-        return None, sensor
-    if not (math.isfinite(rate) and rate > 0 and math.isfinite(data.power_voltage_v)):
-        warnings.append("power samples present but rate or voltage unknown: no energy figures")
-        return None, sensor
-    if not (sensor.usable and device.usable):
-        warnings.append("power samples cannot be placed on the device clock (no clock fit)")
-        return None, sensor
-    if len(segments) > 1:
-        warnings.append(
-            f"sensor sample counter restarted {len(segments) - 1} time(s); "
-            "each stretch was fitted on its own"
-        )
-    idx, pos, rows, warn = sample_indices(blocks, int(cur.size))
-    if warn:
-        warnings.append(warn)
-    parts = []
-    for seg, fit in zip(segments, fits, strict=True):
-        if not fit.usable:
-            continue
-        mask = (rows >= seg[0]) & (rows <= seg[-1])
-        parts.append(
-            PowerTrace.build(
-                idx[mask],
-                cur[pos[mask]],
-                voltage_v=data.power_voltage_v,
-                rate_hz=rate,
-                sensor=fit,
-                device=device,
-            )
-        )
-    return PowerTrace.merge(parts), sensor
-
-
 def _memory(data: RunData, windows: list[tuple[float, float]]) -> MemoryStats:
     mem = data.memory
     if windows and mem.size:
@@ -542,8 +394,8 @@ def compute_metrics(data: RunData, run_id: int | None = None) -> Summary:
     warnings: list[str] = []
     rows = _select_runs(data, run_id, warnings)
     warnings += _clip_warnings(data, rows)
-    device = _device_clock(data, warnings)
-    power, sensor = _power_trace(data, device, warnings)
+    device = device_clock(data, warnings)
+    power, sensor = place_power(data, device, warnings)
     ordered = data.runs[np.argsort(data.runs["begin_s"], kind="stable")] if data.runs.size else None
     first_sample = float(power.t_s[0]) if power is not None and power.size else math.nan
     metrics: list[RunMetrics] = []

@@ -15,8 +15,9 @@ import numpy as np
 from rich.table import Table
 
 from tinytelem.analysis.clock import ClockFit
-from tinytelem.analysis.metrics import RunData, RunMetrics, Summary, compute_metrics
+from tinytelem.analysis.metrics import RunMetrics, Summary, compute_metrics
 from tinytelem.analysis.prediction import band_text, prediction_block
+from tinytelem.analysis.rundata import RunData
 from tinytelem.errors import TraceError
 from tinytelem.units import si
 

@@ -233,7 +233,8 @@ def generate(model_spec: str, tokenizer: Path | None, prompt: str, steps: int,
 
 def describe(m: AnyModel, path: Path | None) -> dict[str, Any]:
     """The facts ``inspect`` shows (also useful to other model commands)."""
-    from tinytelem.models.quant import QuantizedModel, QuantTensor
+    from tinytelem.models.qtensor import QuantTensor
+    from tinytelem.models.quant import QuantizedModel
     from tinytelem.models.tlm import type_code, type_name
 
     c = m.config

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,11 @@ from tinytelem.errors import ConfigError
 from tinytelem.models.llama2c import LlamaConfig
 from tinytelem.protocol.enums import Op
 
+if TYPE_CHECKING:
+    import trio
+
+    from tinytelem.protocol.messages import Hello
+
 __all__ = [
     "FAMILIES",
     "SHAPES",
@@ -50,6 +55,7 @@ __all__ = [
     "RunFrames",
     "calibrate",
     "engine_hash",
+    "firmware_run",
     "measure_one",
 ]
 
@@ -155,49 +161,61 @@ class RunFrames:
     frame_bytes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
+async def firmware_run(stream: trio.abc.Stream, level: int, n_tokens: int,
+                       prompt: tuple[int, ...] = (1,)) -> tuple[Hello, list[Any]]:
+    """One greedy run on a freshly booted firmware: the HELLO it answered CONFIG with, and the
+    frames from then until INFER_END (inclusive).
+
+    Boots on its HELLO, sends CONFIG ``level`` (the firmware says HELLO again), then RUN.
+    Shared by calibration and ``bench/firmware.py`` so both read a run the same way.
+
+    Raises:
+        ConfigError: The link closed mid-run, a frame was corrupt, or the run did not end OK.
+    """
+    from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
+    from tinytelem.protocol.commands import Config, Run
+    from tinytelem.protocol.messages import Hello, InferEnd
+
+    dec = FrameDecoder()
+    frames: list[Any] = []
+
+    async def until(kind: type) -> Any:
+        while True:
+            ev = dec.next_event()
+            if ev is NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise ConfigError("the firmware closed the link in the middle of a run")
+                dec.receive_data(bytes(data))
+                continue
+            if isinstance(ev, FrameError):
+                raise ConfigError(f"corrupt frame from the firmware: {ev}")
+            frames.append(ev)
+            if isinstance(ev.message, kind):
+                return ev
+
+    await until(Hello)
+    await stream.send_all(encode_frame(Config(level), 0, 0))
+    hello = (await until(Hello)).message
+    frames.clear()
+    await stream.send_all(encode_frame(Run(1, 42, 0.0, n_tokens, prompt), 1, 0))
+    end = await until(InferEnd)
+    if end.message.status != 0:
+        raise ConfigError(f"the firmware ended the run with status {end.message.status}")
+    return hello, frames
+
+
 async def _one_run(target: str, elf: Path, level: int, n_tokens: int) -> RunFrames:
     import trio
 
     from tinytelem.firmware.qemu import run_qemu
-    from tinytelem.protocol.codec import NEED_DATA, FrameDecoder, FrameError, encode_frame
-    from tinytelem.protocol.messages import (
-        Config,
-        Hello,
-        InferBegin,
-        InferEnd,
-        Run,
-        SpanBegin,
-        SpanEnd,
-    )
+    from tinytelem.protocol.codec import encode_frame
+    from tinytelem.protocol.messages import InferBegin, SpanBegin, SpanEnd
 
-    dec = FrameDecoder()
-    frames: list[Any] = []
     with trio.fail_after(600):
         async with run_qemu(target, elf) as stream:
-            async def until(kind: type) -> Any:
-                while True:
-                    ev = dec.next_event()
-                    if ev is NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            raise ConfigError("the firmware closed the link during calibration")
-                        dec.receive_data(bytes(data))
-                        continue
-                    if isinstance(ev, FrameError):
-                        raise ConfigError(f"corrupt frame from the firmware: {ev}")
-                    frames.append(ev)
-                    if isinstance(ev.message, kind):
-                        return ev
-
-            await until(Hello)
-            await stream.send_all(encode_frame(Config(level), 0, 0))
-            hello = (await until(Hello)).message
-            frames.clear()
-            await stream.send_all(encode_frame(Run(1, 42, 0.0, n_tokens, (1,)), 1, 0))
-            end = await until(InferEnd)
-    if end.message.status != 0:
-        raise ConfigError(f"the firmware ended the calibration run with status "
-                          f"{end.message.status}")
+            hello, frames = await firmware_run(stream, level, n_tokens)
+    end = frames[-1]
     scale = 1e9 / hello.tick_hz
     begin = next(f for f in frames if isinstance(f.message, InferBegin))
     generated = int(end.message.n_generated)

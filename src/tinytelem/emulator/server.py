@@ -31,7 +31,8 @@ from tinytelem.emulator.twin import EmittedFrame, TwinDevice
 from tinytelem.errors import ConfigError, ModelError
 from tinytelem.power.twin import TwinPowerChannel
 from tinytelem.protocol.codec import Frame, FrameDecoder
-from tinytelem.protocol.messages import AnyMessage, InferBegin, InferEnd, Run, Token
+from tinytelem.protocol.commands import Run
+from tinytelem.protocol.messages import AnyMessage, InferBegin, InferEnd, Token
 from tinytelem.transports.url import parse_host_port
 
 __all__ = ["POWER_PERIOD_S", "ServerAddresses", "parse_listen_url", "serve"]

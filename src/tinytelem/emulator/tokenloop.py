@@ -16,7 +16,7 @@ from tinytelem.emulator.schedule import RunLayout, RunPlan
 from tinytelem.models.llama2c import LlamaModel
 from tinytelem.models.quant import QuantizedModel
 from tinytelem.models.reference import Sampler, Transformer
-from tinytelem.protocol.messages import Run
+from tinytelem.protocol.commands import Run
 
 __all__ = ["BOS", "TOPP", "Engine", "PreparedRun", "RunStream", "TwinModel", "make_sampler",
            "reference_engine"]

@@ -42,11 +42,11 @@ from tinytelem.emulator.tokenloop import (
 from tinytelem.errors import ModelError
 from tinytelem.models.quant import QuantizedModel
 from tinytelem.protocol.codec import encode_frame
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
     HASH_LEN,
     AnyMessage,
     Capability,
-    Config,
     DeviceError,
     Heartbeat,
     Hello,
@@ -54,10 +54,7 @@ from tinytelem.protocol.messages import (
     InferStatus,
     Log,
     LogLevel,
-    Ping,
     Pong,
-    Run,
-    Stop,
     TraceLevel,
 )
 

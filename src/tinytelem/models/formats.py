@@ -210,7 +210,7 @@ def _float_infos(model: LlamaModel, qtype: str = "f32", group: int = 0) -> list[
 
 def _tlm_infos(qmodel: QuantizedModel) -> list[TensorInfo]:
     from tinytelem.models.gguf_io import TensorInfo
-    from tinytelem.models.quant import QuantTensor
+    from tinytelem.models.qtensor import QuantTensor
 
     out = []
     for name, t in qmodel.tensors.items():

@@ -85,19 +85,26 @@ def gguf_names(config: LlamaConfig) -> list[str]:
     return [native_to_gguf(n) for n in native_names(config)]
 
 
+def _rename(name: str, layer: re.Pattern[str], by_kind: dict[str, TensorName], template: str,
+            src: str, dst: str) -> str:
+    """``name`` from the ``src`` convention to ``dst``: per-layer names through ``layer`` (layer
+    index, kind) and ``template``, the global tensors through :data:`GLOBAL`."""
+    m = layer.fullmatch(name)
+    if m:
+        return template.format(m.group(1), getattr(by_kind[m.group(2)], dst))
+    for t in GLOBAL:
+        if getattr(t, src) == name:
+            return str(getattr(t, dst))
+    raise KeyError(name)
+
+
 def native_to_gguf(name: str) -> str:
     """``layers.3.wq`` -> ``blk.3.attn_q.weight``; ``norm`` -> ``output_norm.weight``.
 
     Raises:
         KeyError: Not a weight tensor's native name.
     """
-    m = _NATIVE_LAYER.fullmatch(name)
-    if m:
-        return f"blk.{m.group(1)}.{_BY_NATIVE[m.group(2)].gguf}.weight"
-    try:
-        return next(t.gguf for t in GLOBAL if t.native == name)
-    except StopIteration:
-        raise KeyError(name) from None
+    return _rename(name, _NATIVE_LAYER, _BY_NATIVE, "blk.{}.{}.weight", "native", "gguf")
 
 
 def gguf_to_native(name: str) -> str:
@@ -106,13 +113,7 @@ def gguf_to_native(name: str) -> str:
     Raises:
         KeyError: Not a llama tensor's GGUF name.
     """
-    m = _GGUF_LAYER.fullmatch(name)
-    if m:
-        return f"layers.{m.group(1)}.{_BY_GGUF[m.group(2)].native}"
-    try:
-        return next(t.native for t in GLOBAL if t.gguf == name)
-    except StopIteration:
-        raise KeyError(name) from None
+    return _rename(name, _GGUF_LAYER, _BY_GGUF, "layers.{}.{}", "gguf", "native")
 
 
 def hf_name(gguf: str) -> str:
@@ -122,10 +123,4 @@ def hf_name(gguf: str) -> str:
     Raises:
         KeyError: Not a llama tensor's GGUF name.
     """
-    m = _GGUF_LAYER.fullmatch(gguf)
-    if m:
-        return f"model.layers.{m.group(1)}.{_BY_GGUF[m.group(2)].hf}.weight"
-    try:
-        return next(t.hf for t in GLOBAL if t.gguf == gguf)
-    except StopIteration:
-        raise KeyError(gguf) from None
+    return _rename(gguf, _GGUF_LAYER, _BY_GGUF, "model.layers.{}.{}.weight", "gguf", "hf")

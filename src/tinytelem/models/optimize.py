@@ -104,7 +104,7 @@ def kld_against(ref_logp: Sequence[npt.NDArray[np.float64]], model: LlamaModel,
 
 
 def _fake_quant(w: F32, bits: int, group: int) -> tuple[F32, int]:
-    from tinytelem.models.quant import quantize_matrix
+    from tinytelem.models.qtensor import quantize_matrix
 
     extra = -w.shape[1] % group  # zero columns to whole groups, as quantize_model stores them
     qt = quantize_matrix(np.pad(w, ((0, 0), (0, extra))), bits, group, True, "rtn")

@@ -43,7 +43,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tinytelem.errors import ModelError
-from tinytelem.models.quant import QuantizedModel, QuantTensor, Tensor
+from tinytelem.models.qtensor import QuantTensor
+from tinytelem.models.quant import QuantizedModel, Tensor
 from tinytelem.models.reference import Sampler, Step, _sample_mult, _sample_topp
 
 __all__ = ["ExactSampler", "QTransformer", "generate", "generate_steps", "matvec",

@@ -27,16 +27,8 @@ import numpy as np
 
 from tinytelem.errors import ModelError
 from tinytelem.models.llama2c import LlamaConfig
-from tinytelem.models.quant import (
-    BITS,
-    NORM_EPS,
-    ROPE_THETA,
-    QuantizedModel,
-    QuantTensor,
-    Tensor,
-    packed_size,
-    unpack_levels,
-)
+from tinytelem.models.qtensor import BITS, QuantTensor, packed_size, unpack_levels
+from tinytelem.models.quant import NORM_EPS, ROPE_THETA, QuantizedModel, Tensor
 
 __all__ = ["ALIGNMENTS", "ENTRY", "HEADER", "MAGIC", "VERSION", "TlmTensorInfo", "TypeCode",
            "parse_tlm", "read_tlm", "serialize_tlm", "type_code", "write_tlm"]

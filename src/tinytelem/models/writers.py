@@ -60,7 +60,8 @@ class QuantizeRequest:
 
     def quantize(self) -> QuantizedModel:
         """The group-wise quantized model (``--bits`` path) for writers that need one."""
-        from tinytelem.models.quant import Method, quantize_model
+        from tinytelem.models.qtensor import Method
+        from tinytelem.models.quant import quantize_model
 
         if self.bits is None:
             raise ConfigError(f"--type {self.qtype} cannot be written to this format; use "
@@ -119,7 +120,7 @@ def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 
 def write_onnx_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
     """``.onnx``: a weights graph with blocked DequantizeLinear."""
-    from tinytelem.models.onnx_io import write_onnx
+    from tinytelem.models.onnx_write import write_onnx
 
     if req.bits is None:
         raise ConfigError("ONNX output takes --bits 2, 3, 4 or 8 (blocked DequantizeLinear)")

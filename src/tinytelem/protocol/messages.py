@@ -5,17 +5,19 @@ payload bytes, and a classmethod ``unpack(payload)``. All integers are little-en
 a u8 byte length followed by that many UTF-8 bytes (no terminator); LOG and ERROR text runs to the
 end of the payload. docs/protocol.md is the normative description; keep the two in step.
 
-Device -> host types are 0x01..0x3F, host -> device types are 0x80..0x8F.
+Device -> host types are 0x01..0x3F and live here; host -> device types (0x80..0x8F) live in
+:mod:`tinytelem.protocol.commands`. :data:`MESSAGE_CLASSES` and :func:`unpack_payload` decode
+both directions, so the commands are importable from here as well.
 """
 
 from __future__ import annotations
 
-import math
 import struct
-from dataclasses import dataclass, field, fields
-from typing import ClassVar, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from tinytelem.errors import ProtocolError
+from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.enums import (
     NO_LAYER,
     Capability,
@@ -29,9 +31,17 @@ from tinytelem.protocol.enums import (
     PowerChip,
     TraceLevel,
 )
+from tinytelem.protocol.layout import (
+    MAX_PAYLOAD,
+    U8,
+    FixedLayout,
+    Message,
+    pack_str,
+    pack_struct,
+    unpack_str,
+)
 
 PROTOCOL_VERSION = 1
-MAX_PAYLOAD = 1024
 HASH_LEN = 32
 
 __all__ = [
@@ -74,78 +84,6 @@ __all__ = [
 ]
 
 
-class Message(Protocol):
-    """What every message class provides."""
-
-    TYPE: ClassVar[MsgType]
-
-    def pack(self) -> bytes: ...
-
-
-def _pack(st: struct.Struct, name: str, *values: object) -> bytes:
-    """struct.pack that reports out-of-range fields as ProtocolError (the caller's bug to fix)."""
-    try:
-        return st.pack(*values)
-    except struct.error as exc:
-        raise ProtocolError(f"{name} field out of range for {st.format!r}: {exc}") from exc
-
-
-_U8 = struct.Struct("<B")
-
-
-def _pack_str(text: str, what: str) -> bytes:
-    raw = text.encode("utf-8")
-    if len(raw) > 255:
-        raise ProtocolError(f"{what} is {len(raw)} bytes of UTF-8; at most 255 fit in a frame")
-    return bytes([len(raw)]) + raw
-
-
-def _unpack_str(payload: bytes, offset: int, what: str, lenient: bool = False
-                ) -> tuple[str, int]:
-    """A ``str`` field; ``lenient`` keeps bytes that are not UTF-8 as ``\\xNN`` escapes."""
-    if offset >= len(payload):
-        raise ProtocolError(f"{what}: payload ends before the string length byte")
-    n = payload[offset]
-    end = offset + 1 + n
-    if end > len(payload):
-        raise ProtocolError(f"{what}: string of {n} bytes runs past the payload end")
-    try:
-        return payload[offset + 1 : end].decode(
-            "utf-8", "backslashreplace" if lenient else "strict"), end
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"{what}: string is not valid UTF-8") from exc
-
-
-def _unpack_fixed(st: struct.Struct, payload: bytes, name: str) -> tuple[int, ...]:
-    if len(payload) != st.size:
-        raise ProtocolError(f"{name} payload must be {st.size} bytes, got {len(payload)}")
-    return st.unpack(payload)
-
-
-_T = TypeVar("_T", bound="_FixedLayout")
-
-
-class _FixedLayout:
-    """Pack/unpack for messages whose payload is one fixed struct of all their fields, in order.
-
-    A subclass names its layout in ``_LAYOUT``; its dataclass fields are the struct's values.
-    Kept as a small base (as h11 keeps its readers and writers in tables) so each message states
-    only what is particular to it.
-    """
-
-    __slots__ = ()
-    TYPE: ClassVar[MsgType]
-    _LAYOUT: ClassVar[struct.Struct]
-
-    def pack(self) -> bytes:
-        values = (getattr(self, f.name) for f in fields(self))  # type: ignore[arg-type]
-        return _pack(self._LAYOUT, self.TYPE.name, *values)
-
-    @classmethod
-    def unpack(cls: type[_T], payload: bytes) -> _T:
-        return cls(*_unpack_fixed(cls._LAYOUT, payload, cls.TYPE.name))
-
-
 _HELLO = struct.Struct("<IIIIII32s")
 
 
@@ -171,7 +109,7 @@ class Hello:
         if self.tick_hz <= 0:
             raise ProtocolError("HELLO tick_hz must be positive: the host reads the clock by it")
         return (
-            _pack(
+            pack_struct(
                 _HELLO,
                 "HELLO",
                 self.cpu_hz,
@@ -182,9 +120,9 @@ class Hello:
                 self.capabilities,
                 self.model_hash,
             )
-            + _pack_str(self.platform, "platform")
-            + _pack_str(self.firmware_version, "firmware_version")
-            + _pack_str(self.model_name, "model_name")
+            + pack_str(self.platform, "platform")
+            + pack_str(self.firmware_version, "firmware_version")
+            + pack_str(self.model_name, "model_name")
         )
 
     @classmethod
@@ -196,9 +134,9 @@ class Hello:
             raise ProtocolError("HELLO announces tick_hz = 0; the device clock cannot be read")
         # Lenient: a HELLO carries the clock every later timestamp needs, so a name that is
         # not UTF-8 is kept escaped rather than costing the whole frame.
-        platform, off = _unpack_str(payload, _HELLO.size, "HELLO platform", lenient=True)
-        fw, off = _unpack_str(payload, off, "HELLO firmware_version", lenient=True)
-        model, off = _unpack_str(payload, off, "HELLO model_name", lenient=True)
+        platform, off = unpack_str(payload, _HELLO.size, "HELLO platform", lenient=True)
+        fw, off = unpack_str(payload, off, "HELLO firmware_version", lenient=True)
+        model, off = unpack_str(payload, off, "HELLO model_name", lenient=True)
         if off != len(payload):
             raise ProtocolError(f"HELLO payload has {len(payload) - off} trailing bytes")
         return cls(cpu, tick, ram, flash, psram, caps, bytes(mhash), platform, fw, model)
@@ -208,7 +146,7 @@ _INFER_BEGIN = struct.Struct("<IHH")
 
 
 @dataclass(frozen=True, slots=True)
-class InferBegin(_FixedLayout):
+class InferBegin(FixedLayout):
     """An inference starts (prompt processing begins at this frame's timestamp)."""
 
     TYPE: ClassVar[MsgType] = MsgType.INFER_BEGIN
@@ -222,7 +160,7 @@ _INFER_END = struct.Struct("<IHB")
 
 
 @dataclass(frozen=True, slots=True)
-class InferEnd(_FixedLayout):
+class InferEnd(FixedLayout):
     """An inference ended; ``status`` is an :class:`InferStatus`."""
 
     TYPE: ClassVar[MsgType] = MsgType.INFER_END
@@ -236,7 +174,7 @@ _TOKEN = struct.Struct("<IIB")
 
 
 @dataclass(frozen=True, slots=True)
-class Token(_FixedLayout):
+class Token(FixedLayout):
     """A token finished: prompt tokens are PREFILL, generated tokens DECODE.
 
     The frame timestamp is the moment the token's forward pass (and, for decode, sampling)
@@ -254,7 +192,7 @@ _SPAN = struct.Struct("<HB")
 
 
 @dataclass(frozen=True, slots=True)
-class SpanBegin(_FixedLayout):
+class SpanBegin(FixedLayout):
     """An operator starts; ``op`` is an :class:`Op`, ``layer`` is NO_LAYER outside layers."""
 
     TYPE: ClassVar[MsgType] = MsgType.SPAN_BEGIN
@@ -264,7 +202,7 @@ class SpanBegin(_FixedLayout):
 
 
 @dataclass(frozen=True, slots=True)
-class SpanEnd(_FixedLayout):
+class SpanEnd(FixedLayout):
     """The matching end of a :class:`SpanBegin`."""
 
     TYPE: ClassVar[MsgType] = MsgType.SPAN_END
@@ -277,7 +215,7 @@ _MEMORY = struct.Struct("<IIIII")
 
 
 @dataclass(frozen=True, slots=True)
-class Memory(_FixedLayout):
+class Memory(FixedLayout):
     """Memory use in bytes at the frame's timestamp."""
 
     TYPE: ClassVar[MsgType] = MsgType.MEMORY
@@ -293,7 +231,7 @@ _COUNTER = struct.Struct("<HQ")
 
 
 @dataclass(frozen=True, slots=True)
-class CounterValue(_FixedLayout):
+class CounterValue(FixedLayout):
     """A free-running counter's value (``counter_id`` from :class:`Counter` or firmware's own)."""
 
     TYPE: ClassVar[MsgType] = MsgType.COUNTER
@@ -306,7 +244,7 @@ _MARKER = struct.Struct("<HI")
 
 
 @dataclass(frozen=True, slots=True)
-class Marker(_FixedLayout):
+class Marker(FixedLayout):
     """A point in time the firmware wants to mark (also toggled on a GPIO when wired)."""
 
     TYPE: ClassVar[MsgType] = MsgType.MARKER
@@ -331,7 +269,7 @@ class Log:
     text: str
 
     def pack(self) -> bytes:
-        return _pack(_U8, "LOG level", self.level) + self.text.encode("utf-8")
+        return pack_struct(U8, "LOG level", self.level) + self.text.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes) -> Log:
@@ -352,7 +290,7 @@ class DeviceError:
     text: str
 
     def pack(self) -> bytes:
-        return _pack(_ERROR, "ERROR", self.code) + self.text.encode("utf-8")
+        return pack_struct(_ERROR, "ERROR", self.code) + self.text.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes) -> DeviceError:
@@ -365,7 +303,7 @@ _HEARTBEAT = struct.Struct("<II")
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat(_FixedLayout):
+class Heartbeat(FixedLayout):
     """Sent about once a second while idle or busy, so silence means a dead link."""
 
     TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
@@ -378,24 +316,12 @@ _NONCE = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
-class Pong(_FixedLayout):
+class Pong(FixedLayout):
     """Answer to PING; the frame timestamp is the device time the PING was handled."""
 
     TYPE: ClassVar[MsgType] = MsgType.PONG
     _LAYOUT: ClassVar[struct.Struct] = _NONCE
     nonce: int
-
-
-@dataclass(frozen=True, slots=True)
-class Ping(_FixedLayout):
-    """Host asks for a PONG carrying the same nonce (clock alignment, liveness)."""
-
-    TYPE: ClassVar[MsgType] = MsgType.PING
-    _LAYOUT: ClassVar[struct.Struct] = _NONCE
-    nonce: int
-
-
-_RUN = struct.Struct("<IIfHH")
 
 
 _POWER_HEAD = struct.Struct("<IIBB")
@@ -424,9 +350,9 @@ class PowerSamples:
             raise ProtocolError(f"POWER_SAMPLES has {n} shunt but {len(self.bus)} bus values")
         if n > MAX_POWER_SAMPLES:
             raise ProtocolError(f"POWER_SAMPLES carries at most {MAX_POWER_SAMPLES} samples")
-        head = _pack(_POWER_HEAD, "POWER_SAMPLES", self.first_index, self.period_ns,
+        head = pack_struct(_POWER_HEAD, "POWER_SAMPLES", self.first_index, self.period_ns,
                      self.chip, n)
-        body = b"".join(_pack(_POWER_SAMPLE, "POWER_SAMPLES", s, b)
+        body = b"".join(pack_struct(_POWER_SAMPLE, "POWER_SAMPLES", s, b)
                         for s, b in zip(self.shunt, self.bus, strict=True))
         return head + body
 
@@ -441,84 +367,6 @@ class PowerSamples:
                 f"got {len(payload)}")
         pairs = [_POWER_SAMPLE.unpack_from(payload, _POWER_HEAD.size + 4 * k) for k in range(n)]
         return cls(first, period, chip, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
-
-
-def _check_temperature(temperature: float) -> None:
-    if not (math.isfinite(temperature) and temperature >= 0.0):
-        raise ProtocolError(f"RUN temperature {temperature} must be finite and >= 0 (0 = greedy)")
-
-
-_MAX_PROMPT = (MAX_PAYLOAD - _RUN.size) // 4
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """Host starts an inference: prompt token ids, tokens to generate, seed and temperature."""
-
-    TYPE: ClassVar[MsgType] = MsgType.RUN
-    run_id: int
-    seed: int
-    temperature: float
-    n_tokens: int
-    prompt: tuple[int, ...] = field(default=())
-
-    def pack(self) -> bytes:
-        if len(self.prompt) > _MAX_PROMPT:
-            raise ProtocolError(
-                f"RUN prompt has {len(self.prompt)} tokens; at most {_MAX_PROMPT} fit in a frame"
-            )
-        _check_temperature(self.temperature)
-        head = _pack(
-            _RUN, "RUN", self.run_id, self.seed, self.temperature, self.n_tokens, len(self.prompt)
-        )
-        return head + _pack(struct.Struct(f"<{len(self.prompt)}I"), "RUN prompt", *self.prompt)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Run:
-        if len(payload) < _RUN.size:
-            raise ProtocolError(f"RUN payload too short: {len(payload)} bytes")
-        run_id, seed, temp, n_tokens, n_prompt = _RUN.unpack_from(payload)
-        if len(payload) != _RUN.size + 4 * n_prompt:
-            raise ProtocolError(
-                f"RUN announces {n_prompt} prompt tokens but carries "
-                f"{len(payload) - _RUN.size} bytes of them"
-            )
-        _check_temperature(temp)
-        prompt = struct.unpack_from(f"<{n_prompt}I", payload, _RUN.size)
-        return cls(run_id, seed, temp, n_tokens, tuple(prompt))
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """Host asks the device to stop the running inference (INFER_END with STOPPED follows)."""
-
-    TYPE: ClassVar[MsgType] = MsgType.STOP
-
-    def pack(self) -> bytes:
-        return b""
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Stop:
-        if payload:
-            raise ProtocolError(f"STOP payload must be empty, got {len(payload)} bytes")
-        return cls()
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Host sets the trace level (:class:`TraceLevel`)."""
-
-    TYPE: ClassVar[MsgType] = MsgType.CONFIG
-    trace_level: int
-
-    def pack(self) -> bytes:
-        return _pack(_U8, "CONFIG trace_level", self.trace_level)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Config:
-        if len(payload) != 1:
-            raise ProtocolError(f"CONFIG payload must be 1 byte, got {len(payload)}")
-        return cls(payload[0])
 
 
 AnyMessage = (

@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from tinytelem.analysis.bottleneck import Bottlenecks, analyse_bottlenecks
 from tinytelem.analysis.energy import PowerTrace
-from tinytelem.analysis.metrics import RunData, compute_metrics
+from tinytelem.analysis.metrics import compute_metrics
+from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import build_summary
 from tinytelem.protocol.enums import Op
 

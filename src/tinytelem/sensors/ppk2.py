@@ -24,17 +24,19 @@ import trio
 
 from tinytelem.errors import ConfigError, LinkBroken, SensorError
 from tinytelem.records import PowerBlock, PowerGap, Record
+from tinytelem.sensors.ppk2_decode import (
+    PPK2Decoder,
+    PPK2Gap,
+    PPK2MetadataEvent,
+    PPK2Samples,
+    SpikeFilterConfig,
+)
 from tinytelem.sensors.ppk2_protocol import (
     POWER_MODE_AMPERE,
     POWER_MODE_SOURCE,
     SAMPLE_RATE_HZ,
     Cmd,
-    PPK2Decoder,
-    PPK2Gap,
     PPK2Metadata,
-    PPK2MetadataEvent,
-    PPK2Samples,
-    SpikeFilterConfig,
     regulator_command,
 )
 

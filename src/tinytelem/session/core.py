@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import trio
 
 from tinytelem import __version__
-from tinytelem.actors.recorder import TraceRecorder
+from tinytelem.actors.recorder import TraceRecorder, TraceSink
 from tinytelem.actors.supervisor import ExtraActor, RunRequest, SessionOutcome, Supervisor
 from tinytelem.devices import DeviceHandle, TwinOptions, open_device
 from tinytelem.emulator.link import LinkFit
@@ -59,26 +58,15 @@ class SessionOutputs:
     overwrite: bool = False
 
 
-class NullSink:
+class NullSink(TraceSink):
     """A trace sink that keeps nothing (``serve`` without ``--out``).
 
     The supervisor's session logic still needs the recorder's view of HELLO and of the runs.
+    Every :class:`~tinytelem.actors.recorder.TraceSink` method is inherited and does nothing.
     """
 
-    def add_events(self, rows: np.ndarray) -> None: ...
-    def add_tokens(self, rows: np.ndarray) -> None: ...
-    def add_spans(self, rows: np.ndarray) -> None: ...
-    def add_memory(self, rows: np.ndarray) -> None: ...
-    def add_pings(self, rows: np.ndarray) -> None: ...
-    def add_runs(self, rows: np.ndarray) -> None: ...
-    def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None: ...
-    def add_power_gap(self, first_index: int, n_missing: int, host_s: float) -> None: ...
-    def add_link_gap(self, lost_host_s: float, restored_host_s: float) -> None: ...
-    def add_text(self, table: Any, host_s: float, device_s: float, code: int,
-                 text: str) -> None: ...
-    def set_attrs(self, group: str, attrs: dict[str, Any]) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def tokenize_prompt(options: SessionOptions) -> tuple[list[int], Callable[[list[int]], str] | None]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -58,8 +58,12 @@ class DeviceURL:
     scheme: ClassVar[str] = ""
 
     def format(self) -> str:
-        """The canonical URL string; ``parse_device_url(u.format()) == u``."""
-        raise NotImplementedError
+        """The canonical URL string; ``parse_device_url(u.format()) == u``.
+
+        By default ``scheme:`` followed by the one field's value (``emu:esp32-s3``,
+        ``qemu:mps2-an385``, ``native:``); schemes with more to say override it.
+        """
+        return f"{self.scheme}:" + "".join(str(getattr(self, f.name)) for f in fields(self))
 
     def __str__(self) -> str:
         return self.format()
@@ -71,10 +75,6 @@ class EmuURL(DeviceURL):
 
     platform: str
     scheme: ClassVar[str] = "emu"
-
-    def format(self) -> str:
-        """The canonical URL string."""
-        return f"emu:{self.platform}"
 
 
 @dataclass(frozen=True)
@@ -124,20 +124,12 @@ class QemuURL(DeviceURL):
     target: str
     scheme: ClassVar[str] = "qemu"
 
-    def format(self) -> str:
-        """The canonical URL string."""
-        return f"qemu:{self.target}"
-
 
 @dataclass(frozen=True)
 class NativeURL(DeviceURL):
     """The firmware built for this host, speaking the protocol on its stdin/stdout."""
 
     scheme: ClassVar[str] = "native"
-
-    def format(self) -> str:
-        """The canonical URL string."""
-        return "native:"
 
 
 def _bad(url: str, why: str) -> ConfigError:

@@ -15,7 +15,8 @@ from tinytelem.cli.emulate import emulate, parse_fault
 from tinytelem.emulator.server import parse_listen_url
 from tinytelem.errors import ConfigError
 from tinytelem.protocol.codec import Frame, FrameDecoder, encode_frame
-from tinytelem.protocol.messages import Hello, InferEnd, Ping, Pong, Run, Token
+from tinytelem.protocol.commands import Ping, Run
+from tinytelem.protocol.messages import Hello, InferEnd, Pong, Token
 
 ARGV = [sys.executable, "-c", "from tinytelem.cli.main import main; main()", "emulate"]
 
