@@ -22,12 +22,21 @@ from tinytelem.cli.serve import stream_server_options
 @click.option("--run", "start_run", is_flag=True,
               help="Also start one inference (RUN) and stop after it ends.")
 @run_options(tokens_help="Tokens to generate with --run.")
+@click.option("--sensor", "sensors", multiple=True, metavar="SPEC",
+              help="Power sensor, as profile takes it: auto, sim (the twin's waveform), none "
+                   "[default], ppk2:/dev/ttyACM0, ina:/dev/ttyUSB0, joulescope[:PATH], rapl, "
+                   "hwmon:NAME, jetson, rpi5-pmic (see docs/sensors.md). One per trace.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
+@click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
+              show_default=True, help="Sensor sample rate in samples/s.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @stream_server_options(listen_flag="--serve")
 def record(
     device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
-    run: dict[str, Any], overwrite: bool, as_json: bool,
+    run: dict[str, Any], sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float,
+    overwrite: bool, as_json: bool,
     listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:
     """Record everything a device sends into an HDF5 trace (Ctrl-C stops cleanly).
@@ -42,11 +51,12 @@ def record(
 
     from tinytelem.analysis.summary import render_table
     from tinytelem.session.options import RecordOptions
-    from tinytelem.session.record import run_record
+    from tinytelem.session.record import one_sensor, run_record
 
     options = RecordOptions(
         device=device, out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
-        overwrite=overwrite, **run,
+        overwrite=overwrite, sensor=one_sensor(sensors), sensor_rate_hz=sensor_rate,
+        calibration=calibration, **run,
     )
     console = Console(stderr=True)
     extra: list[Any] = []

@@ -20,7 +20,22 @@ from tinytelem.session.core import (
 )
 from tinytelem.session.options import RecordOptions
 
-__all__ = ["raw_path_for", "run_record"]
+__all__ = ["one_sensor", "raw_path_for", "run_record"]
+
+
+def one_sensor(specs: Sequence[str]) -> str:
+    """The one ``--sensor`` of a recording (``none`` when none is given).
+
+    A trace holds one power channel (``/power``, one sample index, one clock fit), so two
+    sensors are refused rather than one of them silently dropped.
+    """
+    if len(specs) > 1:
+        raise ConfigError(
+            f"record takes one --sensor per trace (got {len(specs)}: {', '.join(specs)}): a "
+            "trace has one /power channel; record the other sensor in a second session, or "
+            "keep the one on the rail you want to measure"
+        )
+    return specs[0] if specs else "none"
 
 
 def raw_path_for(trace: Path) -> Path:
