@@ -32,7 +32,13 @@ import numpy as np
 
 import tinytelem
 from tinytelem.errors import TraceError
-from tinytelem.trace._h5 import escape_text, translate_error, write_attrs
+from tinytelem.trace._h5 import (
+    escape_text,
+    needs_repair,
+    needs_repair_error,
+    translate_error,
+    write_attrs,
+)
 from tinytelem.trace.schema import (
     GROUPS,
     LINK_GAP_DTYPE,
@@ -536,8 +542,9 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
     """Store (replace) the summary of a finished, closed trace, as :meth:`set_summary` does.
 
     Raises:
-        TraceError: the file cannot be opened for update (missing, or left open by a killed
-            recorder: run ``h5clear -s`` on it first).
+        TraceNeedsRepair: the file is still flagged open by a killed recorder (``tinytelem
+            trace repair FILE`` clears that).
+        TraceError: the file cannot be opened for update.
     """
     import h5py  # lazy: h5py costs 35 MB; only trace users pay
 
@@ -545,10 +552,9 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
     try:
         h5file = h5py.File(path, "r+", libver=LIBVER)
     except (OSError, ValueError) as exc:
-        raise TraceError(
-            f"cannot open trace {path} to store the summary; if its recorder was killed the "
-            "file is still flagged open: run 'h5clear -s' on it, or keep the summary JSON"
-        ) from exc
+        if needs_repair(exc):
+            raise needs_repair_error(path, "store the summary in") from exc
+        raise translate_error(exc, path, "store the summary in") from exc
     with h5file:
         _write_summary(h5file, path, summary)
 
