@@ -185,7 +185,10 @@ class Trace:
     @property
     def runs(self) -> np.ndarray:
         """RUN_DTYPE rows, sorted by run_id."""
-        return self.table("runs")
+        runs = self.table("runs")
+        if runs.size > 1 and np.any(np.diff(runs["run_id"].astype(np.int64)) < 0):
+            runs = np.sort(runs, order="run_id", kind="stable")  # written out of order
+        return runs
 
     @property
     def pings(self) -> np.ndarray:

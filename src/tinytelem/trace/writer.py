@@ -10,8 +10,11 @@ Design, driven by measurements (see the trace-format page):
 - **Whole chunks.** Rows are buffered in memory and written when a chunk fills, so a chunk is
   written once; partial buffers go out only at flush time (every ``flush_interval_s``).
 - **Checksums everywhere.** Every dataset is chunked, resizable and has the fletcher32 filter.
-- **Small, mutable tables are rewritten.** Runs and link gaps change after they are first seen
-  (a run ends, a link comes back); they are kept in memory and written whole at each flush.
+- **Small, mutable tables are updated in place.** Runs and link gaps change after they are first
+  seen (a run ends, a link comes back). Link gaps are kept in memory and written whole at each
+  flush. Runs are written at the flush after they change, each at its own row; only runs not
+  yet ended are remembered, so a recording of runs without end (``record --repeat forever``)
+  keeps its memory and its flushes bounded.
 """
 
 from __future__ import annotations
@@ -164,6 +167,11 @@ class TraceWriter:
         self._samples = _Table(h5file[POWER_SAMPLES_PATH], power_chunk)
         self._extra = {p: _Table(h5file[p], _DEFAULT_ROW_CHUNK) for p in extra_tables}
         self._runs: dict[int, np.void] = {}
+        """Runs changed since the last flush."""
+        self._run_pos: dict[int, int] = {}
+        """Row of each written run that has not ended (it will change again)."""
+        self._run_rows = 0
+        self._max_run_id = -1
         self._link_gaps: dict[float, tuple[float, float]] = {}
         self._dirty = False
         self._next_index: int | None = None
@@ -337,6 +345,10 @@ class TraceWriter:
             raise TraceError(f"unknown runs fields {sorted(unknown)}; fields: {RUN_DTYPE.names}")
         row = self._runs.get(run_id)
         if row is None:
+            row = self._written_run(run_id)
+            if row is not None:
+                self._runs[run_id] = row
+        if row is None:
             new = np.zeros(1, dtype=RUN_DTYPE)
             new["run_id"] = run_id
             new["status"] = -1
@@ -446,14 +458,44 @@ class TraceWriter:
             return True
         return False
 
+    def _written_run(self, run_id: int) -> np.void | None:
+        """The stored row of ``run_id`` (None if it was never written)."""
+        pos = self._run_row(run_id)
+        if pos is None:
+            return None
+        row: np.void = np.asarray(self._file[TABLES["runs"][0]][pos : pos + 1])[0]
+        return row
+
+    def _run_row(self, run_id: int) -> int | None:
+        """Where ``run_id`` is stored: remembered while it is open, else searched (rare)."""
+        pos = self._run_pos.get(run_id)
+        if pos is not None or run_id > self._max_run_id or self._run_rows == 0:
+            return pos
+        ids = np.asarray(self._file[TABLES["runs"][0]]["run_id"][: self._run_rows])
+        found = np.flatnonzero(ids == run_id)
+        return int(found[0]) if found.size else None
+
     def _write_mutable(self) -> None:
-        runs = np.array([self._runs[k] for k in sorted(self._runs)], dtype=RUN_DTYPE)
+        runs_dset = self._file[TABLES["runs"][0]]
+        for run_id in sorted(self._runs):
+            row = self._runs[run_id]
+            pos = self._run_row(run_id)
+            if pos is None:
+                pos = self._run_rows
+                self._run_rows += 1
+                runs_dset.resize((self._run_rows,))
+                self._max_run_id = max(self._max_run_id, run_id)
+            runs_dset[pos] = row
+            if int(row["status"]) == -1:
+                self._run_pos[run_id] = pos
+            else:
+                self._run_pos.pop(run_id, None)
+        self._runs = {}
         gaps = np.array([self._link_gaps[k] for k in sorted(self._link_gaps)], dtype=LINK_GAP_DTYPE)
-        for dpath, data in ((TABLES["runs"][0], runs), (TABLES["link_gaps"][0], gaps)):
-            dset = self._file[dpath]
-            dset.resize((data.shape[0],))
-            if data.shape[0]:
-                dset[:] = data
+        dset = self._file[TABLES["link_gaps"][0]]
+        dset.resize((gaps.shape[0],))
+        if gaps.shape[0]:
+            dset[:] = gaps
         self._dirty = False
 
     def close(self) -> None:
@@ -498,7 +540,7 @@ class TraceWriter:
     def statistics(self) -> WriterStatistics:
         """An immutable snapshot of what has been accepted (buffered or written)."""
         rows = {name: t.rows for name, t in self._tables.items()}
-        rows["runs"] = len(self._runs)
+        rows["runs"] = self._run_rows + sum(1 for k in self._runs if self._run_row(k) is None)
         rows["link_gaps"] = len(self._link_gaps)
         return WriterStatistics(
             rows=rows,
