@@ -30,7 +30,7 @@ def _kill_mid_run(out: Path, min_tokens: int) -> float:
     (host monotonic seconds) it was killed."""
     proc = subprocess.Popen(
         [*TINYTELEM, "record", "--device", "emu:rp2040", "--sensor", "sim", "--run",
-         "--tokens", "400", "--out", str(out)],
+         "--tokens", "150", "--repeat", "forever", "--out", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     twins: list[psutil.Process] = []
     try:

@@ -27,6 +27,13 @@ def info(path: Path, as_json: bool) -> None:
         data = tr.info()
         data["link"] = tr.link_stats
         summary = tr.summary
+        schedule = tr.group_attrs("schedule").get("json")
+    rolling = None
+    if isinstance(schedule, str):  # record --repeat: the runs and their rolling summary
+        sched = json.loads(schedule)
+        rolling = sched.pop("rolling", None)
+        data["schedule"] = sched
+        data["rolling"] = rolling
     if summary:
         latency, power = summary.get("latency", {}), summary.get("power", {})
         data["summary"] = {
@@ -48,10 +55,16 @@ def info(path: Path, as_json: bool) -> None:
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in data.items():
+        if key == "rolling":
+            continue
         text = (", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
                 else str(value))
         table.add_row(str(key), text)
     console.print(table)
+    if rolling is not None:
+        from tinytelem.analysis.rolling import render_rolling
+
+        console.print(render_rolling(rolling))
 
 
 @trace.command("replay")

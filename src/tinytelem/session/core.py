@@ -28,7 +28,13 @@ import trio
 
 from tinytelem import __version__
 from tinytelem.actors.recorder import TraceRecorder
-from tinytelem.actors.supervisor import ExtraActor, RunRequest, SessionOutcome, Supervisor
+from tinytelem.actors.supervisor import (
+    ExtraActor,
+    RunRequest,
+    RunSchedule,
+    SessionOutcome,
+    Supervisor,
+)
 from tinytelem.devices import DeviceHandle, TwinOptions, open_device
 from tinytelem.errors import ConfigError
 from tinytelem.power.source import PowerSource
@@ -255,6 +261,7 @@ def store_session(
         "stopped_early": outcome.stopped_early,
         "run_end_lost": outcome.run_end_lost,
         "n_generated_seen": len(outcome.token_ids),
+        "runs_done": outcome.runs_done,
     })
 
 
@@ -273,7 +280,7 @@ def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[st
 async def run_session(
     options: SessionOptions,
     outputs: SessionOutputs,
-    request: RunRequest | None,
+    request: RunRequest | RunSchedule | None,
     *,
     stop: trio.Event | None = None,
     duration_s: float | None = None,
@@ -283,6 +290,7 @@ async def run_session(
     extra_actors: Sequence[ExtraActor] = (),
     calibration: Any = None,
     before_record: Callable[[DeviceHandle], Awaitable[None]] | None = None,
+    on_run_end: Callable[[SessionOutcome], None] | None = None,
 ) -> tuple[SessionOutcome, dict[str, Any] | None]:
     """Open the device, record until the request's run ends (or ``stop``, ``duration_s``,
     ``max_tokens``), close the files in order, and summarise the trace.
@@ -334,7 +342,7 @@ async def run_session(
             )
             outcome = await supervisor.record(
                 request, duration_s=duration_s, max_tokens=max_tokens, stop=stop,
-                run_timeout_s=options.run_timeout_s, on_token=on_token)
+                run_timeout_s=options.run_timeout_s, on_token=on_token, on_run_end=on_run_end)
             store_session(writer, recorder, outcome, power, calibration)
         finally:
             # The trace first, then the raw capture, even when the first fails (disk full):

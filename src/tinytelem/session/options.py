@@ -58,6 +58,12 @@ class RecordOptions(SessionOptions):
     duration_s: float | None = None
     run: bool = False
     sensor: str = "none"
+    repeat: int | None = 1
+    """With ``run``: how many runs, one after another; None repeats until stopped."""
+    interval_s: float = 0.0
+    """Start a run this long after the previous one started (0: as soon as it ended)."""
+    prompts: list[str] | None = None
+    """Prompts the runs take in turn (``--prompts FILE``); None: ``prompt`` every time."""
 
 
 @dataclass(kw_only=True)

@@ -601,6 +601,38 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
         _write_summary(h5file, path, summary)
 
 
+def store_group_attrs(path: str | os.PathLike[str], group: str,
+                      attrs: Mapping[str, Any]) -> None:
+    """Replace the attributes of ``group`` (created if missing) in a finished, closed trace.
+
+    Nested mappings are stored whole as JSON (``json``) and flattened with dotted keys, as the
+    summary is, so plain HDF5 tools see the numbers.
+
+    Raises:
+        TraceNeedsRepair: the file is still flagged open by a killed recorder.
+        TraceError: the file cannot be opened for update or written.
+    """
+    import h5py  # lazy: h5py costs 35 MB; only trace users pay
+
+    path = Path(path)
+    try:
+        h5file = h5py.File(path, "r+", libver=LIBVER)
+    except (OSError, ValueError) as exc:
+        if needs_repair(exc):
+            raise needs_repair_error(path, f"store /{group} in") from exc
+        raise translate_error(exc, path, f"store /{group} in") from exc
+    flat: dict[str, Any] = {"json": json.dumps(attrs, default=str, sort_keys=True)}
+    _flatten(attrs, "", flat)
+    with h5file:
+        try:
+            target = h5file.require_group(group).attrs
+            for key in list(target):
+                del target[key]
+            write_attrs(target, flat)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise translate_error(exc, path, f"store /{group} in") from exc
+
+
 def _write_summary(h5file: Any, path: Path, summary: Mapping[str, Any]) -> None:
     """The summary into /summary, and its clock fits into /clock (``device.offset_s``, ...)."""
     flat: dict[str, Any] = {"json": json.dumps(summary, default=str, sort_keys=True)}
