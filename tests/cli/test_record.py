@@ -128,3 +128,42 @@ def test_repeat_forever_runs_until_the_duration(tmp_path: Path) -> None:
     with open_trace(out) as tr:
         ids = tr.runs["run_id"].tolist()
     assert ids == list(range(1, len(ids) + 1))
+
+
+def test_bad_rotate_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["record", "--device", "emu:esp32s3", "--out",
+                                      str(tmp_path / "r.h5"), "--rotate", "weekly"])
+    assert isinstance(result.exception, ConfigError) and "90s, 30m, 1h" in str(result.exception)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_rotated_segments_each_read_on_their_own(tmp_path: Path) -> None:
+    from tinytelem.analysis.loader import summary_of_trace
+
+    out = tmp_path / "seg.h5"
+    result = CliRunner().invoke(cli, [
+        "record", "--device", "emu:esp32s3", "--sensor", "sim", "--run", "--repeat", "forever",
+        "--tokens", "16", "--duration", "7", "--rotate", "2s", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    segments = [Path(p) for p in summary["segments"]]
+    assert len(segments) >= 3 and not out.exists()
+    assert segments[0] == tmp_path / "seg-0001.h5"
+    end_index = 0
+    for k, path in enumerate(segments, 1):
+        assert path.with_suffix(".ttraw.zst").stat().st_size > 0
+        with open_trace(path) as tr:
+            assert tr.attrs["complete"] and tr.attrs["segment"] == k
+            assert tr.attrs["tick_hz"] > 0  # HELLO facts in every segment
+            assert tr.group_attrs("power")["sample_rate_hz"] > 0
+            blocks = tr.power_blocks
+            assert int(blocks["first_index"][0]) == end_index  # no sample lost in between
+            end_index = int(blocks["first_index"][-1] + blocks["n"][-1])
+            assert tr.power_gaps.size == 0
+    first = summary_of_trace(segments[0])
+    assert first["tokens"]["generated"] > 0 and first["power"]["energy_j"] > 0
+    again = CliRunner().invoke(cli, [
+        "record", "--device", "emu:esp32s3", "--run", "--duration", "1", "--rotate", "1h",
+        "--out", str(out)])
+    assert isinstance(again.exception, ConfigError) and "seg-0001" in str(again.exception)

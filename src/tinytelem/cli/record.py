@@ -42,14 +42,18 @@ from tinytelem.cli.serve import stream_server_options
               help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
 @click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
               show_default=True, help="Sensor sample rate in samples/s.")
+@click.option("--rotate", metavar="PERIOD|SIZE",
+              help="Write segments NAME-0001.h5, NAME-0002.h5, ... (each with its raw capture), "
+                   "starting the next after this long (90s, 30m, 1h) or at this size "
+                   "(500MB, 2GB).")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @stream_server_options(listen_flag="--serve")
 def record(
     device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
     repeat: str, interval: float, prompts_file: Path | None, run: dict[str, Any],
-    sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, overwrite: bool,
-    as_json: bool,
+    sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, rotate: str | None,
+    overwrite: bool, as_json: bool,
     listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:
     """Record everything a device sends into an HDF5 trace (Ctrl-C stops cleanly).
@@ -70,7 +74,8 @@ def record(
         device=device, out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
         overwrite=overwrite, sensor=one_sensor(sensors), sensor_rate_hz=sensor_rate,
         calibration=calibration, repeat=_parse_repeat(repeat), interval_s=interval,
-        prompts=load_prompts(prompts_file) if prompts_file is not None else None, **run,
+        prompts=load_prompts(prompts_file) if prompts_file is not None else None,
+        rotate=rotate, **run,
     )
     console = Console(stderr=True)
     extra: list[Any] = []
@@ -113,6 +118,9 @@ def record(
         shown.print(render_table(summary))
         for warning in summary.get("warnings", []):
             shown.print(f"[yellow]warning:[/yellow] {warning}")
+        if "segments" in summary:
+            shown.print(f"{len(summary['segments'])} segments: {summary['segments'][0]} .. "
+                        f"{summary['segments'][-1]} (the summary is the last one's)")
         if "rolling" in summary:
             from tinytelem.analysis.rolling import render_rolling
 

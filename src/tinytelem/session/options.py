@@ -64,6 +64,9 @@ class RecordOptions(SessionOptions):
     """Start a run this long after the previous one started (0: as soon as it ended)."""
     prompts: list[str] | None = None
     """Prompts the runs take in turn (``--prompts FILE``); None: ``prompt`` every time."""
+    rotate: str | None = None
+    """Start a new segment file after this long or at this size (``1h``, ``2GB``); None:
+    one file."""
 
 
 @dataclass(kw_only=True)

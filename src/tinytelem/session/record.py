@@ -170,16 +170,30 @@ async def run_record(
     options = dataclasses.replace(options, sensor=resolve_sensor(options.sensor, options.device))
     calibration = check_sensor(options)
     raw_path = raw_path_for(options.out)
-    for p in (options.out, raw_path):
-        if p.exists() and not options.overwrite:
-            raise ConfigError(f"{p} already exists; pass --overwrite or choose another name")
+    rotation = None
+    existing = [p for p in (options.out, raw_path) if p.exists()]
+    if options.rotate is not None:
+        from tinytelem.session.rotate import parse_rotate
+
+        rotation = parse_rotate(options.rotate)
+        out = options.out
+        existing = sorted(out.parent.glob(f"{out.stem}-[0-9][0-9][0-9][0-9]{out.suffix}"))
+        existing += sorted(out.parent.glob(f"{out.stem}-[0-9][0-9][0-9][0-9].ttraw.zst"))
+    if existing and not options.overwrite:
+        raise ConfigError(f"{existing[0]} already exists; pass --overwrite or choose another "
+                          "name")
     request = _schedule(options) if options.run else None
+    outputs = SessionOutputs(options.out, raw_path, overwrite=options.overwrite,
+                             rotation=rotation)
     outcome, summary = await run_session(
-        options, SessionOutputs(options.out, raw_path, overwrite=options.overwrite), request,
+        options, outputs, request,
         stop=stop, duration_s=options.duration_s, max_tokens=options.max_tokens,
         on_token=on_token, on_ready=on_ready, extra_actors=extra_actors, calibration=calibration,
         on_run_end=on_run_end)
     assert summary is not None
+    last = outputs.segments[-1] if outputs.segments else options.out
     if isinstance(request, RunSchedule):
-        summary = {**summary, "rolling": store_rolling(options.out, options, summary)}
+        summary = {**summary, "rolling": store_rolling(last, options, summary)}
+    if outputs.segments:
+        summary = {**summary, "segments": [str(p) for p in outputs.segments]}
     return outcome, summary
