@@ -20,6 +20,8 @@
     ├── SensorError            power sensors
     ├── ModelError             model files and inference
     └── TraceError             trace files (HDF5, raw captures)
+        └── TraceNeedsRepair   still flagged open by a killed recorder; names
+                               'tinytelem trace repair FILE' (trace/_h5.py)
 
 Subclasses live beside the code that raises them; this drawing names every one of them
 (tests/test_structure.py fails when one is missing).

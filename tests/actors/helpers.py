@@ -42,7 +42,10 @@ class MemorySink:
         self._add("pings", rows)
 
     def add_runs(self, rows: np.ndarray) -> None:
-        self._add("runs", rows)
+        """Add or replace runs keyed by run_id, as the trace writer does."""
+        runs = {int(r["run_id"]): r for part in self.tables.get("runs", []) for r in part}
+        runs.update({int(r["run_id"]): r for r in rows})
+        self.tables["runs"] = [np.array([runs[k] for k in sorted(runs)], dtype=rows.dtype)]
 
     def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None:
         self.power.append((first_index, current_a, host_s))

@@ -110,7 +110,7 @@ def test_record_survives_sigkill(tmp_path: Path) -> None:
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen(
         [*TINYTELEM, "record", "--device", "emu:rp2040", "--out", str(out), "--run",
-         "--tokens", "2000"],
+         "--tokens", "150", "--repeat", "forever"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

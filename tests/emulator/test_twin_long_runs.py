@@ -1,5 +1,6 @@
-"""Runs longer than the context: clipped like llama2.c, and said so on the host and in the
-run's record (summary warnings, the trace's runs table and device log)."""
+"""Runs longer than the context: the twin clips them like llama2.c, and says so on the host
+and in the run's record (summary warnings, the trace's runs table and device log); ``record``
+refuses them before it starts, naming the context (it can repeat runs instead)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from tinytelem.trace.reader import open_trace
 
 
 @pytest.mark.slow
-def test_record_run_longer_than_the_context_is_clipped_with_a_warning(tmp_path: Path) -> None:
-    out = tmp_path / "long.h5"
-    args = ["record", "--device", "emu:rpi4", "--out", str(out), "--run", "--tokens", "60000",
+def test_run_longer_than_the_context_is_clipped_with_a_warning(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(cli, ["record", "--device", "emu:rpi4", "--run", "--tokens",
+                                       "60000", "--out", str(tmp_path / "refused.h5")])
+    assert "room for 496 tokens" in str(refused.exception) and "--repeat" in str(refused.exception)
+    out = tmp_path / "long" / "trace.h5"
+    args = ["profile", "--device", "emu:rpi4", "--out", str(out.parent), "--tokens", "60000",
             "--trace-level", "tokens"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, (res.output, res.exception)

@@ -110,14 +110,14 @@ async def test_native_fp32_greedy_tokens_equal_the_float_reference(work: Path, s
                                                                    tok512: Path) -> None:
     """A float32 ``.tlm`` runs llama2.c's arithmetic: the same greedy ids as the host float
     reference (run.c's forward pass) on the original checkpoint, not only as qinfer."""
-    _need("native")
+    need_tools("native")
     tlm = _tlm(work, stories260k, "f32")
     assert not any(isinstance(t, QuantTensor) for t in read_tlm(tlm).tensors.values())
     prompt = _prompt(tok512)
     want = float_generate(load_checkpoint(stories260k), prompt, len(prompt) - 1 + 24)
     exe = build("native", tlm, build_dir=work / "native-f32").elf
     with trio.fail_after(60):
-        frames = await _native(exe, Run(5, 42, 0.0, 24, tuple(prompt)))
+        frames = await native_run(exe, Run(5, 42, 0.0, 24, tuple(prompt)))
     assert _tokens(frames) == want
     assert frames[-1].message.status == 0
 

@@ -215,22 +215,30 @@ class TraceRecorder:
         elif isinstance(m, InferBegin):
             self._run_id = m.run_id
             self._open_spans.clear()
-            self.runs[m.run_id] = {
+            self.runs[m.run_id] = begun = {
                 "run_id": m.run_id, "n_prompt": m.n_prompt, "n_tokens": m.n_tokens,
                 "n_generated": 0, "status": -1, "begin_ticks": r.ticks, "end_ticks": 0,
                 "begin_s": r.device_s, "end_s": math.nan,
             }
+            self._write_run(begun)
         elif isinstance(m, InferEnd):
-            run = self.runs.get(m.run_id)
+            # An ended run is written now (a killed recorder keeps it) and forgotten, so
+            # runs without end keep the recorder's memory bounded.
+            run = self.runs.pop(m.run_id, None)
             if run is not None:
                 run.update(n_generated=m.n_generated, status=m.status, end_ticks=r.ticks,
                            end_s=r.device_s)
+                self._write_run(run)
         elif isinstance(m, Hello):
             self.hello = m
         elif isinstance(m, Log):
             self._sink.add_text("logs", host_s, r.device_s, m.level, m.text)
         elif isinstance(m, DeviceError):
             self._sink.add_text("errors", host_s, r.device_s, m.code, f"device: {m.text}")
+
+    def _write_run(self, run: dict[str, Any]) -> None:
+        names = RUN_DTYPE.names or ()
+        self._sink.add_runs(np.array([tuple(run[name] for name in names)], dtype=RUN_DTYPE))
 
     def _link(self, status: LinkStatus) -> None:
         if not status.up:

@@ -14,12 +14,11 @@ its last rows and flushes.
 
 from __future__ import annotations
 
-import functools
 import math
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +33,17 @@ from tinytelem.actors.link import LinkActor, LinkStatistics, RawChunk
 from tinytelem.actors.recorder import RecorderActor, RecorderStatistics, TraceRecorder
 from tinytelem.errors import LinkBroken, LinkClosed, LinkError, TinyTelemError, first_error
 from tinytelem.power.source import PowerSource
-from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
+    Config,
     Hello,
     InferBegin,
     InferEnd,
     Memory,
+    Ping,
+    Run,
     SpanBegin,
     SpanEnd,
+    Stop,
     Token,
     TraceLevel,
 )
@@ -66,6 +68,18 @@ class RunRequest:
 
 
 @dataclass
+class RunSchedule:
+    """Runs one after another (``record --repeat``): each request keeps its own run_id.
+
+    ``requests`` may be endless (a generator); a run starts ``interval_s`` after the previous
+    one started, or as soon as it ended when it took longer.
+    """
+
+    requests: Iterable[RunRequest]
+    interval_s: float = 0.0
+
+
+@dataclass
 class SessionOutcome:
     """What happened, for the CLI and the summary."""
 
@@ -79,6 +93,8 @@ class SessionOutcome:
     stopped_early: bool = False
     run_end_lost: bool = False
     """The run's INFER_END was sent while the link was down."""
+    runs_done: int = 0
+    """Runs that ended (with a schedule, several; the fields above describe the last)."""
     link: LinkStatistics | None = None
     decoder: DecoderActorStatistics | None = None
     recorder: RecorderStatistics | None = None
@@ -91,13 +107,21 @@ class _SessionState:
 
     def __init__(self, outcome: SessionOutcome, run_id: int) -> None:
         self.outcome = outcome
-        self.run_id = run_id
         self.hello = trio.Event()
-        self.run_begun = trio.Event()
-        self.run_ended = trio.Event()
         self.token_seen = 0
         self.changed = trio.Event()
+        self.begin(run_id)
+
+    def begin(self, run_id: int) -> None:
+        """Follow run ``run_id`` from now on (the next run of a schedule)."""
+        self.run_id = run_id
+        self.run_begun = trio.Event()
+        self.run_ended = trio.Event()
         self.outage_in_run = False
+        self.outcome.token_ids = []
+        self.outcome.n_prompt_tokens = 0
+        self.outcome.run_status = None
+        self.outcome.run_begin_host_s = self.outcome.run_end_host_s = None
 
     async def follow(self, receive: trio.MemoryReceiveChannel[RecordBatch]) -> None:
         async with receive:
@@ -211,23 +235,25 @@ class Supervisor:
 
     async def record(
         self,
-        request: RunRequest | None,
+        request: RunRequest | RunSchedule | None,
         *,
         duration_s: float | None = None,
         max_tokens: int | None = None,
         stop: trio.Event | None = None,
         run_timeout_s: float = 120.0,
         on_token: Callable[[int], None] | None = None,
+        on_run_end: Callable[[SessionOutcome], None] | None = None,
     ) -> SessionOutcome:
-        """Record; with ``request``, drive one inference and stop after its INFER_END.
+        """Record; with ``request``, drive one inference and stop after its INFER_END; with a
+        :class:`RunSchedule`, drive its runs one after another and stop after the last.
 
         Without a request it records what the device does until ``stop`` is set, ``duration_s``
-        passes or ``max_tokens`` tokens were seen.
+        passes or ``max_tokens`` tokens were seen. ``on_run_end`` sees the outcome after each
+        run's INFER_END (its fields describe that run).
         """
         try:
-            return await self._record(request, functools.partial(
-                self._drive, request=request, duration_s=duration_s, max_tokens=max_tokens,
-                stop=stop, run_timeout_s=run_timeout_s, on_token=on_token))
+            return await self._record(request, duration_s, max_tokens, stop, run_timeout_s,
+                                      on_token, on_run_end)
         except BaseExceptionGroup as group:
             found = first_error(group)
             if found is None:
@@ -235,11 +261,17 @@ class Supervisor:
             raise found from group
 
     async def _record(
-        self, request: RunRequest | None, drive: Callable[[_SessionState], Awaitable[None]]
+        self,
+        request: RunRequest | RunSchedule | None,
+        duration_s: float | None,
+        max_tokens: int | None,
+        stop: trio.Event | None,
+        run_timeout_s: float,
+        on_token: Callable[[int], None] | None,
+        on_run_end: Callable[[SessionOutcome], None] | None,
     ) -> SessionOutcome:
-        """Start the actor graph, ``drive`` the session, then stop the sources and count."""
         outcome = SessionOutcome()
-        state = _SessionState(outcome, request.run_id if request else -1)
+        state = _SessionState(outcome, -1)
         async with trio.open_nursery() as sinks:
             link_send, link_recv = trio.open_memory_channel[RawChunk | LinkStatus](LINK_CHANNEL)
             hub_send, hub_recv = trio.open_memory_channel[Record | RecordBatch](HUB_CHANNEL)
@@ -258,7 +290,8 @@ class Supervisor:
                 await sources.start(self.link.run, link_send)
                 sources.start_soon(self._pinger)
                 try:
-                    await drive(state)
+                    await self._drive(state, request, duration_s, max_tokens, stop,
+                                      run_timeout_s, on_token, on_run_end)
                     await trio.sleep(self.tail_s)
                 finally:
                     # Last alignment points after the run, then stop the sources.
@@ -289,19 +322,21 @@ class Supervisor:
     async def _drive(
         self,
         state: _SessionState,
-        *,
-        request: RunRequest | None,
+        request: RunRequest | RunSchedule | None,
         duration_s: float | None,
         max_tokens: int | None,
         stop: trio.Event | None,
         run_timeout_s: float,
         on_token: Callable[[int], None] | None,
+        on_run_end: Callable[[SessionOutcome], None] | None,
     ) -> None:
         with trio.move_on_after(self.hello_timeout_s) as cs:
             await state.hello.wait()
         if cs.cancelled_caught:
             # A device may already be running: ask for HELLO (CONFIG is answered with it).
-            await self._send_retrying(Config(int(request.trace_level if request else 2)))
+            level = (request.trace_level if isinstance(request, RunRequest)
+                     else TraceLevel.SPANS)
+            await self._send_retrying(Config(int(level)))
             with trio.move_on_after(self.hello_timeout_s):
                 await state.hello.wait()
             if not state.hello.is_set():
@@ -319,17 +354,8 @@ class Supervisor:
                 waiters.start_soon(_stop_waiter)
             with trio.move_on_at(deadline):
                 if request is not None:
-                    await self._send_retrying(Config(int(request.trace_level)))
-                    # A few quick round trips before the run anchor the clock fit.
-                    for _ in range(3):
-                        await self._ping()
-                        await trio.sleep(0.02)
-                    await self._send_retrying(
-                        Run(request.run_id, request.seed, request.temperature,
-                            request.n_tokens, tuple(request.prompt))
-                    )
-                    with trio.fail_after(run_timeout_s):
-                        await self._follow_tokens(state, max_tokens, on_token, until_end=True)
+                    await self._run_all(state, request, max_tokens, run_timeout_s, on_token,
+                                        on_run_end)
                 else:
                     await self._follow_tokens(state, max_tokens, on_token, until_end=False)
             waiters.cancel_scope.cancel()
@@ -341,6 +367,40 @@ class Supervisor:
                     await state.run_ended.wait()
                 except LinkError:
                     pass
+
+    async def _run_all(
+        self,
+        state: _SessionState,
+        request: RunRequest | RunSchedule,
+        max_tokens: int | None,
+        run_timeout_s: float,
+        on_token: Callable[[int], None] | None,
+        on_run_end: Callable[[SessionOutcome], None] | None,
+    ) -> None:
+        """One run, or a schedule's runs in turn (until it ends, max_tokens or a lost end)."""
+        schedule = request if isinstance(request, RunSchedule) else RunSchedule((request,))
+        configured = False
+        next_start = trio.current_time()
+        for run in schedule.requests:
+            await trio.sleep_until(next_start)
+            if not configured:
+                await self._send_retrying(Config(int(run.trace_level)))
+                # A few quick round trips before the run anchor the clock fit.
+                for _ in range(3):
+                    await self._ping()
+                    await trio.sleep(0.02)
+                configured = True
+            next_start = trio.current_time() + schedule.interval_s
+            state.begin(run.run_id)
+            await self._send_retrying(
+                Run(run.run_id, run.seed, run.temperature, run.n_tokens, tuple(run.prompt)))
+            with trio.fail_after(run_timeout_s):
+                await self._follow_tokens(state, max_tokens, on_token, until_end=True)
+            if not state.run_ended.is_set():
+                return  # max_tokens, or the end was lost with the link
+            state.outcome.runs_done += 1
+            if on_run_end is not None:
+                on_run_end(state.outcome)
 
     async def _follow_tokens(
         self,
@@ -365,4 +425,4 @@ class Supervisor:
                 on_token(reported)
 
 
-__all__ = ["RunRequest", "SessionOutcome", "Supervisor", "TinyTelemError"]
+__all__ = ["RunRequest", "RunSchedule", "SessionOutcome", "Supervisor", "TinyTelemError"]

@@ -21,13 +21,39 @@ from tinytelem.cli.serve import stream_server_options
               help="Stop after this many seconds.")
 @click.option("--run", "start_run", is_flag=True,
               help="Also start one inference (RUN) and stop after it ends.")
-@run_options(tokens_help="Tokens to generate with --run.")
+@click.option("--repeat", default="1", show_default=True, metavar="N|forever",
+              help="With --run: this many runs one after another (each keeps its run id), or "
+                   "forever (until Ctrl-C, --duration or --max-tokens).")
+@click.option("--interval", type=click.FloatRange(0.0), default=0.0, show_default=True,
+              metavar="SECONDS",
+              help="With --repeat: start a run this long after the previous one started "
+                   "(0: as soon as it ended).")
+@click.option("--prompts", "prompts_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --run: a text file of prompts, one per line, that the runs take in "
+                   "turn (instead of --prompt).")
+@run_options(tokens_help="Tokens to generate with --run (per run; at most what the model's "
+                         "context holds after the prompt).")
+@click.option("--sensor", "sensors", multiple=True, metavar="SPEC",
+              help="Power sensor, as profile takes it: auto, sim (the twin's waveform), none "
+                   "[default], ppk2:/dev/ttyACM0, ina:/dev/ttyUSB0, joulescope[:PATH], rapl, "
+                   "hwmon:NAME, jetson, rpi5-pmic (see docs/sensors.md). One per trace.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
+@click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
+              show_default=True, help="Sensor sample rate in samples/s.")
+@click.option("--rotate", metavar="PERIOD|SIZE",
+              help="Write segments NAME-0001.h5, NAME-0002.h5, ... (each with its raw capture), "
+                   "starting the next after this long (90s, 30m, 1h) or at this size "
+                   "(500MB, 2GB).")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @stream_server_options(listen_flag="--serve")
 def record(
     device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
-    run: dict[str, Any], overwrite: bool, as_json: bool,
+    repeat: str, interval: float, prompts_file: Path | None, run: dict[str, Any],
+    sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, rotate: str | None,
+    overwrite: bool, as_json: bool,
     listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:
     """Record everything a device sends into an HDF5 trace (Ctrl-C stops cleanly).
@@ -42,11 +68,14 @@ def record(
 
     from tinytelem.analysis.summary import render_table
     from tinytelem.session.options import RecordOptions
-    from tinytelem.session.record import run_record
+    from tinytelem.session.record import load_prompts, one_sensor, run_record
 
     options = RecordOptions(
         device=device, out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
-        overwrite=overwrite, **run,
+        overwrite=overwrite, sensor=one_sensor(sensors), sensor_rate_hz=sensor_rate,
+        calibration=calibration, repeat=_parse_repeat(repeat), interval_s=interval,
+        prompts=load_prompts(prompts_file) if prompts_file is not None else None,
+        rotate=rotate, **run,
     )
     console = Console(stderr=True)
     extra: list[Any] = []
@@ -58,6 +87,15 @@ def record(
                                  on_listening=lambda url: console.print(f"streaming on {url}"))
         extra.append(streamer.run)
 
+    def run_ended(outcome: Any) -> None:
+        if options.repeat == 1 and options.prompts is None:
+            return
+        begin, end = outcome.run_begin_host_s, outcome.run_end_host_s
+        took = (f" in {end - begin:.2f} s (host clock, prompt included)"
+                if begin is not None and end is not None else "")
+        console.print(f"run {outcome.runs_done}: {len(outcome.token_ids)} tokens{took}, "
+                      f"status {outcome.run_status}")
+
     async def main() -> object:
         stop = trio.Event()
 
@@ -67,6 +105,7 @@ def record(
             result = await run_record(
                 options, stop, extra_actors=extra,
                 on_ready=lambda h: console.print(f"recording {h.url} -> {out} (Ctrl-C stops)"),
+                on_run_end=run_ended,
             )
             nursery.cancel_scope.cancel()
         return result
@@ -79,3 +118,21 @@ def record(
         shown.print(render_table(summary))
         for warning in summary.get("warnings", []):
             shown.print(f"[yellow]warning:[/yellow] {warning}")
+        if "segments" in summary:
+            shown.print(f"{len(summary['segments'])} segments: {summary['segments'][0]} .. "
+                        f"{summary['segments'][-1]} (the summary is the last one's)")
+        if "rolling" in summary:
+            from tinytelem.analysis.rolling import render_rolling
+
+            shown.print(render_rolling(summary["rolling"]))
+
+
+def _parse_repeat(text: str) -> int | None:
+    if text.strip().lower() == "forever":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a count (1, 2, ...) or forever",
+                                 param_hint="--repeat") from None
+

@@ -27,6 +27,13 @@ def info(path: Path, as_json: bool) -> None:
         data = tr.info()
         data["link"] = tr.link_stats
         summary = tr.summary
+        schedule = tr.group_attrs("schedule").get("json")
+    rolling = None
+    if isinstance(schedule, str):  # record --repeat: the runs and their rolling summary
+        sched = json.loads(schedule)
+        rolling = sched.pop("rolling", None)
+        data["schedule"] = sched
+        data["rolling"] = rolling
     if summary:
         latency, power = summary.get("latency", {}), summary.get("power", {})
         data["summary"] = {
@@ -36,6 +43,10 @@ def info(path: Path, as_json: bool) -> None:
             "decode_tok_s": latency.get("decode_tok_s"),
             "energy_per_token_j": power.get("energy_per_token_j"),
         }
+    if data["opened_swmr"] and not data["complete"]:
+        data["hint"] = (f"the recorder did not finish this file (killed?); the data goes up to "
+                        f"its last flush. 'tinytelem trace repair {path}' makes it open "
+                        "everywhere")
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -44,10 +55,16 @@ def info(path: Path, as_json: bool) -> None:
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in data.items():
+        if key == "rolling":
+            continue
         text = (", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
                 else str(value))
         table.add_row(str(key), text)
     console.print(table)
+    if rolling is not None:
+        from tinytelem.analysis.rolling import render_rolling
+
+        console.print(render_rolling(rolling))
 
 
 @trace.command("replay")
@@ -75,3 +92,48 @@ def replay(raw: Path, out: Path, overwrite: bool, as_json: bool) -> None:
     console.print(f"replayed {result.records} capture records, {result.decoder.frames} frames "
                   f"-> {out}{note}")
     console.print(render_table(summary))
+
+
+@trace.command("repair")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Repair a file modified within the last 2 s (only when its recorder is dead).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def repair(path: Path, force: bool, as_json: bool) -> None:
+    """Make a trace whose recorder was killed open everywhere, and check what it holds.
+
+    Clears the "open for write" flags a killed recorder leaves in the file (what HDF5's
+    'h5clear -s' does), then checks every table: readable to its end, power blocks matching
+    the samples, tokens of known runs. Exit status 0 when the file opens and is consistent,
+    1 otherwise. The data is kept as the recorder's last flush left it.
+    """
+    from rich.console import Console
+
+    from tinytelem.trace.repair import repair_trace
+
+    report = repair_trace(path, force=force)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        console = Console()
+        flags = (f"cleared consistency flags 0x{report.flags_cleared:x}" if report.flags_cleared
+                 else "consistency flags were already clear")
+        console.print(f"{path}: {flags}; "
+                      f"{'opens' if report.opens else 'still does not open'} in any HDF5 reader")
+        console.print("recorder finished the file" if report.complete
+                      else "recorder did not finish the file: data ends at its last flush")
+        if report.last_host_s is not None:
+            console.print(f"last data at {report.last_host_s:.3f} s after the start")
+        console.print(", ".join(f"{k}={v}" for k, v in report.rows.items() if v)
+                      + f", power_samples={report.power_samples}")
+        raw = report.raw_capture
+        if raw is not None and "records" in raw:
+            reach = ("" if raw["last_host_s"] is None
+                     else f", up to {raw['last_host_s']:.3f} s")
+            console.print(f"raw capture {raw['path']}: {raw['records']} records{reach}"
+                          " ('tinytelem trace replay' re-decodes it)")
+        for problem in report.problems:
+            console.print(f"[yellow]problem:[/yellow] {problem}")
+        console.print("[green]ok[/green]" if report.ok else "[red]not ok[/red]")
+    if not report.ok:
+        raise SystemExit(1)

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,13 @@ import trio
 
 from tinytelem import __version__
 from tinytelem.actors.recorder import TraceRecorder, TraceSink
-from tinytelem.actors.supervisor import ExtraActor, RunRequest, SessionOutcome, Supervisor
+from tinytelem.actors.supervisor import (
+    ExtraActor,
+    RunRequest,
+    RunSchedule,
+    SessionOutcome,
+    Supervisor,
+)
 from tinytelem.devices import DeviceHandle, TwinOptions, open_device
 from tinytelem.emulator.link import LinkFit
 from tinytelem.errors import ConfigError
@@ -56,6 +62,11 @@ class SessionOutputs:
     raw: Path | None = None
     summary: Path | None = None
     overwrite: bool = False
+    rotation: Any = None
+    """A :class:`~tinytelem.session.rotate.Rotation`: write segments ``NAME-0001.h5``, ...
+    (and raw captures beside them) instead of ``trace`` and ``raw``."""
+    segments: list[Path] = field(default_factory=list)
+    """With ``rotation``: filled with every segment path as it is created."""
 
 
 class NullSink(TraceSink):
@@ -257,15 +268,8 @@ def store_session(
     calibration: Any = None,
 ) -> None:
     """Root and group attributes known only at the end: HELLO facts, link and sensor stats."""
-    hello = recorder.hello or outcome.hello
-    if hello is not None:
-        writer.set_attrs("/", {
-            "tick_hz": hello.tick_hz, "cpu_hz": hello.cpu_hz, "ram_bytes": hello.ram_bytes,
-            "flash_bytes": hello.flash_bytes, "psram_bytes": hello.psram_bytes,
-            "firmware_version": hello.firmware_version, "model_name": hello.model_name,
-            "model_sha256": hello.model_hash.hex(), "capabilities": hello.capabilities,
-            "platform": hello.platform,
-        })
+    store_device_facts(writer, recorder.hello or outcome.hello, power, calibration,
+                       dropped_samples=int(getattr(outcome.power, "dropped_samples", 0) or 0))
     d = outcome.decoder
     link = outcome.link
     if d is not None and link is not None:
@@ -275,22 +279,37 @@ def store_session(
             "lost_frames": d.lost_frames, "resyncs": d.resyncs, "reconnects": link.reconnects,
             "outages": link.outages, "down_s": link.down_s, "bytes_out": link.bytes_out,
         })
-    if isinstance(power, TwinSensor):
-        s = power.sensor
-        writer.set_attrs("power", {
-            "sample_rate_hz": s.rate_hz, "voltage_v": s.voltage_v, "sensor": "sim",
-            "dropped_samples": int(getattr(outcome.power, "dropped_samples", 0) or 0),
-        })
-    elif power is not None:
-        from tinytelem.sensors.open import record_sensor
-
-        record_sensor(writer, power, calibration)
     writer.set_attrs("session", {
         "run_status": -1 if outcome.run_status is None else outcome.run_status,
         "stopped_early": outcome.stopped_early,
         "run_end_lost": outcome.run_end_lost,
         "n_generated_seen": len(outcome.token_ids),
+        "runs_done": outcome.runs_done,
     })
+
+
+def store_device_facts(writer: Any, hello: Any, power: PowerSource | None, calibration: Any,
+                       dropped_samples: int = 0) -> None:
+    """The HELLO facts (root) and the sensor's facts (/power) that make a trace readable on
+    its own: at the end of a session, and at the end of each segment of a rotated one."""
+    if hello is not None:
+        writer.set_attrs("/", {
+            "tick_hz": hello.tick_hz, "cpu_hz": hello.cpu_hz, "ram_bytes": hello.ram_bytes,
+            "flash_bytes": hello.flash_bytes, "psram_bytes": hello.psram_bytes,
+            "firmware_version": hello.firmware_version, "model_name": hello.model_name,
+            "model_sha256": hello.model_hash.hex(), "capabilities": hello.capabilities,
+            "platform": hello.platform,
+        })
+    if isinstance(power, TwinSensor):
+        s = power.sensor
+        writer.set_attrs("power", {
+            "sample_rate_hz": s.rate_hz, "voltage_v": s.voltage_v, "sensor": "sim",
+            "dropped_samples": dropped_samples,
+        })
+    elif power is not None:
+        from tinytelem.sensors.open import record_sensor
+
+        record_sensor(writer, power, calibration)
 
 
 def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[str, Any]:
@@ -308,7 +327,7 @@ def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[st
 async def run_session(
     options: SessionOptions,
     outputs: SessionOutputs,
-    request: RunRequest | None,
+    request: RunRequest | RunSchedule | None,
     *,
     stop: trio.Event | None = None,
     duration_s: float | None = None,
@@ -318,6 +337,7 @@ async def run_session(
     extra_actors: Sequence[ExtraActor] = (),
     calibration: Any = None,
     before_record: Callable[[DeviceHandle], Awaitable[None]] | None = None,
+    on_run_end: Callable[[SessionOutcome], None] | None = None,
 ) -> tuple[SessionOutcome, dict[str, Any] | None]:
     """Open the device, record until the request's run ends (or ``stop``, ``duration_s``,
     ``max_tokens``), close the files in order, and summarise the trace.
@@ -347,20 +367,29 @@ async def run_session(
         host_t0 = time.monotonic()
         writer: Any = NullSink()
         extensions: list[Any] = []
-        if outputs.trace is not None:
-            outputs.trace.parent.mkdir(parents=True, exist_ok=True)
-            writer = TraceWriter.create(
-                outputs.trace, overwrite=outputs.overwrite,
-                attrs=_trace_attrs(options, handle, host_t0, calibration, request is not None),
-                extra_tables=summary_tables() if power else None)
+        raw_header = {"url": handle.url, "link_url": handle.link_url,
+                      "tool_version": __version__, "host_t0": host_t0}
+
+        def create_raw(path: Path) -> Any:
+            return RawCaptureWriter.create(path, header=raw_header, overwrite=outputs.overwrite)
+
+        raw: Any = None
+        trace_out = outputs.trace
+        if trace_out is not None:
+            trace_out.parent.mkdir(parents=True, exist_ok=True)
+            attrs = _trace_attrs(options, handle, host_t0, calibration, request is not None)
+            tables = summary_tables() if power else None
+            if outputs.rotation is None:
+                writer = TraceWriter.create(trace_out, overwrite=outputs.overwrite, attrs=attrs,
+                                            extra_tables=tables)
+            else:
+                writer, raw = _rotating_outputs(outputs, trace_out, attrs, tables, create_raw,
+                                                lambda w: store_device_facts(
+                                                    w, recorder.hello, power, calibration))
             if power is not None:
                 extensions.append(PowerSummaryRecorder(writer))
-        raw = None
-        if outputs.raw is not None:
-            raw = RawCaptureWriter.create(outputs.raw, header={
-                "url": handle.url, "link_url": handle.link_url, "tool_version": __version__,
-                "host_t0": host_t0,
-            }, overwrite=outputs.overwrite)
+        if outputs.raw is not None and raw is None:
+            raw = create_raw(outputs.raw)
         recorder = TraceRecorder(writer, host_t0=host_t0, extensions=extensions)
         try:
             supervisor = Supervisor(
@@ -370,7 +399,7 @@ async def run_session(
             )
             outcome = await supervisor.record(
                 request, duration_s=duration_s, max_tokens=max_tokens, stop=stop,
-                run_timeout_s=options.run_timeout_s, on_token=on_token)
+                run_timeout_s=options.run_timeout_s, on_token=on_token, on_run_end=on_run_end)
             store_session(writer, recorder, outcome, power, calibration)
         finally:
             # The trace first, then the raw capture, even when the first fails (disk full):
@@ -382,4 +411,28 @@ async def run_session(
                     raw.close()
     if outputs.trace is None:
         return outcome, None
-    return outcome, write_summary(outputs.trace, outputs.summary)
+    last = outputs.segments[-1] if outputs.rotation is not None else outputs.trace
+    return outcome, write_summary(last, outputs.summary)
+
+
+def _raw_beside(trace: Path) -> Path:
+    return trace.with_suffix(".ttraw.zst")
+
+
+def _rotating_outputs(outputs: SessionOutputs, out: Path, attrs: dict[str, Any],
+                      tables: Any, create_raw: Callable[[Path], Any],
+                      on_segment_end: Callable[[Any], None]) -> tuple[Any, Any]:
+    """The segment writer (and raw capture) of ``record --rotate``."""
+    from tinytelem.session.rotate import RotatingRaw, RotatingSink, segment_path
+    from tinytelem.trace.writer import TraceWriter
+
+    def create_trace(path: Path) -> Any:
+        return TraceWriter.create(path, overwrite=outputs.overwrite, attrs={
+            **attrs, "segment": len(outputs.segments) + 1, "segment_of": out.name,
+        }, extra_tables=tables)
+
+    raw = (RotatingRaw(create_raw, _raw_beside(segment_path(out, 1)))
+           if outputs.raw is not None else None)
+    writer = RotatingSink(create_trace, out, outputs.rotation, raw=raw, raw_path=_raw_beside,
+                          on_segment_end=on_segment_end, segments=outputs.segments)
+    return writer, raw

@@ -60,6 +60,15 @@ class RecordOptions(SessionOptions):
     duration_s: float | None = None
     run: bool = False
     sensor: str = "none"
+    repeat: int | None = 1
+    """With ``run``: how many runs, one after another; None repeats until stopped."""
+    interval_s: float = 0.0
+    """Start a run this long after the previous one started (0: as soon as it ended)."""
+    prompts: list[str] | None = None
+    """Prompts the runs take in turn (``--prompts FILE``); None: ``prompt`` every time."""
+    rotate: str | None = None
+    """Start a new segment file after this long or at this size (``1h``, ``2GB``); None:
+    one file."""
 
 
 @dataclass(kw_only=True)

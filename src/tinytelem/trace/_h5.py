@@ -25,6 +25,29 @@ from tinytelem.errors import TraceError
 
 JSON_KEYS_ATTR = "_json_keys"
 
+
+class TraceNeedsRepair(TraceError):
+    """A trace still flagged "open for write" by a recorder that was killed.
+
+    ``tinytelem trace repair FILE`` (:func:`tinytelem.trace.repair.repair_trace`) clears the
+    flags; the data up to the recorder's last flush is kept.
+    """
+
+
+def needs_repair(exc: BaseException) -> bool:
+    """Whether an h5py open error is HDF5's "already open / consistency flags" refusal."""
+    text = str(exc)
+    return "consistency flags" in text or "already open for" in text
+
+
+def needs_repair_error(path: object, action: str) -> TraceNeedsRepair:
+    """The typed error for a trace a killed recorder left flagged open."""
+    return TraceNeedsRepair(
+        f"cannot {action} trace {path}: it is still flagged open for write (its recorder was "
+        f"killed, or is still running); once no recorder writes it, run "
+        f"'tinytelem trace repair {path}' (keeps everything up to the last flush)"
+    )
+
 # C0 controls except tab/newline/carriage return, DEL, and C1 controls: what HDF5 refuses (NUL)
 # or what would drive a terminal when the value is printed later.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tinytelem.errors import TraceError
-from tinytelem.trace._h5 import read_attrs
+from tinytelem.trace._h5 import needs_repair, needs_repair_error, read_attrs
 from tinytelem.trace.schema import (
     POWER_SAMPLE_DTYPE,
     POWER_SAMPLES_PATH,
@@ -36,6 +36,8 @@ def open_trace(path: str | os.PathLike[str]) -> Trace:
     Raises:
         TraceError: the file is missing, not HDF5, not a tinytelem trace, damaged, or written
             by a newer tinytelem. The HDF5 message is kept in ``__cause__``.
+        TraceNeedsRepair: flagged open by a killed recorder in a way even a SWMR read refuses
+            (``tinytelem trace repair FILE`` clears it).
     """
     import h5py  # lazy: h5py costs 35 MB; only trace users pay
 
@@ -49,7 +51,10 @@ def open_trace(path: str | os.PathLike[str]) -> Trace:
         try:
             h5file = h5py.File(path, "r", swmr=True)
             swmr = True
-        except OSError:
+        except OSError as second:
+            if needs_repair(first) or needs_repair(second):
+                # Flagged open, and not even a SWMR read gets past it.
+                raise needs_repair_error(path, "read") from second
             raise TraceError(
                 f"{path} is not a tinytelem trace or is damaged (HDF5 cannot open it); if a "
                 "recorder is still writing it, wait for it to stop"
@@ -180,7 +185,10 @@ class Trace:
     @property
     def runs(self) -> np.ndarray:
         """RUN_DTYPE rows, sorted by run_id."""
-        return self.table("runs")
+        runs = self.table("runs")
+        if runs.size > 1 and np.any(np.diff(runs["run_id"].astype(np.int64)) < 0):
+            runs = np.sort(runs, order="run_id", kind="stable")  # written out of order
+        return runs
 
     @property
     def pings(self) -> np.ndarray:

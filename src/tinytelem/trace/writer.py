@@ -10,8 +10,11 @@ Design, driven by measurements (see the trace-format page):
 - **Whole chunks.** Rows are buffered in memory and written when a chunk fills, so a chunk is
   written once; partial buffers go out only at flush time (every ``flush_interval_s``).
 - **Checksums everywhere.** Every dataset is chunked, resizable and has the fletcher32 filter.
-- **Small, mutable tables are rewritten.** Runs and link gaps change after they are first seen
-  (a run ends, a link comes back); they are kept in memory and written whole at each flush.
+- **Small, mutable tables are updated in place.** Runs and link gaps change after they are first
+  seen (a run ends, a link comes back). Link gaps are kept in memory and written whole at each
+  flush. Runs are written at the flush after they change, each at its own row; only runs not
+  yet ended are remembered, so a recording of runs without end (``record --repeat forever``)
+  keeps its memory and its flushes bounded.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ import numpy as np
 
 import tinytelem
 from tinytelem.errors import TraceError
-from tinytelem.trace._h5 import escape_text, translate_error, write_attrs
+from tinytelem.trace._h5 import (
+    escape_text,
+    needs_repair,
+    needs_repair_error,
+    translate_error,
+    write_attrs,
+)
 from tinytelem.trace.schema import (
     GROUPS,
     LINK_GAP_DTYPE,
@@ -158,6 +167,11 @@ class TraceWriter:
         self._samples = _Table(h5file[POWER_SAMPLES_PATH], power_chunk)
         self._extra = {p: _Table(h5file[p], _DEFAULT_ROW_CHUNK) for p in extra_tables}
         self._runs: dict[int, np.void] = {}
+        """Runs changed since the last flush."""
+        self._run_pos: dict[int, int] = {}
+        """Row of each written run that has not ended (it will change again)."""
+        self._run_rows = 0
+        self._max_run_id = -1
         self._link_gaps: dict[float, tuple[float, float]] = {}
         self._dirty = False
         self._next_index: int | None = None
@@ -331,6 +345,10 @@ class TraceWriter:
             raise TraceError(f"unknown runs fields {sorted(unknown)}; fields: {RUN_DTYPE.names}")
         row = self._runs.get(run_id)
         if row is None:
+            row = self._written_run(run_id)
+            if row is not None:
+                self._runs[run_id] = row
+        if row is None:
             new = np.zeros(1, dtype=RUN_DTYPE)
             new["run_id"] = run_id
             new["status"] = -1
@@ -440,14 +458,44 @@ class TraceWriter:
             return True
         return False
 
+    def _written_run(self, run_id: int) -> np.void | None:
+        """The stored row of ``run_id`` (None if it was never written)."""
+        pos = self._run_row(run_id)
+        if pos is None:
+            return None
+        row: np.void = np.asarray(self._file[TABLES["runs"][0]][pos : pos + 1])[0]
+        return row
+
+    def _run_row(self, run_id: int) -> int | None:
+        """Where ``run_id`` is stored: remembered while it is open, else searched (rare)."""
+        pos = self._run_pos.get(run_id)
+        if pos is not None or run_id > self._max_run_id or self._run_rows == 0:
+            return pos
+        ids = np.asarray(self._file[TABLES["runs"][0]]["run_id"][: self._run_rows])
+        found = np.flatnonzero(ids == run_id)
+        return int(found[0]) if found.size else None
+
     def _write_mutable(self) -> None:
-        runs = np.array([self._runs[k] for k in sorted(self._runs)], dtype=RUN_DTYPE)
+        runs_dset = self._file[TABLES["runs"][0]]
+        for run_id in sorted(self._runs):
+            row = self._runs[run_id]
+            pos = self._run_row(run_id)
+            if pos is None:
+                pos = self._run_rows
+                self._run_rows += 1
+                runs_dset.resize((self._run_rows,))
+                self._max_run_id = max(self._max_run_id, run_id)
+            runs_dset[pos] = row
+            if int(row["status"]) == -1:
+                self._run_pos[run_id] = pos
+            else:
+                self._run_pos.pop(run_id, None)
+        self._runs = {}
         gaps = np.array([self._link_gaps[k] for k in sorted(self._link_gaps)], dtype=LINK_GAP_DTYPE)
-        for dpath, data in ((TABLES["runs"][0], runs), (TABLES["link_gaps"][0], gaps)):
-            dset = self._file[dpath]
-            dset.resize((data.shape[0],))
-            if data.shape[0]:
-                dset[:] = data
+        dset = self._file[TABLES["link_gaps"][0]]
+        dset.resize((gaps.shape[0],))
+        if gaps.shape[0]:
+            dset[:] = gaps
         self._dirty = False
 
     def close(self) -> None:
@@ -492,7 +540,7 @@ class TraceWriter:
     def statistics(self) -> WriterStatistics:
         """An immutable snapshot of what has been accepted (buffered or written)."""
         rows = {name: t.rows for name, t in self._tables.items()}
-        rows["runs"] = len(self._runs)
+        rows["runs"] = self._run_rows + sum(1 for k in self._runs if self._run_row(k) is None)
         rows["link_gaps"] = len(self._link_gaps)
         return WriterStatistics(
             rows=rows,
@@ -536,8 +584,9 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
     """Store (replace) the summary of a finished, closed trace, as :meth:`set_summary` does.
 
     Raises:
-        TraceError: the file cannot be opened for update (missing, or left open by a killed
-            recorder: run ``h5clear -s`` on it first).
+        TraceNeedsRepair: the file is still flagged open by a killed recorder (``tinytelem
+            trace repair FILE`` clears that).
+        TraceError: the file cannot be opened for update.
     """
     import h5py  # lazy: h5py costs 35 MB; only trace users pay
 
@@ -545,12 +594,43 @@ def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> N
     try:
         h5file = h5py.File(path, "r+", libver=LIBVER)
     except (OSError, ValueError) as exc:
-        raise TraceError(
-            f"cannot open trace {path} to store the summary; if its recorder was killed the "
-            "file is still flagged open: run 'h5clear -s' on it, or keep the summary JSON"
-        ) from exc
+        if needs_repair(exc):
+            raise needs_repair_error(path, "store the summary in") from exc
+        raise translate_error(exc, path, "store the summary in") from exc
     with h5file:
         _write_summary(h5file, path, summary)
+
+
+def store_group_attrs(path: str | os.PathLike[str], group: str,
+                      attrs: Mapping[str, Any]) -> None:
+    """Replace the attributes of ``group`` (created if missing) in a finished, closed trace.
+
+    Nested mappings are stored whole as JSON (``json``) and flattened with dotted keys, as the
+    summary is, so plain HDF5 tools see the numbers.
+
+    Raises:
+        TraceNeedsRepair: the file is still flagged open by a killed recorder.
+        TraceError: the file cannot be opened for update or written.
+    """
+    import h5py  # lazy: h5py costs 35 MB; only trace users pay
+
+    path = Path(path)
+    try:
+        h5file = h5py.File(path, "r+", libver=LIBVER)
+    except (OSError, ValueError) as exc:
+        if needs_repair(exc):
+            raise needs_repair_error(path, f"store /{group} in") from exc
+        raise translate_error(exc, path, f"store /{group} in") from exc
+    flat: dict[str, Any] = {"json": json.dumps(attrs, default=str, sort_keys=True)}
+    _flatten(attrs, "", flat)
+    with h5file:
+        try:
+            target = h5file.require_group(group).attrs
+            for key in list(target):
+                del target[key]
+            write_attrs(target, flat)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise translate_error(exc, path, f"store /{group} in") from exc
 
 
 def _write_summary(h5file: Any, path: Path, summary: Mapping[str, Any]) -> None:
