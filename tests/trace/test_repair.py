@@ -24,7 +24,7 @@ from tinytelem.trace.repair import (
     repair_trace,
     superblock_flags,
 )
-from tinytelem.trace.writer import LIBVER, store_summary
+from tinytelem.trace.store import LIBVER, store_summary
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 

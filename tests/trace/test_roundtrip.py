@@ -400,7 +400,7 @@ def test_error_translation_names_the_remedy(exc: OSError, remedy: str) -> None:
 
 
 def test_store_summary_into_a_closed_trace(tmp_path: Path) -> None:
-    from tinytelem.trace.writer import store_summary
+    from tinytelem.trace.store import store_summary
 
     path = tmp_path / "s.h5"
     with TraceWriter.create(path, attrs={}) as w:

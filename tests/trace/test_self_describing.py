@@ -24,7 +24,8 @@ from tinytelem.trace.schema import (
     TABLES,
     TOKEN_DTYPE,
 )
-from tinytelem.trace.writer import TraceWriter, store_summary
+from tinytelem.trace.store import store_summary
+from tinytelem.trace.writer import TraceWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 

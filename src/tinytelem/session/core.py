@@ -315,7 +315,7 @@ def store_device_facts(writer: Any, hello: Any, power: PowerSource | None, calib
 def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[str, Any]:
     """Compute the summary of a finished trace; store it in the trace and in ``summary_path``."""
     from tinytelem.analysis.loader import summary_of_trace
-    from tinytelem.trace.writer import store_summary
+    from tinytelem.trace.store import store_summary
 
     summary = summary_of_trace(trace_path)
     store_summary(trace_path, summary)

@@ -112,7 +112,7 @@ def store_rolling(trace: Path, options: RecordOptions, summary: dict[str, Any]) 
     ``/schedule``; return it."""
     from tinytelem.analysis.rolling import rolling_summary
     from tinytelem.trace.reader import open_trace
-    from tinytelem.trace.writer import store_group_attrs
+    from tinytelem.trace.store import store_group_attrs
 
     with open_trace(trace) as tr:
         runs = tr.runs

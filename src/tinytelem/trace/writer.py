@@ -1,5 +1,9 @@
 """Write a tinytelem HDF5 trace (schema: docs/trace-format.md).
 
+One idea, hence one module over 500 lines: :class:`TraceWriter`, the object a recording writes
+through, with the chunk buffer of its tables. Storing results into a closed trace lives in
+:mod:`tinytelem.trace.store`.
+
 Design, driven by measurements (see the trace-format page):
 
 - **SWMR, bounded to HDF5 1.10-1.14 structures.** The file is written with
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import time
@@ -37,8 +40,6 @@ import tinytelem
 from tinytelem.errors import TraceError
 from tinytelem.trace._h5 import (
     escape_text,
-    needs_repair,
-    needs_repair_error,
     translate_error,
     write_attrs,
 )
@@ -56,9 +57,7 @@ from tinytelem.trace.schema import (
     TEXT_DTYPE,
     file_dtype,
 )
-
-LIBVER = ("v110", "v114")
-"""HDF5 format bounds: readable by HDF5 1.10+; ``latest`` would need HDF5 2.0 readers."""
+from tinytelem.trace.store import LIBVER, write_summary_attrs
 
 _ROW_CHUNK = {"events": 4096, "tokens": 4096, "spans": 8192, "errors": 256, "logs": 256}
 _DEFAULT_ROW_CHUNK = 1024
@@ -427,7 +426,7 @@ class TraceWriter:
         see the headline numbers without parsing JSON.
         """
         self._check_open()
-        _write_summary(self._file, self.path, summary)
+        write_summary_attrs(self._file, self.path, summary)
 
     # ------------------------------------------------------------------ flushing
 
@@ -578,86 +577,3 @@ class TraceWriter:
             fn(*args)
         except (OSError, RuntimeError) as exc:
             raise translate_error(exc, self.path, "write to") from exc
-
-
-def store_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> None:
-    """Store (replace) the summary of a finished, closed trace, as :meth:`set_summary` does.
-
-    Raises:
-        TraceNeedsRepair: the file is still flagged open by a killed recorder (``tinytelem
-            trace repair FILE`` clears that).
-        TraceError: the file cannot be opened for update.
-    """
-    import h5py  # lazy: h5py costs 35 MB; only trace users pay
-
-    path = Path(path)
-    try:
-        h5file = h5py.File(path, "r+", libver=LIBVER)
-    except (OSError, ValueError) as exc:
-        if needs_repair(exc):
-            raise needs_repair_error(path, "store the summary in") from exc
-        raise translate_error(exc, path, "store the summary in") from exc
-    with h5file:
-        _write_summary(h5file, path, summary)
-
-
-def store_group_attrs(path: str | os.PathLike[str], group: str,
-                      attrs: Mapping[str, Any]) -> None:
-    """Replace the attributes of ``group`` (created if missing) in a finished, closed trace.
-
-    Nested mappings are stored whole as JSON (``json``) and flattened with dotted keys, as the
-    summary is, so plain HDF5 tools see the numbers.
-
-    Raises:
-        TraceNeedsRepair: the file is still flagged open by a killed recorder.
-        TraceError: the file cannot be opened for update or written.
-    """
-    import h5py  # lazy: h5py costs 35 MB; only trace users pay
-
-    path = Path(path)
-    try:
-        h5file = h5py.File(path, "r+", libver=LIBVER)
-    except (OSError, ValueError) as exc:
-        if needs_repair(exc):
-            raise needs_repair_error(path, f"store /{group} in") from exc
-        raise translate_error(exc, path, f"store /{group} in") from exc
-    flat: dict[str, Any] = {"json": json.dumps(attrs, default=str, sort_keys=True)}
-    _flatten(attrs, "", flat)
-    with h5file:
-        try:
-            target = h5file.require_group(group).attrs
-            for key in list(target):
-                del target[key]
-            write_attrs(target, flat)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise translate_error(exc, path, f"store /{group} in") from exc
-
-
-def _write_summary(h5file: Any, path: Path, summary: Mapping[str, Any]) -> None:
-    """The summary into /summary, and its clock fits into /clock (``device.offset_s``, ...)."""
-    flat: dict[str, Any] = {"json": json.dumps(summary, default=str, sort_keys=True)}
-    _flatten(summary, "", flat)
-    clock: dict[str, Any] = {}
-    for name, fit in (summary.get("clock") or {}).items():
-        if isinstance(fit, Mapping):
-            clock.update({f"{name}.{key}": value for key, value in fit.items()})
-    try:
-        attrs = h5file.require_group("summary").attrs
-        for key in list(attrs):
-            del attrs[key]
-        write_attrs(attrs, flat)
-        attrs = h5file.require_group("clock").attrs  # other attributes (alignment_*) stay
-        for key in [k for k in attrs if k.startswith(("device.", "sensor."))]:
-            del attrs[key]
-        write_attrs(attrs, clock)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise translate_error(exc, path, "write the summary to") from exc
-
-
-def _flatten(value: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, Mapping):
-            _flatten(item, name + ".", out)
-        elif isinstance(item, bool | int | float) and name != "json":
-            out[name] = item
