@@ -52,4 +52,15 @@ def test_accuracy_tables_match_model_eval(index: int, stories260k: Path, tok512:
         result = CliRunner().invoke(cli, argv[1:])
         assert result.exit_code == 0, f"{command}: {result.output} {result.exception!r}"
         output = result.output
-    assert [ln.rstrip() for ln in output.strip("\n").splitlines()] == expected
+    got = [ln.rstrip() for ln in output.strip("\n").splitlines()]
+    assert [_words(ln) for ln in got] == [_words(ln) for ln in expected]
+    for have, want in zip(got, expected, strict=True):
+        for a, b in zip(have.split(), want.split(), strict=True):
+            if a != b:  # a number on a rounding boundary may print one unit apart
+                unit = 10.0 ** -len(b.partition(".")[2].rstrip("%"))
+                assert abs(float(a.rstrip("%")) - float(b.rstrip("%"))) <= 1.01 * unit, (a, b)
+
+
+def _words(line: str) -> list[str]:
+    """The line with its numbers masked: every other word must match exactly."""
+    return [re.sub(r"^-?[0-9.]+%?$", "#", w) for w in line.split()]
