@@ -58,8 +58,8 @@ def _cost(level: TraceLevel) -> CostModel:
 
 
 def test_link_fit_counts_a_decode_tokens_frames() -> None:
-    spans = link_fit(_cost(TraceLevel.SPANS), 115_200, TraceLevel.SPANS, pos=4)
-    tokens = link_fit(_cost(TraceLevel.TOKENS), 115_200, TraceLevel.TOKENS, pos=4)
+    spans = link_fit(_cost(TraceLevel.SPANS), 115_200, pos=4)
+    tokens = link_fit(_cost(TraceLevel.TOKENS), 115_200, pos=4)
     # 5 layers x (LAYER + 7 ops) + classifier + sampling, begin and end each; TOKEN; MEMORY.
     assert spans.frames_per_token == 2 * (5 * 8 + 2) + 2 + 4
     assert tokens.frames_per_token == 2  # TOKEN and MEMORY
@@ -103,7 +103,7 @@ def test_twin_drops_span_frames_a_slow_link_cannot_carry() -> None:
     assert seqs == sorted(seqs) and seqs[-1] - seqs[0] + 1 == len(got) + dev.tx_dropped
 
 
-def test_twin_at_tokens_level_drops_nothing_and_frames_leave_by_the_wire() -> None:
+def test_twin_at_tokens_level_drops_nothing_and_frames_keep_their_times() -> None:
     ring = TxRing(115_200)
     got, dev = _run_through(ring, TraceLevel.TOKENS)
     assert dev.tx_dropped == 0 and ring.dropped_frames == 0

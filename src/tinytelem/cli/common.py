@@ -32,6 +32,27 @@ def trace_level_option() -> Callable[[F], F]:
     )
 
 
+def sensor_setting_options() -> Callable[[F], F]:
+    """``--calibration`` and ``--sensor-rate``, shared by every command that takes ``--sensor``
+    (the default rate is SessionOptions' own)."""
+    from pathlib import Path
+
+    from tinytelem.session.options import SessionOptions
+
+    rate = SessionOptions(device="").sensor_rate_hz
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=rate,
+                          show_default=True, help="Sensor sample rate in samples/s.")(fn)
+        fn = click.option("--calibration",
+                          type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                          help="Per-unit calibration file for the sensor (tinytelem calibrate "
+                               "writes it).")(fn)
+        return fn
+
+    return decorate
+
+
 def run_trio(fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run an async main under trio; Ctrl-C cancels it cleanly (files are closed).
 

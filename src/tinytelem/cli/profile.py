@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tinytelem.cli.common import device_option, run_options, run_trio
+from tinytelem.cli.common import device_option, run_options, run_trio, sensor_setting_options
 
 
 @click.command("profile")
@@ -20,10 +20,7 @@ from tinytelem.cli.common import device_option, run_options, run_trio
                    "none), sim (samples the twin's power waveform), none, "
                    "ppk2:/dev/ttyACM0, ina:/dev/ttyUSB0, joulescope[:PATH], rapl, "
                    "hwmon:NAME, jetson, rpi5-pmic (see docs/sensors.md).")
-@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
-@click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
-              show_default=True, help="Sensor sample rate in samples/s.")
+@sensor_setting_options()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="Directory for trace.h5, summary.json and raw.ttraw.zst.")
 @click.option("--overwrite", is_flag=True, help="Replace files of an earlier run in --out.")

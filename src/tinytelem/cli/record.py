@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from tinytelem.cli.common import device_option, run_options, run_trio, stop_on_signals
+from tinytelem.cli.common import (
+    device_option,
+    run_options,
+    run_trio,
+    sensor_setting_options,
+    stop_on_signals,
+)
 from tinytelem.cli.serve import stream_server_options
 
 
@@ -38,10 +44,7 @@ from tinytelem.cli.serve import stream_server_options
               help="Power sensor, as profile takes it: auto, sim (the twin's waveform), none "
                    "[default], ppk2:/dev/ttyACM0, ina:/dev/ttyUSB0, joulescope[:PATH], rapl, "
                    "hwmon:NAME, jetson, rpi5-pmic (see docs/sensors.md). One per trace.")
-@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Per-unit calibration file for the sensor (tinytelem calibrate writes it).")
-@click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
-              show_default=True, help="Sensor sample rate in samples/s.")
+@sensor_setting_options()
 @click.option("--rotate", metavar="PERIOD|SIZE",
               help="Write segments NAME-0001.h5, NAME-0002.h5, ... (each with its raw capture), "
                    "starting the next after this long (90s, 30m, 1h) or at this size "

@@ -102,6 +102,11 @@ class TxRing:
         return self._busy_until
 
 
+STANDARD_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1_000_000,
+                  2_000_000, 3_000_000, 4_000_000, 6_000_000, 12_000_000)
+"""Rates UARTs and USB-serial bridges are commonly set to: the advice names one of them."""
+
+
 @dataclass(frozen=True)
 class LinkFit:
     """Whether a trace level's frames fit a link during decode (predicted from the cost model)."""
@@ -138,29 +143,21 @@ class LinkFit:
         return int(need) + 1
 
 
-STANDARD_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1_000_000,
-                  2_000_000, 3_000_000, 4_000_000, 6_000_000, 12_000_000)
-
-
-def link_fit(cost: CostModel, baud: int, level: TraceLevel, pos: int = 1) -> LinkFit:
-    """Lay out one decode token at ``pos`` at ``level`` and weigh its frames against ``baud``.
+def link_fit(cost: CostModel, baud: int, pos: int = 1) -> LinkFit:
+    """Lay out one decode token at ``pos`` at the cost model's trace level and weigh its frames
+    against ``baud``.
 
     Token ids do not change the frames' kinds or sizes much (COBS adds a byte per zero run), so
     fixed ids stand in; the frames are encoded with the real codec.
     """
-    saved = cost.trace_level
-    cost.trace_level = level
-    try:
-        layout = RunLayout(cost, run_id=1, n_prompt=pos, n_tokens=2, start_s=0.0, level=level)
-        for i in range(pos):
-            layout.prefill(i, 1)
-        layout.decode(0, 2)
-        layout.take()
-        before = layout.horizon_s
-        layout.decode(1, 3)
-        frames, _ = layout.take()
-        token_s = layout.horizon_s - before
-    finally:
-        cost.trace_level = saved
+    level = cost.trace_level
+    layout = RunLayout(cost, run_id=1, n_prompt=pos, n_tokens=2, start_s=0.0, level=level)
+    for i in range(pos):
+        layout.prefill(i, 1)
+    layout.decode(0, 2)
+    layout.take()
+    before = layout.horizon_s
+    layout.decode(1, 3)
+    frames, _ = layout.take()
     sizes = [len(encode_frame(f.message, 0x1234, 0x12345678)) for f in frames]
-    return LinkFit(baud, level, sum(sizes), len(sizes), token_s)
+    return LinkFit(baud, level, sum(sizes), len(sizes), layout.horizon_s - before)

@@ -192,14 +192,17 @@ def predict_link(options: SessionOptions) -> LinkFit | None:
     from tinytelem.models.formats import GENERATED_MODEL_BITS, open_model
     from tinytelem.models.llama2c import STORIES260K_SHAPE
     from tinytelem.platforms import get_platform
+    from tinytelem.transports.url import EmuURL, parse_device_url
 
     config, bits = STORIES260K_SHAPE, GENERATED_MODEL_BITS
     if options.model is not None:
         lm = open_model(options.model)
         config, bits = lm.model.config, lm.weight_bits
-    cost = CostModel(get_platform(options.device.split(":", 1)[1]), config,
-                     options.weight_bits or bits, options.trace_level)
-    return link_fit(cost, options.link_baud, options.trace_level, pos=1)
+    url = parse_device_url(options.device)
+    assert isinstance(url, EmuURL)  # check_link refused every other device
+    cost = CostModel(get_platform(url.platform), config, options.weight_bits or bits,
+                     options.trace_level)
+    return link_fit(cost, options.link_baud)
 
 
 def link_advice(fit: LinkFit) -> str | None:
