@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -57,6 +58,24 @@ def test_leave_one_out_refits_without_the_point() -> None:
     slow, _ = predict_tok_s(points[0], 2.0)
     fast, _ = predict_tok_s(points[0], 1.0)
     assert slow < fast
+
+
+def test_a_harness_that_sleeps_a_tick_per_token_rounds_each_token_up() -> None:
+    point = next(p for p in load_points() if p.id == "k210-llm-embedded")
+    free, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=0.0), 1.0)
+    ticked, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=100.0), 1.0)
+    assert free > 100.0  # under one 10 ms tick per token without the sleep...
+    assert ticked == pytest.approx(100.0)  # ...so every token takes exactly one tick with it
+    fine, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=1e6), 1.0)
+    assert fine == pytest.approx(free, rel=1e-3)
+
+
+def test_two_cores_share_the_memory_bus() -> None:
+    point = next(p for p in load_points() if p.id == "esp32s3-esp32-llm")
+    one, where = predict_tok_s(dataclasses.replace(point, cores_used=1), 1.0)
+    two, _ = predict_tok_s(dataclasses.replace(point, cores_used=2), 1.0)
+    assert where == "psram"
+    assert one < two < 2 * one  # compute halves, PSRAM waits do not
 
 
 def test_malformed_published_file_is_a_config_error(tmp_path: Path) -> None:

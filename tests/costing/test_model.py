@@ -117,6 +117,17 @@ def test_efficiency_and_cpi_scale_compute_time() -> None:
     assert base.calibration_id.startswith("engine-")
 
 
+def test_efficiency_on_memory_scales_external_memory_time_only() -> None:
+    base = cost("esp32s3", 32, efficiency=1.0)
+    slow = cost("esp32s3", 32, efficiency=2.0, efficiency_on="memory")
+    assert base.placement.weights == "psram"  # fp32 stories260K does not fit the SRAM
+    a = next(t for t in base.forward_ops(2) if t.op == Op.FFN)
+    b = next(t for t in slow.forward_ops(2) if t.op == Op.FFN)
+    assert b.compute_s == pytest.approx(a.compute_s)
+    assert b.memory_s == pytest.approx(2 * a.memory_s)
+    assert b.duration_s - b.compute_s == pytest.approx(2 * (a.duration_s - a.compute_s))
+
+
 def test_fewer_bits_cost_fewer_instructions_than_float() -> None:
     four = cost("stm32f4", 4).instructions_per_token(3)
     fp32 = cost("stm32f4", 32, flash_bytes=4 << 20).instructions_per_token(3)

@@ -212,6 +212,8 @@ def test_good_copy_loads_from_a_directory(tmp_path: Path) -> None:
         ("aliases", 'aliases = "esp32-s3"', "aliases", "list of strings"),
         ("aliases", 'aliases = ["ESP32_S3"]', "aliases", "lower-case"),
         ("simd", "simd = [1, 2]", "simd", "list of strings"),
+        ("efficiency_on", 'efficiency_on = "cache"', "efficiency_on",
+         "must be one of compute, memory"),
         ("toolchain", "toolchain = 3", "toolchain", "must be a string"),
         ("name", 'name = "ESP32S3"', "name", "lower-case"),
         ("name", 'name = "other"', "name", "must match the file name"),

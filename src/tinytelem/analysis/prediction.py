@@ -81,7 +81,7 @@ def prediction_block(attrs: Mapping[str, Any], itl_mean_s: float | None
         if board is not None and instr:
             cal, p = _calibration_id(board)
             if p is not None:
-                seconds = instr * p.cycles_per_instruction * p.efficiency / p.cpu_hz
+                seconds = instr * p.cycles_per_instruction * p.compute_factor / p.cpu_hz
                 out["board_decode_tok_s"] = 1.0 / seconds
                 out["calibration"] = cal
         return out

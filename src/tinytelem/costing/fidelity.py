@@ -8,9 +8,12 @@ efficiency factor (its platform file says which points it was fitted to); for ev
 fitted platform the table also gives the leave-one-out prediction: the factor refitted without
 that point (1.0, i.e. unfitted, when the platform has no other point).
 
-Tok/s of a published engine that spread its matmuls over ``cores_used`` cores is predicted as
-``cores_used`` times the single-core figure (ideal scaling: an upper bound on what two cores
-give, stated with the figure). ``bench/twin_fidelity.py`` prints the table.
+A published engine that spread its matmuls over ``cores_used`` cores is predicted with its
+compute time divided by ``cores_used`` (ideal scaling: an upper bound on what two cores give)
+and its external-memory waits not divided (the cores share one PSRAM/flash bus). A published
+harness that sleeps one RTOS tick per token inside its timed loop (``harness_tick_hz``:
+FreeRTOS ``vTaskDelay(1)`` wakes at the next tick) is predicted the same way: each token's
+time rounded up to whole ticks. ``bench/twin_fidelity.py`` prints the table.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class Point:
     quoted: str
     overrides: Mapping[str, Any]
     notes: str
+    harness_tick_hz: float = 0.0
+    """The published loop sleeps until the next RTOS tick after every token, inside the timed
+    region (0: it does not)."""
 
 
 def published_path() -> Path:
@@ -83,10 +89,12 @@ def load_points(path: Path | None = None) -> list[Point]:
     """
     p = path or published_path()
     doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    names = {f.name for f in dataclasses.fields(Point)}
+    fields = dataclasses.fields(Point)
+    names = {f.name for f in fields}
+    required = {f.name for f in fields if f.default is dataclasses.MISSING}
     out = []
     for i, raw in enumerate(doc.get("point", [])):
-        missing, extra = names - set(raw), set(raw) - names
+        missing, extra = required - set(raw), set(raw) - names
         if missing or extra:
             raise ConfigError(f"{p.name}: point {i} ({raw.get('id', '?')}): missing "
                               f"{sorted(missing)}, unknown {sorted(extra)}")
@@ -119,18 +127,36 @@ def predict_tok_s(point: Point, efficiency: float | None = None) -> tuple[float,
     cm = CostModel(_platform(point, efficiency), cfg,
                    WeightBits(point.precision, point.embedding_bits), TraceLevel.OFF)
     n = min(DECODE_POSITIONS, cm.context)
-    step = max(1, n // 16)
-    times = [cm.token_seconds(pos) for pos in range(0, n, step)]
-    return point.cores_used * len(times) / sum(times), cm.placement.weights
+    step = max(1, n // 32)
+    times = []
+    for pos in range(0, n, step):
+        ops = cm.forward_ops(pos)
+        compute = sum(o.compute_s for o in ops)
+        times.append(cm.token_seconds(pos) - compute * (1.0 - 1.0 / point.cores_used))
+    if point.harness_tick_hz > 0:
+        tick = 1.0 / point.harness_tick_hz
+        times = [math.floor(t / tick + 1.0) * tick for t in times]
+    return len(times) / sum(times), cm.placement.weights
 
 
 def fit_efficiency(points: Sequence[Point]) -> float:
-    """The factor that makes the geometric mean of predicted/published 1 over ``points``."""
-    e = 1.0
-    for _ in range(4):  # memory stalls do not scale with it: a few fixed-point steps
+    """The factor that makes the geometric mean of predicted/published 1 over ``points``.
+
+    Bisection on log(factor): predicted tok/s falls monotonically as the factor grows, but
+    in steps where a harness rounds token times to whole ticks, so no Newton-like update.
+    """
+    def excess(e: float) -> float:
         logs = [math.log(predict_tok_s(p, e)[0] / p.tok_s) for p in points]
-        e *= math.exp(sum(logs) / len(logs))
-    return e
+        return sum(logs) / len(logs)
+
+    lo, hi = math.log(0.05), math.log(50.0)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if excess(math.exp(mid)) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp((lo + hi) / 2)
 
 
 @dataclass(frozen=True)

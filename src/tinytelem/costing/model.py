@@ -9,9 +9,9 @@ Duration of one operator::
 
     instr     = the engine calibration's fitted instructions of the span (measured under QEMU on
                 the platform's ISA family, tinytelem.costing.calibration)
-    t_compute = instr * cycles_per_instruction * efficiency / cpu_hz
-    t_memory  = weight_bytes / bw(weight placement)
-              + (act_bytes + kv_bytes_read + kv_bytes_written) / bw(arena placement)
+    t_compute = instr * cycles_per_instruction * efficiency_c / cpu_hz
+    t_memory  = (weight_bytes / bw(weight placement)
+              + (act_bytes + kv_bytes_read + kv_bytes_written) / bw(arena placement)) * efficiency_m
     t_op      = t_compute + t_stall                       (MCUs: in-order cores)
     t_op      = max(t_compute, t_memory)                  (Linux boards: out-of-order + DRAM)
 
@@ -21,7 +21,9 @@ behind its wait states stalls an in-order core for the line's transfer time (the
 the platform file are those transfer rates, with their sources).
 
 ``cycles_per_instruction`` comes from the core's documentation (platform file, with its
-source); ``efficiency`` is 1 unless the platform file states it was fitted to a published point.
+source); ``efficiency`` is 1 unless the platform file states it was fitted to a published point,
+and it scales either compute (``efficiency_c``) or external-memory time (``efficiency_m``), as
+the platform's ``efficiency_on`` says; the other factor is 1.
 The instructions per forward pass outside every span (the token loop) are charged to EMBED.
 
 Power of one operator (``u`` is the utilisation of the core)::
@@ -131,6 +133,10 @@ class PlatformSpec(Protocol):
     def cycles_per_instruction(self) -> float: ...
     @property
     def efficiency(self) -> float: ...
+    @property
+    def compute_factor(self) -> float: ...
+    @property
+    def memory_factor(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -249,8 +255,9 @@ class CostModel:
         self.kv_capacity_bytes = self.need.kv_cache
         self.placement = self._place()
         self._out_of_order = int(getattr(platform, "dram_bytes", 0) or 0) > 0
-        self._s_per_instr = (platform.cycles_per_instruction * platform.efficiency
+        self._s_per_instr = (platform.cycles_per_instruction * platform.compute_factor
                              / platform.cpu_hz)
+        self._memory_factor = platform.memory_factor
         self._frame_instr = {t: self.calibration.frame_instructions(_wire_bytes(m))
                              for t, m in _SAMPLE_FRAMES.items()}
         self._timings: dict[int, tuple[OpTiming, ...]] = {}
@@ -344,8 +351,8 @@ class CostModel:
     def _timing(self, layer: int, op: Op, instr: float, macs: int, weight_b: int,
                 other_b: int) -> OpTiming:
         compute = instr * self._s_per_instr
-        w_s = weight_b / self._bandwidth(self.placement.weights)
-        a_s = other_b / self._bandwidth(self.placement.arena)
+        w_s = weight_b / self._bandwidth(self.placement.weights) * self._memory_factor
+        a_s = other_b / self._bandwidth(self.placement.arena) * self._memory_factor
         memory = w_s + a_s
         if self._out_of_order:
             busy = max(compute, memory)
@@ -455,7 +462,7 @@ def frame_cycles(cost: CostModel | None = None) -> dict[MsgType, float]:
     """Predicted core cycles per frame type: ``cost``'s platform, or (without one) the Cortex-M4
     family's calibrated instructions at one cycle each."""
     if cost is not None:
-        cpi = cost.platform.cycles_per_instruction * cost.platform.efficiency
+        cpi = cost.platform.cycles_per_instruction * cost.platform.compute_factor
         return {t: cost.frame_instructions(t) * cpi for t in _SAMPLE_FRAMES}
     cal = load_calibration("cortex-m4")
     out = {t: cal.frame_instructions(_wire_bytes(m)) for t, m in _SAMPLE_FRAMES.items()}

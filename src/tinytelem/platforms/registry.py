@@ -137,6 +137,19 @@ class Platform:
     notes: str
     # Excluded from hashing so a Platform can still be a dict key or set member.
     sources: dict[str, str] = field(hash=False)
+    efficiency_on: str = "compute"
+    """What ``efficiency`` scales: "compute" (the core's time) or "memory" (the time spent
+    waiting for external memory: PSRAM, flash, DRAM), whichever the published points show."""
+
+    @property
+    def compute_factor(self) -> float:
+        """Factor on predicted compute time (``efficiency`` when it applies to compute)."""
+        return self.efficiency if self.efficiency_on == "compute" else 1.0
+
+    @property
+    def memory_factor(self) -> float:
+        """Factor on predicted external-memory time (``efficiency`` when it applies there)."""
+        return self.efficiency if self.efficiency_on == "memory" else 1.0
 
     @property
     def int8_macs_per_s(self) -> float:
@@ -243,9 +256,13 @@ def _check_sources(data: Mapping[str, Any], origin: str, known: frozenset[str]) 
     return sources
 
 
+_OPTIONAL_FIELDS = {"efficiency_on": "compute"}
+_EFFICIENCY_TARGETS = ("compute", "memory")
+
+
 def _validate(data: Mapping[str, Any], origin: str) -> Platform:
     known = frozenset(f.name for f in fields(Platform))
-    for key in sorted(known):
+    for key in sorted(known - _OPTIONAL_FIELDS.keys()):
         if key not in data:
             raise _fail(origin, key, "is missing")
     for key in data:
@@ -274,6 +291,9 @@ def _validate(data: Mapping[str, Any], origin: str) -> Platform:
         if figure not in FIGURE_FIELDS:
             raise _fail(origin, "estimates", f"entry {figure!r} is not a numeric figure")
     values["sources"] = _check_sources(data, origin, known)
+    values["efficiency_on"] = data.get("efficiency_on", _OPTIONAL_FIELDS["efficiency_on"])
+    if values["efficiency_on"] not in _EFFICIENCY_TARGETS:
+        raise _fail(origin, "efficiency_on", f"must be one of {', '.join(_EFFICIENCY_TARGETS)}")
     return Platform(**values)
 
 
