@@ -1,4 +1,5 @@
-"""The built wheel carries the firmware sources, and an installed tinytelem builds from them.
+"""The built wheel carries the firmware sources, and an installed tinytelem builds from them;
+it carries the engine calibration too, so its twin costs runs as a checkout's does.
 
 Before: the wheel held only the Python package, so from a wheel install ``native:``, ``qemu:``
 and ``firmware build`` failed while ``doctor`` listed those targets as buildable.
@@ -39,7 +40,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proj.mkdir()
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, proj / name)
-    for name in ("src", "firmware"):
+    for name in ("src", "firmware", "calibration"):
         shutil.copytree(ROOT / name, proj / name, ignore=BUILD_OUTPUTS)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                            str(tmp / "dist"), str(proj)],
@@ -139,6 +140,38 @@ print(json.dumps({{"src": str(firmware_dir()), "exe": str(result.elf),
     assert exe.is_relative_to(tmp_path / "cache")  # nothing written into the installed package
     assert out["sources"] == {"path": out["src"], "problem": None}
     assert out["native"]["build"] is True
+
+
+def test_installed_wheel_carries_the_calibration_the_twin_needs(wheel: Path,
+                                                                tmp_path: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("engine.json", "fidelity.json", "published.toml"):
+        assert f"tinytelem/_calibration/{name}" in names
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
+                           "--target", str(site), str(wheel)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code = f"""
+import json, sys
+sys.path[:0] = [{str(site)!r}, {sysconfig.get_paths()["purelib"]!r}]
+from tinytelem.analysis.prediction import fidelity_band
+from tinytelem.costing.calibration import calibration_path
+from tinytelem.costing.fidelity import load_points
+from tinytelem.costing.model import CostModel
+from tinytelem.models.llama2c import STORIES260K_SHAPE
+from tinytelem.platforms import get_platform
+cm = CostModel(get_platform("esp32s3"), STORIES260K_SHAPE, 4)
+print(json.dumps({{"path": str(calibration_path()), "band": fidelity_band(),
+                  "points": len(load_points()), "token_s": cm.token_seconds(3)}}))
+"""
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["path"] == str(site / "tinytelem" / "_calibration" / "engine.json")
+    assert out["band"] and out["band"]["low"] < 1 < out["band"]["high"]
+    assert out["points"] >= 4 and out["token_s"] > 0
 
 
 def test_doctor_says_when_the_sources_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from tinytelem.errors import ConfigError
@@ -36,14 +35,13 @@ VIRTUAL_CLOCK = "virtual (icount shift=0: 1 instruction = 1 ns), not a board's t
 @functools.cache
 def fidelity_band() -> dict[str, Any] | None:
     """The stored uncertainty band: true/predicted lies in [low, high] on the published points."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        f = parent / "calibration" / "fidelity.json"
-        if f.is_file():
-            doc = json.loads(f.read_text())
-            band = doc.get("band")
-            return dict(band) if isinstance(band, dict) else None
-    return None
+    from tinytelem.costing.calibration import calibration_file
+
+    f = calibration_file("fidelity.json")
+    if f is None:
+        return None
+    band = json.loads(f.read_text()).get("band")
+    return dict(band) if isinstance(band, dict) else None
 
 
 def _calibration_id(platform_name: str) -> tuple[str | None, Any]:

@@ -18,24 +18,39 @@ from typing import Any
 from tinytelem.costing.features import OpFeatures
 from tinytelem.errors import ConfigError
 
-__all__ = ["EngineCalibration", "calibration_path", "load_calibration"]
+__all__ = ["EngineCalibration", "calibration_file", "calibration_path", "load_calibration"]
 
 CALIBRATED_FLOAT = 32
 
 
-def calibration_path() -> Path:
-    """``calibration/engine.json`` of the source checkout this tinytelem runs from.
+_HERE = Path(__file__).resolve()
+CHECKOUT_CALIBRATION = _HERE.parents[3] / "calibration"
+"""``calibration/`` of the source checkout (src/tinytelem/costing/ is three levels below)."""
+PACKAGED_CALIBRATION = _HERE.parents[1] / "_calibration"
+"""The copy a wheel carries (setup.py copies ``calibration/`` there)."""
 
-    Raises:
-        ConfigError: no checkout (an installed wheel without the calibration data).
-    """
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "calibration" / "engine.json"
+
+def calibration_file(name: str) -> Path | None:
+    """``calibration/<name>`` of the source checkout, else the wheel's copy, else None."""
+    for folder in (CHECKOUT_CALIBRATION, PACKAGED_CALIBRATION):
+        candidate = folder / name
         if candidate.is_file():
             return candidate
-    raise ConfigError("calibration/engine.json was not found next to this tinytelem; run from a "
-                      "source checkout or regenerate it with `tinytelem firmware calibrate`")
+    return None
+
+
+def calibration_path() -> Path:
+    """``calibration/engine.json`` of the source checkout, or the copy an installed wheel carries.
+
+    Raises:
+        ConfigError: neither is there.
+    """
+    found = calibration_file("engine.json")
+    if found is None:
+        raise ConfigError("calibration/engine.json was not found next to this tinytelem; "
+                          "reinstall tinytelem or regenerate it with `tinytelem firmware "
+                          "calibrate` in a source checkout")
+    return found
 
 
 @dataclass(frozen=True)

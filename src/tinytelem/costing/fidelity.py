@@ -72,13 +72,14 @@ class Point:
 
 
 def published_path() -> Path:
-    """``calibration/published.toml`` of the source checkout."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "calibration" / "published.toml"
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("calibration/published.toml was not found; run from a source checkout")
+    """``calibration/published.toml`` of the source checkout, or the wheel's copy."""
+    from tinytelem.costing.calibration import calibration_file
+
+    found = calibration_file("published.toml")
+    if found is None:
+        raise ConfigError("calibration/published.toml was not found; reinstall tinytelem or run "
+                          "from a source checkout")
+    return found
 
 
 def load_points(path: Path | None = None) -> list[Point]:
