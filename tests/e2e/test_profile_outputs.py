@@ -16,6 +16,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+from tinytelem.actors.supervisor import RunTimeout
 from tinytelem.cli.main import cli
 from tinytelem.errors import TinyTelemError
 from tinytelem.session.options import ProfileOptions
@@ -103,3 +104,27 @@ def test_replay_reads_a_capture_under_the_old_name(tmp_path: Path) -> None:
     replayed = CliRunner().invoke(cli, ["trace", "replay", str(old), "--out",
                                         str(tmp_path / "again.h5"), "--json"])
     assert replayed.exit_code == 0, replayed.output
+
+
+def test_run_timeout_is_a_typed_error_and_the_trace_keeps_what_arrived(tmp_path: Path) -> None:
+    """Before: a run slower than the timeout ended with a raw TooSlowError traceback group,
+    and the tokens still queued for the recorder were lost with the cancelled session."""
+    import h5py
+
+    out = tmp_path / "slow"
+    result = CliRunner().invoke(cli, ["profile", "--device", "emu:rp2040", "--tokens", "300",
+                                      "--run-timeout", "0.5", "--out", str(out)])
+    # A typed error: the console entry point prints it as one line and exits 1.
+    assert isinstance(result.exception, RunTimeout), result.exception
+    text = str(result.exception)
+    assert "did not end within 0.5 s" in text and "--run-timeout" in text
+    replayed = tmp_path / "replay.h5"
+    again = CliRunner().invoke(cli, ["trace", "replay", str(out / RAW_NAME), "--out",
+                                     str(replayed)])
+    assert again.exit_code == 0, again.output
+    with h5py.File(out / TRACE_NAME, "r") as f, h5py.File(replayed, "r") as g:
+        tokens = f["tokens"][:]
+        assert tokens.size >= 1
+        assert tokens["index"].tolist() == g["tokens"][:]["index"].tolist()
+        assert "did not end within" in f["session"].attrs["error"]
+        assert bool(f["session"].attrs["stopped_early"])

@@ -55,6 +55,14 @@ RECORDER_BUFFER = 8192
 SESSION_BUFFER = 8192
 
 
+class RunTimeout(LinkError):
+    """A run's INFER_END did not arrive within the session's run timeout.
+
+    ``outcome`` is the session's outcome up to then (the trace holds what arrived)."""
+
+    outcome: SessionOutcome | None = None
+
+
 @dataclass
 class RunRequest:
     """What the session asks the device to do."""
@@ -109,6 +117,7 @@ class _SessionState:
         self.outcome = outcome
         self.hello = trio.Event()
         self.token_seen = 0
+        self.timed_out: RunTimeout | None = None
         self.changed = trio.Event()
         self.begin(run_id)
 
@@ -309,6 +318,11 @@ class Supervisor:
         outcome.recorder = self.recorder.statistics()
         outcome.hub = self.hub.statistics()
         outcome.power = self.power.statistics() if self.power is not None else None
+        if state.timed_out is not None:
+            # Raised only now: the session ended the way a finished one does (STOP sent, the
+            # sinks drained what arrived into the trace) before the error reaches the caller.
+            state.timed_out.outcome = outcome
+            raise state.timed_out
         return outcome
 
     async def _send_retrying(self, message: Any) -> None:
@@ -394,8 +408,15 @@ class Supervisor:
             state.begin(run.run_id)
             await self._send_retrying(
                 Run(run.run_id, run.seed, run.temperature, run.n_tokens, tuple(run.prompt)))
-            with trio.fail_after(run_timeout_s):
+            with trio.move_on_after(run_timeout_s) as waited:
                 await self._follow_tokens(state, max_tokens, on_token, until_end=True)
+            if waited.cancelled_caught:
+                state.timed_out = RunTimeout(
+                    f"run {run.run_id} did not end within {run_timeout_s:g} s of its RUN "
+                    f"({state.token_seen} tokens seen): the device stopped sending or its "
+                    f"INFER_END was lost; what arrived is recorded. Give a slow device more "
+                    f"time with --run-timeout")
+                return  # _drive stops the device; _record raises once the trace has it all
             if not state.run_ended.is_set():
                 return  # max_tokens, or the end was lost with the link
             state.outcome.runs_done += 1
@@ -425,4 +446,5 @@ class Supervisor:
                 on_token(reported)
 
 
-__all__ = ["RunRequest", "RunSchedule", "SessionOutcome", "Supervisor", "TinyTelemError"]
+__all__ = ["RunRequest", "RunSchedule", "RunTimeout", "SessionOutcome", "Supervisor",
+           "TinyTelemError"]

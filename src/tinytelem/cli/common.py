@@ -88,7 +88,7 @@ async def stop_on_signals(stop: Any, say: Callable[[str], object], message: str)
 
 
 RUN_PARAMS = ("model", "tokenizer", "prompt", "n_tokens", "seed", "temperature", "trace_level",
-              "weight_bits", "faults", "link_baud")
+              "weight_bits", "faults", "link_baud", "run_timeout_s")
 
 
 def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
@@ -148,6 +148,11 @@ def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
                          help="Give the twin's link a UART's byte rate (emu: devices only; 8N1, "
                               "4 KiB transmit ring, frames that find it full are dropped and "
                               "counted). Default: a free link."),
+            click.option("--run-timeout", "run_timeout_s",
+                         type=click.FloatRange(0.0, min_open=True),
+                         default=defaults.run_timeout_s, show_default=True, metavar="SECONDS",
+                         help="Give up on a run whose INFER_END has not arrived this long after "
+                              "its RUN (what arrived stays recorded)."),
         ]
         for option in reversed(options):
             wrapper = option(wrapper)

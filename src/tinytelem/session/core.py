@@ -31,6 +31,7 @@ from tinytelem.actors.supervisor import (
     ExtraActor,
     RunRequest,
     RunSchedule,
+    RunTimeout,
     SessionOutcome,
     Supervisor,
 )
@@ -400,9 +401,16 @@ async def run_session(
                 reconnect=handle.reconnect, extra_actors=extra_actors,
                 tail_s=TWIN_SENSOR_TAIL_S if power is not None else 0.1,
             )
-            outcome = await supervisor.record(
-                request, duration_s=duration_s, max_tokens=max_tokens, stop=stop,
-                run_timeout_s=options.run_timeout_s, on_token=on_token, on_run_end=on_run_end)
+            try:
+                outcome = await supervisor.record(
+                    request, duration_s=duration_s, max_tokens=max_tokens, stop=stop,
+                    run_timeout_s=options.run_timeout_s, on_token=on_token,
+                    on_run_end=on_run_end)
+            except RunTimeout as exc:
+                if exc.outcome is not None:
+                    store_session(writer, recorder, exc.outcome, power, calibration)
+                    writer.set_attrs("session", {"error": str(exc)})
+                raise
             store_session(writer, recorder, outcome, power, calibration)
         finally:
             # The trace first, then the raw capture, even when the first fails (disk full):
