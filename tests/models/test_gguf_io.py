@@ -46,6 +46,16 @@ def test_f32_roundtrip_same_tokens(stories260k: Path, tok512: Path, tmp_path: Pa
     assert g.metadata["general.architecture"] == "llama"
 
 
+@pytest.mark.parametrize(("qtype", "file_type"), [("f32", "ALL_F32"), ("f16", "MOSTLY_F16"),
+                                                  ("q4_0", "MOSTLY_Q4_0"),
+                                                  ("q3_k", "MOSTLY_Q3_K_S")])
+def test_file_type_is_written_so_llama_cpp_need_not_guess(qtype: str, file_type: str,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / f"m-{qtype}.gguf"
+    write_gguf(builtin_model(1), out, qtype)
+    assert read_gguf(out).metadata["general.file_type"] == gguf.LlamaFileType[file_type].value
+
+
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_k"])
 def test_quantized_gguf_reads_back_gguf_dequantization(qtype: str, tmp_path: Path) -> None:
     m = builtin_model(3)
