@@ -18,11 +18,14 @@ if TYPE_CHECKING:
     from tinytelem.models.quant import QuantizedModel
     from tinytelem.models.tokenizer import TextCodec
 
-__all__ = ["BITS_TO_GGUF", "QuantizeRequest", "write_c_file", "write_gguf_file",
-           "write_onnx_file", "write_tlm_file"]
+__all__ = ["BITS_TO_GGUF", "FLOAT_TYPES", "QuantizeRequest", "float_request", "write_c_file",
+           "write_gguf_file", "write_hf_folder", "write_onnx_file", "write_tlm_file"]
 
 BITS_TO_GGUF: Final = {8: "q8_0", 4: "q4_0", 3: "q3_k", 2: "q2_k"}
 """The GGUF type ``--bits B`` means for a ``.gguf`` output."""
+
+FLOAT_TYPES: Final = ("f32", "f16")
+"""``model convert --type``: f16 only where the format stores it (GGUF)."""
 
 
 @dataclass
@@ -70,6 +73,35 @@ class QuantizeRequest:
         return quantize_model(self.source, self.bits, self.group_size, self.symmetric, method,
                               per_tensor_bits=self.per_tensor_bits, progress=self.progress,
                               per_tensor_group=self.per_tensor_group)
+
+
+def float_request(source: LlamaModel, out: Path, qtype: str = "f32", *,
+                  tokenizer: TextCodec | None = None, source_path: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> QuantizeRequest:
+    """The request ``model convert`` gives a writer: every weight kept in float.
+
+    GGUF takes ``qtype`` (f32 or f16) directly; the other formats get a plan keeping every
+    matrix at 32 bits (the embedding included), so they go through the same writers as
+    ``model quantize`` and store float32.
+
+    Raises:
+        ConfigError: ``qtype`` is not f32/f16, or f16 for a format that stores float32 only.
+    """
+    from tinytelem.models import names
+
+    if qtype not in FLOAT_TYPES:
+        raise ConfigError(f"--type {qtype!r} is not a float type; convert writes f32 or f16 "
+                          "(use `model quantize` for quantized outputs)")
+    gguf = out.suffix.lower() == ".gguf"
+    if qtype != "f32" and not gguf:
+        what = out.suffix or "a Hugging Face folder"
+        raise ConfigError(f"--type {qtype} is written to .gguf files only; {what} stores "
+                          "float32")
+    kinds = ("tok_embeddings", "output", *names.MATRIX_KINDS)
+    return QuantizeRequest(source, None if gguf else 8, 32, True, "rtn", qtype,
+                           progress=progress or (lambda name: None), source_path=source_path,
+                           per_tensor_bits=None if gguf else dict.fromkeys(kinds, 32),
+                           tokenizer=tokenizer)
 
 
 def write_tlm_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
@@ -129,3 +161,19 @@ def write_onnx_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
     return {"output": str(out), "format": "onnx", "bytes": out.stat().st_size,
             "bits_per_weight": round(qm.bits_per_weight(), 3),
             "types": sorted({i.qtype for i in infos})}
+
+
+def write_hf_folder(req: QuantizeRequest, out: Path) -> dict[str, Any]:
+    """A folder (OUT without an extension): a Hugging Face ``LlamaForCausalLM`` checkpoint in
+    float32, with ``tokenizer.json`` built from IN's llama2.c tokenizer when it has one."""
+    from tinytelem.models.hf_io import write_hf
+    from tinytelem.models.tokenizer import Tokenizer
+
+    if req.per_tensor_bits is None or set(req.per_tensor_bits.values()) != {32}:
+        raise ConfigError(f"{out}: a Hugging Face folder holds float weights; write it with "
+                          "`tinytelem model convert IN -o FOLDER`")
+    tok = req.tokenizer if isinstance(req.tokenizer, Tokenizer) else None
+    facts = write_hf(req.source, out, tok)
+    if req.tokenizer is not None and tok is None:
+        facts["note"] = "IN's tokenizer is not a llama2.c vocabulary; copy it into the folder"
+    return facts
