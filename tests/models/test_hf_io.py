@@ -120,3 +120,25 @@ def test_missing_tensor_and_other_architecture_are_one_line_errors(tmp_path: Pat
     cfg_path.write_text(json.dumps({**cfg, "num_hidden_layers": cfg["num_hidden_layers"] + 1}))
     with pytest.raises(ModelError, match=r"model\.layers\.5\.input_layernorm\.weight is missing"):
         read_hf(tmp_path / "hf")
+
+
+@pytest.mark.slow
+def test_transformers_llama_generates_the_same_greedy_tokens(stories260k: Path, tok512: Path,
+                                                              tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="torch is not installed (not in the dev extra: "
+                                "pip install torch transformers to run this check)")
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    m = load_checkpoint(stories260k)
+    tok = load_tokenizer(tok512)
+    write_hf(m, tmp_path / "hf", tok)
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "hf"),
+                                                       torch_dtype=torch.float32).eval()
+    fast = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    for prompt in PROMPTS:
+        ids = tok.encode(prompt)
+        assert fast(prompt)["input_ids"] == ids
+        want = generate(m, ids, len(ids) + 99)
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([ids]), max_new_tokens=100, do_sample=False,
+                              min_new_tokens=100)
+        assert out[0].tolist() == want, prompt
