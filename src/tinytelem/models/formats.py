@@ -268,10 +268,11 @@ def _read_hf(path: Path) -> LoadedModel:
 
     h = read_hf(path)
     notes = list(h.notes)
-    if h.tokenizer is None:
+    # tok<vocab>.bin / tokenizer.bin inside the folder count as "beside the model".
+    tok = _own_tokenizer(path / "config.json", h.model, h.tokenizer)
+    if tok is None:
         notes.append("no tokenizer.json or tokenizer.model in the folder")
-    return LoadedModel(str(path), "hf", h.model, h.tensors, h.tokenizer, notes=notes,
-                       files=h.files)
+    return LoadedModel(str(path), "hf", h.model, h.tensors, tok, notes=notes, files=h.files)
 
 
 def _read_onnx(path: Path) -> LoadedModel:

@@ -41,7 +41,7 @@ from tinytelem.models.hf_tokenizer import _need, load_any_tokenizer
 from tinytelem.models.llama2c import LlamaConfig, LlamaModel
 
 if TYPE_CHECKING:
-    from tinytelem.models.tokenizer import TextCodec, Tokenizer
+    from tinytelem.models.tokenizer import TextCodec
 
 __all__ = ["SUPPORTED", "HfFolder", "is_hf_folder", "read_hf", "write_hf"]
 
@@ -221,11 +221,12 @@ def read_hf(folder: str | Path) -> HfFolder:
     return HfFolder(model, infos, tok, raw, files, notes)
 
 
-def write_hf(model: LlamaModel, folder: str | Path, tokenizer: Tokenizer | None = None
+def write_hf(model: LlamaModel, folder: str | Path, tokenizer: TextCodec | None = None
              ) -> dict[str, Any]:
     """Write ``model`` as a ``LlamaForCausalLM`` folder: ``config.json``,
-    ``model.safetensors`` (float32, q/k rows in HF order) and, when given, ``tokenizer.json``
-    + ``tokenizer_config.json``.
+    ``model.safetensors`` (float32, q/k rows in HF order) and, for a llama2.c vocabulary or a
+    ``tokenizer.json`` read earlier, ``tokenizer.json`` + ``tokenizer_config.json`` (byte
+    tokens of a generated model are not a vocabulary and are not written).
 
     Returns:
         Facts to print (output, files, bytes, tokenizer written).
@@ -233,7 +234,8 @@ def write_hf(model: LlamaModel, folder: str | Path, tokenizer: Tokenizer | None 
     Raises:
         ModelError: The folder cannot be written, or the tokenizer cannot be stored.
     """
-    from tinytelem.models.hf_tokenizer import tokenizer_json
+    from tinytelem.models.hf_tokenizer import HfTokenizer, tokenizer_json
+    from tinytelem.models.tokenizer import Tokenizer
 
     st = _need("safetensors.numpy")
     root = Path(folder)
@@ -253,7 +255,8 @@ def write_hf(model: LlamaModel, folder: str | Path, tokenizer: Tokenizer | None 
         rope = ".attn_q." in g or ".attn_k." in g
         a = meta_to_hf(arr, c.n_heads if ".attn_q." in g else c.n_kv_heads) if rope else arr
         tensors[names.hf_name(g)] = np.ascontiguousarray(a, dtype=np.float32)
-    text = tokenizer_json(tokenizer) if tokenizer is not None else None
+    text = (tokenizer_json(tokenizer) if isinstance(tokenizer, Tokenizer) else
+            str(tokenizer.tk.to_str()) if isinstance(tokenizer, HfTokenizer) else None)
     try:
         root.mkdir(parents=True, exist_ok=True)
         (root / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -165,15 +165,10 @@ def write_onnx_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 
 def write_hf_folder(req: QuantizeRequest, out: Path) -> dict[str, Any]:
     """A folder (OUT without an extension): a Hugging Face ``LlamaForCausalLM`` checkpoint in
-    float32, with ``tokenizer.json`` built from IN's llama2.c tokenizer when it has one."""
+    float32, with a ``tokenizer.json`` from IN's tokenizer when it has a real vocabulary."""
     from tinytelem.models.hf_io import write_hf
-    from tinytelem.models.tokenizer import Tokenizer
 
     if req.per_tensor_bits is None or set(req.per_tensor_bits.values()) != {32}:
         raise ConfigError(f"{out}: a Hugging Face folder holds float weights; write it with "
                           "`tinytelem model convert IN -o FOLDER`")
-    tok = req.tokenizer if isinstance(req.tokenizer, Tokenizer) else None
-    facts = write_hf(req.source, out, tok)
-    if req.tokenizer is not None and tok is None:
-        facts["note"] = "IN's tokenizer is not a llama2.c vocabulary; copy it into the folder"
-    return facts
+    return write_hf(req.source, out, req.tokenizer)
