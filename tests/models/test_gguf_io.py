@@ -229,3 +229,27 @@ def test_reads_legacy_types_we_do_not_write(tmp_path: Path) -> None:
     for name, arr in tensor_items(g.model).items():
         assert np.array_equal(arr, expect[name]), name
     assert g.tokenizer is None
+
+
+@pytest.mark.slow
+def test_llama_cpp_generates_our_text_from_our_f32_gguf(stories260k: Path, tok512: Path,
+                                                        tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed (pip install 'tinytelem[llamacpp]'"
+        ", which compiles llama.cpp: ~12 min on 2 cores)")
+    m = load_checkpoint(stories260k)
+    tok = load_tokenizer(tok512)
+    out = tmp_path / "s-f32.gguf"
+    write_gguf(m, out, "f32", tokenizer=tok)
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=512, n_threads=1, verbose=False)
+    prompt = "Once upon a time"
+    ids = tok.encode(prompt)
+    assert llm.tokenize(prompt.encode(), add_bos=True) == ids  # our tokenizer keys, its encoder
+    want = generate(m, ids, len(ids) + 99)[len(ids):]
+    got: list[int] = []
+    for t in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
+        if t in (llm.token_bos(), llm.token_eos()) or len(got) == len(want):
+            break
+        got.append(t)
+    assert got == want and len(want) == 100
+    assert llm.detokenize(got).decode() == tok.decode_all([1, *want])
