@@ -151,15 +151,17 @@ def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 
 
 def write_onnx_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
-    """``.onnx``: a weights graph with blocked DequantizeLinear."""
-    from tinytelem.models.onnx_write import write_onnx
+    """``.onnx``: a decoder step onnxruntime runs (token, position and KV cache in; logits and
+    the grown cache out): MatMulNBits for 2/4/8-bit matrices, INT4 DequantizeLinear for 3-bit,
+    float32 MatMul for float ones."""
+    from tinytelem.models.onnx_decoder import write_onnx_decoder
 
     if req.bits is None:
-        raise ConfigError("ONNX output takes --bits 2, 3, 4 or 8 (blocked DequantizeLinear)")
+        raise ConfigError("ONNX output takes --bits 2, 3, 4 or 8 (or `model convert` for float)")
     qm = req.quantize()
-    infos = write_onnx(qm, out, req.bits, req.group_size, symmetric=req.symmetric)
-    return {"output": str(out), "format": "onnx", "bytes": out.stat().st_size,
-            "bits_per_weight": round(qm.bits_per_weight(), 3),
+    infos = write_onnx_decoder(qm, out)
+    return {"output": str(out), "format": "onnx", "graph": "decoder-step",
+            "bytes": out.stat().st_size, "bits_per_weight": round(qm.bits_per_weight(), 3),
             "types": sorted({i.qtype for i in infos})}
 
 
