@@ -144,7 +144,10 @@ def test_convert_to_hf_folder_and_back(stories260k: Path, tok512: Path, tmp_path
     assert got["ids"] == ref["ids"] and got["text"] == ref["text"]
     # Float exports go through the same writers as quantize: f16 GGUF, float ONNX, float .tlm.
     for out, extra in (("m.gguf", ["--type", "f16"]), ("m.onnx", []), ("m.tlm", [])):
-        _ok(["model", "convert", str(folder), "-o", str(tmp_path / out), *extra])
+        facts = json.loads(_ok(["model", "convert", str(folder), "-o", str(tmp_path / out),
+                                "--json", *extra]))
+        if out.endswith(".gguf"):  # the folder's tokenizer.json, as pieces and scores
+            assert facts["tokenizer"] is True and facts["types"] == ["f16", "f32"]
         again = json.loads(_ok(["model", gen[0], str(tmp_path / out), *gen[1:]]))
         assert again["ids"] == ref["ids"], out
     assert "written to .gguf files only" in _one_line_error(

@@ -33,6 +33,11 @@ def test_tokenizer_json_encodes_and_decodes_like_run_c(tok512: Path, tmp_path: P
         assert hf.decode_all(ids) == tok.decode_all(ids) == text
     # The library's own template adds BOS the way transformers would.
     assert hf.tk.encode("Once").ids == tok.encode("Once")
+    # Back to pieces and scores (what a GGUF stores): run.c's encoder gives the same ids.
+    back = hf.as_llama2c()
+    assert back is not None and back.pieces == tok.pieces
+    for text in TEXTS:
+        assert back.encode(text) == tok.encode(text), text
 
 
 def test_vocabulary_mismatch_and_byte_level_vocabularies_are_refused(tok512: Path,

@@ -112,6 +112,27 @@ class HfTokenizer:
         out = piece.replace(SPACE, " ").encode("utf-8")
         return out[1:] if prev_token == BOS and out.startswith(b" ") else out
 
+    def as_llama2c(self) -> Tokenizer | None:
+        """The same vocabulary as pieces and scores (what GGUF and run.c's encoder hold), or
+        None when it is not a BPE model.
+
+        A piece's score is minus the rank of the first merge that makes it, so run.c's "merge
+        the best-scoring pair" applies merges in the library's rank order; pieces no merge makes
+        (characters, bytes, specials) score below every merged piece.
+        """
+        model = json.loads(self.tk.to_str()).get("model", {})
+        if model.get("type") != "BPE":
+            return None
+        rank: dict[str, int] = {}
+        for r, m in enumerate(model.get("merges", [])):
+            a, b = m.split(" ", 1) if isinstance(m, str) else m
+            rank.setdefault(a + b, r)
+        floor = -float(len(rank) + 1)
+        pieces = tuple(_LLAMA2C_SPECIAL.get(i, p.replace(SPACE, " ").encode("utf-8"))
+                       for i, p in enumerate(self.pieces))
+        scores = tuple(-float(rank[p]) if p in rank else floor for p in self.pieces)
+        return Tokenizer(pieces, scores, max(len(x) for x in pieces), self.source)
+
     def decode(self, prev_token: int, token: int) -> str:
         """One piece as text."""
         return self.decode_bytes(prev_token, token).decode("utf-8", errors="replace")

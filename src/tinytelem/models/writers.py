@@ -129,6 +129,7 @@ def write_c_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
     """``.gguf`` for llama.cpp, with IN's llama2.c tokenizer when it has one."""
     from tinytelem.models.gguf_io import write_gguf
+    from tinytelem.models.hf_tokenizer import HfTokenizer
     from tinytelem.models.tokenizer import Tokenizer
 
     qtype = req.qtype or BITS_TO_GGUF.get(req.bits or 0)
@@ -140,6 +141,8 @@ def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
         table = {**BITS_TO_GGUF, 32: "f32"}
         types = {name: table[b] for name, b in req.per_tensor_bits.items() if b in table}
     tok = req.tokenizer if isinstance(req.tokenizer, Tokenizer) else None
+    if isinstance(req.tokenizer, HfTokenizer):  # a Hugging Face folder's tokenizer.json
+        tok = req.tokenizer.as_llama2c()
     infos = write_gguf(req.source, out, qtype, tokenizer=tok, tensor_types=types)
     for info in infos:
         req.progress(info.name)
