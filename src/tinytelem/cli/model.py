@@ -1,4 +1,4 @@
-"""``tinytelem model``: quantize, generate, inspect; validate, eval and optimize are added from
+"""``tinytelem model``: quantize, convert, generate, inspect; validate, eval and optimize are added from
 their own modules (:mod:`tinytelem.cli.model_validate`, :mod:`~tinytelem.cli.model_eval`,
 :mod:`~tinytelem.cli.model_optimize`).
 
@@ -96,7 +96,8 @@ def model() -> None:
     """Quantize, run, inspect (and, with the analysis commands, validate/evaluate) models.
 
     MODEL arguments accept llama2.c checkpoints (.bin), .tlm, GGUF (.gguf) and ONNX (.onnx)
-    files and builtin[:SHAPE][:SEED] (a random model; stories260K's shape by default).
+    files, Hugging Face LlamaForCausalLM folders (config.json + *.safetensors) and
+    builtin[:SHAPE][:SEED] (a random model; stories260K's shape by default).
     """
 
 
