@@ -1,5 +1,5 @@
-"""``tinytelem model``: quantize, convert, generate, inspect; validate, eval and optimize are added from
-their own modules (:mod:`tinytelem.cli.model_validate`, :mod:`~tinytelem.cli.model_eval`,
+"""``tinytelem model``: quantize, convert, generate, inspect; validate, eval and optimize are
+added from their own modules (:mod:`tinytelem.cli.model_validate`, :mod:`~tinytelem.cli.model_eval`,
 :mod:`~tinytelem.cli.model_optimize`).
 
 Formats are not decided here: every MODEL is opened with
