@@ -115,3 +115,80 @@ def test_subprocess_error_exit_without_traceback(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "error:" in done.stderr and "at file offset" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _one_line_error(args: list[str]) -> str:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0 and isinstance(result.exception, (ModelError, ConfigError))
+    msg = str(result.exception)
+    assert "\n" not in msg
+    return msg
+
+
+def test_convert_to_hf_folder_and_back(stories260k: Path, tok512: Path, tmp_path: Path,
+                                       wide: None) -> None:
+    pytest.importorskip("safetensors", reason="the hf extra is not installed")
+    (tmp_path / "stories260K.bin").symlink_to(stories260k)
+    (tmp_path / "tok512.bin").symlink_to(tok512)
+    folder = tmp_path / "hf"
+    facts = json.loads(_ok(["model", "convert", str(tmp_path / "stories260K.bin"), "-o",
+                            str(folder), "--json"]))
+    assert facts["format"] == "hf" and facts["tokenizer"] is True
+    seen = json.loads(_ok(["model", "inspect", str(folder), "--json"]))
+    assert seen["format"] == "hf" and seen["files"] == ["config.json", "model.safetensors",
+                                                        "tokenizer.json"]
+    assert seen["tokenizer"].endswith("tokenizer.json") and seen["params"] == 260032
+    gen = ["generate", "--prompt", "Once upon a time", "--steps", "60", "--json"]
+    ref = json.loads(_ok(["model", gen[0], str(tmp_path / "stories260K.bin"), *gen[1:]]))
+    got = json.loads(_ok(["model", gen[0], str(folder), *gen[1:]]))
+    assert got["ids"] == ref["ids"] and got["text"] == ref["text"]
+    # Float exports go through the same writers as quantize: f16 GGUF, float ONNX, float .tlm.
+    for out, extra in (("m.gguf", ["--type", "f16"]), ("m.onnx", []), ("m.tlm", [])):
+        facts = json.loads(_ok(["model", "convert", str(folder), "-o", str(tmp_path / out),
+                                "--json", *extra]))
+        if out.endswith(".gguf"):  # the folder's tokenizer.json, as pieces and scores
+            assert facts["tokenizer"] is True and facts["types"] == ["f16", "f32"]
+        again = json.loads(_ok(["model", gen[0], str(tmp_path / out), *gen[1:]]))
+        assert again["ids"] == ref["ids"], out
+    assert "written to .gguf files only" in _one_line_error(
+        ["model", "convert", str(folder), "-o", str(tmp_path / "x.onnx"), "--type", "f16"])
+
+
+def test_bad_hf_folders_give_one_line_naming_the_problem(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors", reason="the hf extra is not installed")
+    folder = tmp_path / "hf"
+    _ok(["model", "convert", "builtin:2", "-o", str(folder)])
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(b"\xff" * 8 + good[8:])
+    msg = _one_line_error(["model", "inspect", str(folder)])
+    assert "damaged safetensors file" in msg and "model.safetensors" in msg
+    weights.write_bytes(good)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "architectures": ["GPT2LMHeadModel"],
+                                                    "model_type": "gpt2"}))
+    msg = _one_line_error(["model", "generate", str(folder), "--prompt", "hi"])
+    assert "GPT2LMHeadModel is not supported" in msg and "LlamaForCausalLM" in msg
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _ok(["model", "convert", str(tmp_path / "hf"), "-o", str(tmp_path / "plain")])
+    assert not (tmp_path / "plain" / "tokenizer.json").exists()  # bytes are not a vocabulary
+
+
+def test_tokenizer_with_the_wrong_vocabulary_is_one_line(stories260k: Path, tok512: Path,
+                                                         tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers", reason="the hf extra is not installed")
+    from tinytelem.models.hf_tokenizer import tokenizer_json
+    from tinytelem.models.tokenizer import Tokenizer, load_tokenizer
+
+    (tmp_path / "m.bin").symlink_to(stories260k)
+    (tmp_path / "tok512.bin").symlink_to(tok512)
+    folder = tmp_path / "hf"
+    _ok(["model", "convert", str(tmp_path / "m.bin"), "-o", str(folder)])
+    full = load_tokenizer(tok512)
+    short = Tokenizer(full.pieces[:300], full.scores[:300], full.max_token_length)
+    (folder / "tokenizer.json").write_text(tokenizer_json(short))
+    msg = _one_line_error(["model", "inspect", str(folder)])
+    assert "tokenizer.json: tokenizer has 300 tokens but the model's vocabulary is 512" in msg
+    msg = _one_line_error(["model", "generate", str(tmp_path / "m.bin"), "--tokenizer",
+                           str(folder / "tokenizer.json")])
+    assert "tokenizer.json: tokenizer has 300 tokens but the model's vocabulary is 512" in msg

@@ -46,6 +46,16 @@ def test_f32_roundtrip_same_tokens(stories260k: Path, tok512: Path, tmp_path: Pa
     assert g.metadata["general.architecture"] == "llama"
 
 
+@pytest.mark.parametrize(("qtype", "file_type"), [("f32", "ALL_F32"), ("f16", "MOSTLY_F16"),
+                                                  ("q4_0", "MOSTLY_Q4_0"),
+                                                  ("q3_k", "MOSTLY_Q3_K_S")])
+def test_file_type_is_written_so_llama_cpp_need_not_guess(qtype: str, file_type: str,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / f"m-{qtype}.gguf"
+    write_gguf(builtin_model(1), out, qtype)
+    assert read_gguf(out).metadata["general.file_type"] == gguf.LlamaFileType[file_type].value
+
+
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_k"])
 def test_quantized_gguf_reads_back_gguf_dequantization(qtype: str, tmp_path: Path) -> None:
     m = builtin_model(3)
@@ -219,3 +229,27 @@ def test_reads_legacy_types_we_do_not_write(tmp_path: Path) -> None:
     for name, arr in tensor_items(g.model).items():
         assert np.array_equal(arr, expect[name]), name
     assert g.tokenizer is None
+
+
+@pytest.mark.slow
+def test_llama_cpp_generates_our_text_from_our_f32_gguf(stories260k: Path, tok512: Path,
+                                                        tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed (pip install 'tinytelem[llamacpp]'"
+        ", which compiles llama.cpp: ~12 min on 2 cores)")
+    m = load_checkpoint(stories260k)
+    tok = load_tokenizer(tok512)
+    out = tmp_path / "s-f32.gguf"
+    write_gguf(m, out, "f32", tokenizer=tok)
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=512, n_threads=1, verbose=False)
+    prompt = "Once upon a time"
+    ids = tok.encode(prompt)
+    assert llm.tokenize(prompt.encode(), add_bos=True) == ids  # our tokenizer keys, its encoder
+    want = generate(m, ids, len(ids) + 99)[len(ids):]
+    got: list[int] = []
+    for t in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
+        if t in (llm.token_bos(), llm.token_eos()) or len(got) == len(want):
+            break
+        got.append(t)
+    assert got == want and len(want) == 100
+    assert llm.detokenize(got).decode() == tok.decode_all([1, *want])

@@ -121,14 +121,15 @@ def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
             return fn(*args, run=values, **kwargs)
 
         options = [
-            click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                         help="Model file (llama2.c .bin, .tlm, GGUF, ONNX) for the device twin, "
+            click.option("--model", type=click.Path(exists=True, path_type=Path),
+                         help="Model file (llama2.c .bin, .tlm, GGUF, ONNX) or Hugging Face "
+                              "checkpoint folder for the device twin, "
                               "or the .tlm to link into qemu:/native: firmware (default: the "
                               "built-in 260K model)."),
             click.option("--tokenizer",
                          type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help="Tokenizer for --model when the model stores none (llama2.c "
-                              "tokenizer .bin)."),
+                              "tokenizer .bin, tokenizer.json or tokenizer.model)."),
             click.option("--prompt", default=DEFAULT_PROMPT, show_default=True),
             click.option("--tokens", "n_tokens", type=click.IntRange(1, 65535),
                          default=defaults.n_tokens, show_default=True, help=tokens_help),

@@ -41,10 +41,11 @@ def parse_fault(text: str) -> tuple[str, int]:
               help="tcp://HOST:PORT (port 0 = any free port) or pty.")
 @click.option("--power-listen", default=None,
               help="tcp://HOST:PORT for the power waveform side channel.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
               default=None, help="Model file of any format `tinytelem model` reads (.bin, "
-              ".tlm, .gguf, .onnx) or builtin[:SHAPE][:SEED] (default: the built-in random "
-              "260K model). A .tlm runs on the integer reference, like the firmware.")
+              ".tlm, .gguf, .onnx, a Hugging Face folder) or builtin[:SHAPE][:SEED] "
+              "(default: the built-in random 260K model). A .tlm runs on the integer "
+              "reference, like the firmware.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the built-in model.")
 @click.option("--weight-bits", type=click.Choice(["2", "3", "4", "8", "16", "32"]),

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "emulate": ("tinytelem.cli.emulate", "emulate", "Run the device twin (emulated device)."),
     "trace": ("tinytelem.cli.trace", "trace", "Inspect and replay trace files."),
     "platforms": ("tinytelem.cli.platforms", "platforms", "List and show supported platforms."),
-    "model": ("tinytelem.cli.model", "model", "Load, quantize, validate, evaluate, export models."),
+    "model": ("tinytelem.cli.model", "model", "Quantize, convert, validate, evaluate models."),
     "firmware": ("tinytelem.cli.firmware", "firmware", "Build firmware and measure footprints."),
     "doctor": ("tinytelem.cli.doctor", "doctor", "Check toolchains, QEMU, serial ports, sensors."),
     "sensors": ("tinytelem.cli.sensors", "sensors", "Discover and read power sensors."),

@@ -1,5 +1,5 @@
-"""``tinytelem model``: quantize, generate, inspect; validate, eval and optimize are added from
-their own modules (:mod:`tinytelem.cli.model_validate`, :mod:`~tinytelem.cli.model_eval`,
+"""``tinytelem model``: quantize, convert, generate, inspect; validate, eval and optimize are
+added from their own modules (:mod:`tinytelem.cli.model_validate`, :mod:`~tinytelem.cli.model_eval`,
 :mod:`~tinytelem.cli.model_optimize`).
 
 Formats are not decided here: every MODEL is opened with
@@ -96,7 +96,8 @@ def model() -> None:
     """Quantize, run, inspect (and, with the analysis commands, validate/evaluate) models.
 
     MODEL arguments accept llama2.c checkpoints (.bin), .tlm, GGUF (.gguf) and ONNX (.onnx)
-    files and builtin[:SHAPE][:SEED] (a random model; stories260K's shape by default).
+    files, Hugging Face LlamaForCausalLM folders (config.json + *.safetensors) and
+    builtin[:SHAPE][:SEED] (a random model; stories260K's shape by default).
     """
 
 
@@ -162,13 +163,54 @@ def quantize(source: str, bits: int | None, plan_path: Path | None, qtype: str |
             per_tensor_group=plan.per_tensor_group if plan else None, tokenizer=lm.tokenizer)
         facts = writer(req, out)
     facts["seconds"] = round(time.perf_counter() - started, 3)
+    _print_facts(facts, as_json)
+
+
+def _print_facts(facts: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
     extra = f", header {facts['header']}" if "header" in facts else ""
     bpw = facts.get("bits_per_weight")
-    click.echo(f"wrote {facts['output']}{extra}: {facts.get('bytes', '?')} bytes"
+    files = f" ({', '.join(facts['files'])})" if "files" in facts else ""
+    click.echo(f"wrote {facts['output']}{files}{extra}: {facts.get('bytes', '?')} bytes"
                + (f", {bpw} bits/weight" if bpw is not None else ""))
+    if "note" in facts:
+        click.echo(f"note: {facts['note']}")
+
+
+@model.command("convert")
+@click.argument("source", metavar="IN")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Output; its extension picks the format (.gguf, .onnx, .tlm, .c); no "
+              "extension (or an existing folder) writes a Hugging Face checkpoint folder.")
+@click.option("--type", "qtype", type=click.Choice(["f32", "f16"]), default="f32",
+              show_default=True, help="Float type (f16 for .gguf only).")
+@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Tokenizer to store when IN has none (llama2.c .bin, tokenizer.json or "
+              "tokenizer.model).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def convert(source: str, out: Path, qtype: str, tokenizer: Path | None, as_json: bool) -> None:
+    """Convert IN to another format without quantizing (float weights, IN's tokenizer kept)."""
+    from tinytelem.models.formats import WRITERS, open_model, resolve_tokenizer
+    from tinytelem.models.writers import float_request
+
+    key = "" if out.is_dir() or not out.suffix else out.suffix.lower()
+    writer = WRITERS.get(key)
+    if writer is None:
+        known = ", ".join(sorted(k for k in WRITERS if k))
+        raise ConfigError(f"{out}: cannot write {out.suffix!r} files; use one of {known}, or "
+                          "a name without extension for a Hugging Face folder")
+    lm = open_model(source)
+    tok = resolve_tokenizer(lm, tokenizer) if tokenizer or lm.tokenizer else None
+    req = float_request(lm.model, out if key else out.with_suffix(""), qtype, tokenizer=tok,
+                        source_path=None if lm.fmt == "builtin" else source)
+    if key:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    facts = writer(req, out)
+    facts["seconds"] = round(time.perf_counter() - started, 3)
+    _print_facts(facts, as_json)
 
 
 def _steps(m: AnyModel, ids: list[int], steps: int, temperature: float, topp: float,
@@ -189,7 +231,8 @@ def _steps(m: AnyModel, ids: list[int], steps: int, temperature: float, topp: fl
 @model.command("generate")
 @click.argument("model_spec", metavar="MODEL")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="llama2.c tokenizer (default: the one stored in MODEL, else tok<vocab>.bin "
+              help="llama2.c tokenizer .bin, tokenizer.json or tokenizer.model (default: the "
+              "one stored in MODEL, else tok<vocab>.bin "
               "or tokenizer.bin beside it).")
 @click.option("--prompt", default="", help="Prompt text (BOS is prepended).")
 @click.option("--steps", type=int, default=64, show_default=True,
@@ -276,7 +319,13 @@ def inspect(model_spec: str, as_json: bool) -> None:
 
     lm = open_model(model_spec)
     path = None if lm.fmt == "builtin" else Path(model_spec)
-    facts = describe(lm.runnable, path)
+    facts = describe(lm.runnable, None if lm.files else path)
+    if lm.files and path is not None:  # a folder: say which files were read
+        facts.update(model=str(path), format=lm.fmt, files=lm.files,
+                     file_bytes=sum((path / f).stat().st_size for f in lm.files))
+    tok = lm.tokenizer
+    facts["tokenizer"] = None if tok is None else getattr(tok, "source", type(tok).__name__)
+    facts["notes"] = lm.notes
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -288,6 +337,11 @@ def inspect(model_spec: str, as_json: bool) -> None:
     console.print(f"[bold]{facts['model']}[/bold] ({facts['format']}"
                   + (f", {facts['file_bytes']:,} bytes" if facts["file_bytes"] else "") + ")")
     console.print(f"config: {cfg}")
+    if "files" in facts:
+        console.print(f"files: {', '.join(facts['files'])}")
+    console.print(f"tokenizer: {facts['tokenizer'] or 'none (pass --tokenizer)'}")
+    for note in facts["notes"]:
+        console.print(f"note: {note}")
     console.print(f"params: {facts['params']:,}   weights: {facts['weight_bytes']:,} bytes   "
                   f"bits/weight: {facts['bits_per_weight']}")
     table = Table("type", "tensors", "elements")

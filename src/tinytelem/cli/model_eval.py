@@ -32,7 +32,8 @@ def parse_ints(text: str | None, what: str) -> list[int]:
 @click.option("--reference", "reference_spec", required=True,
               help="The float model whose predictions count as truth.")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="llama2.c tokenizer (default: beside the model, or inside a GGUF).")
+              help="llama2.c tokenizer .bin, tokenizer.json or tokenizer.model (default: the "
+              "model's own).")
 @click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="Your own evaluation text (paragraphs = sequences) "
               "instead of the shipped stories.")

@@ -19,7 +19,8 @@ __all__ = ["optimize"]
               "under this (default: least KLD that fits).")
 @click.option("--context", type=int, help="Wanted context length [default: seq_len].")
 @click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="llama2.c tokenizer (default: beside the model).")
+              help="llama2.c tokenizer .bin, tokenizer.json or tokenizer.model (default: the "
+              "model's own).")
 @click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="Calibration text instead of the shipped stories.")
 @click.option("--calib-tokens", type=int, default=512, show_default=True,

@@ -5,13 +5,15 @@ optimize``, ``profile``, ``record``, ``emulate``, ``recommend``) and the device 
 here, so they accept the same files and give the same errors.
 
 Reading: a format is chosen by the file's magic bytes when it has one (``GGUF``, ``TLM1``), else
-by its extension (:data:`READERS`); ``builtin[:SHAPE][:SEED]`` names a generated model. The
-result is a :class:`LoadedModel`: a float32 view of the weights (what the float reference and
-the quantizers use), the integer model for ``.tlm`` files (what the firmware and the twin run),
-the stored tensors, and the model's tokenizer.
+by its extension (:data:`READERS`); a folder with ``config.json`` is a Hugging Face
+``LlamaForCausalLM`` checkpoint (:mod:`tinytelem.models.hf_io`); ``builtin[:SHAPE][:SEED]``
+names a generated model. The result is a :class:`LoadedModel`: a float32 view of the weights
+(what the float reference and the quantizers use), the integer model for ``.tlm`` files (what
+the firmware and the twin run), the stored tensors, and the model's tokenizer.
 
 Tokenizers (:func:`resolve_tokenizer`): ``--tokenizer`` when given, else the one stored in the
-model (GGUF ``tokenizer.ggml.*``), else llama2.c's convention of ``tok<vocab>.bin`` or
+model (GGUF ``tokenizer.ggml.*``, a Hugging Face folder's ``tokenizer.model`` or
+``tokenizer.json``), else llama2.c's convention of ``tok<vocab>.bin`` or
 ``tokenizer.bin`` beside the file. Generated (``builtin``) models and files made from them
 (their name starts with ``builtin-``) have a byte vocabulary by construction, so bytes *are*
 their tokenizer. Any other model without a tokenizer is an error naming the remedy: byte tokens
@@ -75,7 +77,7 @@ class LoadedModel:
     """A model opened from a file or a builtin spec, whatever its format."""
 
     path: str
-    fmt: str  # llama2c, gguf, onnx, tlm, builtin
+    fmt: str  # llama2c, gguf, onnx, tlm, hf (a checkpoint folder), builtin
     model: LlamaModel  # float32 view of the weights
     tensors: list[TensorInfo]
     tokenizer: TextCodec | None = None
@@ -83,6 +85,7 @@ class LoadedModel:
     ops: dict[str, int] = field(default_factory=dict)  # ONNX node histogram
     unsupported_ops: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # a folder's files that were read
 
     @property
     def weight_bytes(self) -> int:
@@ -107,9 +110,11 @@ class LoadedModel:
         if self.fmt == "builtin":
             return self.model.sha256
         digest = hashlib.sha256()
-        with Path(self.path).open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        base = Path(self.path)
+        for part in [base / f for f in self.files] if self.files else [base]:
+            with part.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
         return digest.hexdigest()
 
 
@@ -165,11 +170,11 @@ def resolve_tokenizer(lm: LoadedModel, explicit: Path | None = None,
         ConfigError: There is none; the message names the remedy.
         ModelError: ``explicit`` is unreadable or its vocabulary does not fit the model.
     """
-    from tinytelem.models.tokenizer import load_tokenizer
-
     vocab = lm.model.config.vocab_size
     if explicit is not None:
-        return load_tokenizer(explicit, vocab)
+        from tinytelem.models.hf_tokenizer import load_any_tokenizer
+
+        return load_any_tokenizer(explicit, vocab)
     for cand in (lm, *others):
         if cand.tokenizer is not None:
             return cand.tokenizer
@@ -258,6 +263,18 @@ def _read_gguf(path: Path) -> LoadedModel:
                        _own_tokenizer(path, g.model, g.tokenizer), notes=notes)
 
 
+def _read_hf(path: Path) -> LoadedModel:
+    from tinytelem.models.hf_io import read_hf
+
+    h = read_hf(path)
+    notes = list(h.notes)
+    # tok<vocab>.bin / tokenizer.bin inside the folder count as "beside the model".
+    tok = _own_tokenizer(path / "config.json", h.model, h.tokenizer)
+    if tok is None:
+        notes.append("no tokenizer.json or tokenizer.model in the folder")
+    return LoadedModel(str(path), "hf", h.model, h.tensors, tok, notes=notes, files=h.files)
+
+
 def _read_onnx(path: Path) -> LoadedModel:
     from tinytelem.models.onnx_io import read_onnx
 
@@ -305,6 +322,13 @@ def open_model(spec: str | Path) -> LoadedModel:
         m = builtin_from_spec(s)
         return LoadedModel(s, "builtin", m, _float_infos(m), ByteTokenizer(m.config.vocab_size))
     path = Path(s)
+    if path.is_dir():
+        from tinytelem.models.hf_io import is_hf_folder
+
+        if not is_hf_folder(path):
+            raise ConfigError(f"{path} is a folder without config.json; a folder opens as a "
+                              "Hugging Face checkpoint (config.json + *.safetensors)")
+        return _read_hf(path)
     suffix = path.suffix.lower()
     if suffix not in READERS:
         known = ", ".join(sorted(READERS))
@@ -329,8 +353,9 @@ def _writer(name: str) -> Writer:
 
 WRITERS: dict[str, Writer] = {".tlm": _writer("write_tlm_file"), ".c": _writer("write_c_file"),
                               ".gguf": _writer("write_gguf_file"),
-                              ".onnx": _writer("write_onnx_file")}
-"""Output extension -> writer (``writer(request, out_path) -> dict`` of facts to print)."""
+                              ".onnx": _writer("write_onnx_file"), "": _writer("write_hf_folder")}
+"""Output extension -> writer (``writer(request, out_path) -> dict`` of facts to print); ``""``
+(no extension) is a Hugging Face checkpoint folder."""
 
 QUANT_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "q8_0": ("GGUF Q8_0: 8-bit, 32-weight blocks, f16 scale (8.5 bits/w)", (".gguf",)),

@@ -34,6 +34,7 @@ from tinytelem.models.llama2c import LlamaConfig, LlamaModel, LlamaWeights
 from tinytelem.models.tokenizer import Tokenizer
 
 __all__ = [
+    "FILE_TYPES",
     "GGUF_TYPES",
     "GgufFile",
     "TensorInfo",
@@ -54,6 +55,12 @@ GGUF_TYPES: Final = ("f32", "f16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k")
 _FALLBACK: Final = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q4_0", "q4_0": "f16",
                     "q8_0": "f16", "f16": "f16", "f32": "f32"}
 _LAYER_FIELDS: Final = {t.field: t.gguf for t in names.LAYER}
+#: ``general.file_type`` (gguf-py's ``LlamaFileType`` member) for each type we write: what
+#: llama.cpp reports as the file's type instead of "guessed". K-quants write every matrix in
+#: one type, which is llama.cpp's ``_S`` (small) mix.
+FILE_TYPES: Final = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0",
+                     "q4_0": "MOSTLY_Q4_0", "q2_k": "MOSTLY_Q2_K", "q3_k": "MOSTLY_Q3_K_S",
+                     "q4_k": "MOSTLY_Q4_K_S"}
 
 
 @dataclass(frozen=True)
@@ -333,6 +340,7 @@ def write_gguf(model: Any, path: str | Path, qtype: str = "f32", *,
     gt = gguf.GGMLQuantizationType
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(model.name or "model")
+    w.add_file_type(int(gguf.LlamaFileType[FILE_TYPES[qtype]]))
     w.add_context_length(cfg.seq_len)
     w.add_embedding_length(cfg.dim)
     w.add_feed_forward_length(cfg.hidden_dim)

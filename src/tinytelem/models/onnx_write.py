@@ -108,7 +108,9 @@ def write_onnx(model: Any, path: str | Path, bits: int = 4, block_size: int = 32
         if permute:
             w = meta_to_hf(w, heads)
         if q is None:  # a float tensor in a quantized model stays float
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), hf))
+            # MatMul takes B as (in, out); Gather looks rows up in the (vocab, dim) table.
+            table = w if canon == "token_embd.weight" else w.T
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(table), hf))
             wname, qtype, nbytes = hf, "f32", w.nbytes
             node_in = hf
         else:

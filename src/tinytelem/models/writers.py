@@ -18,11 +18,14 @@ if TYPE_CHECKING:
     from tinytelem.models.quant import QuantizedModel
     from tinytelem.models.tokenizer import TextCodec
 
-__all__ = ["BITS_TO_GGUF", "QuantizeRequest", "write_c_file", "write_gguf_file",
-           "write_onnx_file", "write_tlm_file"]
+__all__ = ["BITS_TO_GGUF", "FLOAT_TYPES", "QuantizeRequest", "float_request", "write_c_file",
+           "write_gguf_file", "write_hf_folder", "write_onnx_file", "write_tlm_file"]
 
 BITS_TO_GGUF: Final = {8: "q8_0", 4: "q4_0", 3: "q3_k", 2: "q2_k"}
 """The GGUF type ``--bits B`` means for a ``.gguf`` output."""
+
+FLOAT_TYPES: Final = ("f32", "f16")
+"""``model convert --type``: f16 only where the format stores it (GGUF)."""
 
 
 @dataclass
@@ -72,6 +75,35 @@ class QuantizeRequest:
                               per_tensor_group=self.per_tensor_group)
 
 
+def float_request(source: LlamaModel, out: Path, qtype: str = "f32", *,
+                  tokenizer: TextCodec | None = None, source_path: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> QuantizeRequest:
+    """The request ``model convert`` gives a writer: every weight kept in float.
+
+    GGUF takes ``qtype`` (f32 or f16) directly; the other formats get a plan keeping every
+    matrix at 32 bits (the embedding included), so they go through the same writers as
+    ``model quantize`` and store float32.
+
+    Raises:
+        ConfigError: ``qtype`` is not f32/f16, or f16 for a format that stores float32 only.
+    """
+    from tinytelem.models import names
+
+    if qtype not in FLOAT_TYPES:
+        raise ConfigError(f"--type {qtype!r} is not a float type; convert writes f32 or f16 "
+                          "(use `model quantize` for quantized outputs)")
+    gguf = out.suffix.lower() == ".gguf"
+    if qtype != "f32" and not gguf:
+        what = out.suffix or "a Hugging Face folder"
+        raise ConfigError(f"--type {qtype} is written to .gguf files only; {what} stores "
+                          "float32")
+    kinds = ("tok_embeddings", "output", *names.MATRIX_KINDS)
+    return QuantizeRequest(source, None if gguf else 8, 32, True, "rtn", qtype,
+                           progress=progress or (lambda name: None), source_path=source_path,
+                           per_tensor_bits=None if gguf else dict.fromkeys(kinds, 32),
+                           tokenizer=tokenizer)
+
+
 def write_tlm_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
     """``.tlm``: the firmware's container."""
     from tinytelem.models.tlm import write_tlm
@@ -97,6 +129,7 @@ def write_c_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
     """``.gguf`` for llama.cpp, with IN's llama2.c tokenizer when it has one."""
     from tinytelem.models.gguf_io import write_gguf
+    from tinytelem.models.hf_tokenizer import HfTokenizer
     from tinytelem.models.tokenizer import Tokenizer
 
     qtype = req.qtype or BITS_TO_GGUF.get(req.bits or 0)
@@ -108,6 +141,8 @@ def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
         table = {**BITS_TO_GGUF, 32: "f32"}
         types = {name: table[b] for name, b in req.per_tensor_bits.items() if b in table}
     tok = req.tokenizer if isinstance(req.tokenizer, Tokenizer) else None
+    if isinstance(req.tokenizer, HfTokenizer):  # a Hugging Face folder's tokenizer.json
+        tok = req.tokenizer.as_llama2c()
     infos = write_gguf(req.source, out, qtype, tokenizer=tok, tensor_types=types)
     for info in infos:
         req.progress(info.name)
@@ -119,13 +154,26 @@ def write_gguf_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
 
 
 def write_onnx_file(req: QuantizeRequest, out: Path) -> dict[str, Any]:
-    """``.onnx``: a weights graph with blocked DequantizeLinear."""
-    from tinytelem.models.onnx_write import write_onnx
+    """``.onnx``: a decoder step onnxruntime runs (token, position and KV cache in; logits and
+    the grown cache out): MatMulNBits for 2/4/8-bit matrices, INT4 DequantizeLinear for 3-bit,
+    float32 MatMul for float ones."""
+    from tinytelem.models.onnx_decoder import write_onnx_decoder
 
     if req.bits is None:
-        raise ConfigError("ONNX output takes --bits 2, 3, 4 or 8 (blocked DequantizeLinear)")
+        raise ConfigError("ONNX output takes --bits 2, 3, 4 or 8 (or `model convert` for float)")
     qm = req.quantize()
-    infos = write_onnx(qm, out, req.bits, req.group_size, symmetric=req.symmetric)
-    return {"output": str(out), "format": "onnx", "bytes": out.stat().st_size,
-            "bits_per_weight": round(qm.bits_per_weight(), 3),
+    infos = write_onnx_decoder(qm, out)
+    return {"output": str(out), "format": "onnx", "graph": "decoder-step",
+            "bytes": out.stat().st_size, "bits_per_weight": round(qm.bits_per_weight(), 3),
             "types": sorted({i.qtype for i in infos})}
+
+
+def write_hf_folder(req: QuantizeRequest, out: Path) -> dict[str, Any]:
+    """A folder (OUT without an extension): a Hugging Face ``LlamaForCausalLM`` checkpoint in
+    float32, with a ``tokenizer.json`` from IN's tokenizer when it has a real vocabulary."""
+    from tinytelem.models.hf_io import write_hf
+
+    if req.per_tensor_bits is None or set(req.per_tensor_bits.values()) != {32}:
+        raise ConfigError(f"{out}: a Hugging Face folder holds float weights; write it with "
+                          "`tinytelem model convert IN -o FOLDER`")
+    return write_hf(req.source, out, req.tokenizer)
