@@ -27,14 +27,22 @@ def firmware() -> None:
               help="Output directory (default build/firmware/<target>).")
 @click.option("--trace-level", type=click.IntRange(0, 2), default=1, show_default=True,
               help="Trace level after boot (0 off, 1 tokens, 2 spans); hosts send CONFIG anyway.")
+@click.option("--link-baud", metavar="BAUD", default=None,
+              help="Drain the transmit path through a ring at this UART rate (8N1), timed by "
+                   "the device clock; default 0: a free link.")
+@click.option("--tx-policy", type=click.Choice(["drop", "block"]), default="drop",
+              show_default=True,
+              help="A full transmit ring drops trace frames (counted in tx_dropped) or blocks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_cmd(target: str, model: Path | None, build_dir: Path | None, trace_level: int,
-              as_json: bool) -> None:
+              link_baud: str | None, tx_policy: str, as_json: bool) -> None:
     """Compile the firmware for TARGET with its toolchain (make; deterministic output)."""
+    from tinytelem.emulator.link import parse_baud
     from tinytelem.firmware.build import build
     from tinytelem.firmware.footprint import footprint
 
-    result = build(target, model, build_dir=build_dir, trace_level=trace_level)
+    result = build(target, model, build_dir=build_dir, trace_level=trace_level,
+                   link_baud=parse_baud(link_baud), tx_policy=tx_policy)
     fp = footprint(result.elf)
     if as_json:
         click.echo(json.dumps({"target": target, "elf": str(result.elf),
