@@ -144,7 +144,7 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _model_source(plan: ModelPlan, out_dir: Path) -> Path:
+def write_model_source(plan: ModelPlan, out_dir: Path) -> Path:
     """The model as C (export_c's array plus ``tlm_model_sha256``), rewritten only on change."""
     from tinytelem.models.export_c import c_source
     from tinytelem.models.tlm import HEADER
@@ -212,7 +212,7 @@ def build(target: str | Target, model_path: Path | None = None, *,
     argv = ["make", "-s", "-C", str(firmware_dir()), f"TARGET={t.name}",
             f"BUILD_DIR={out_dir}", f"LEVEL={int(trace_level)}"]
     if plan is not None:
-        argv += ["ENGINE=llama", f"MODEL_C={_model_source(plan, out_dir)}",
+        argv += ["ENGINE=llama", f"MODEL_C={write_model_source(plan, out_dir)}",
                  f"ARENA_BYTES={plan.arena_bytes}", f"MAX_SEQ={plan.context}",
                  f"MAX_LAYERS={plan.n_layers}"]
     if baud:
