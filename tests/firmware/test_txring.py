@@ -179,3 +179,19 @@ def test_a_free_link_compiles_no_ring(tmp_path: Path) -> None:
 
     grew = footprint(ring.elf).static_ram - footprint(free.elf).static_ram
     assert TX_RING_BYTES <= grew < TX_RING_BYTES + 64
+
+
+def test_the_firmware_and_the_twin_drop_the_same_kinds(tmp_path: Path) -> None:
+    """tt_tx_droppable() (C) and DROPPABLE (the twin) classify every message type alike."""
+    from tests.firmware.helpers import FIRMWARE, compile_c
+
+    main = tmp_path / "main.c"
+    main.write_text(
+        '#include <stdio.h>\n#include "tt_txring.h"\n'
+        "void port_write(const uint8_t *b, size_t n) { (void)b; (void)n; }\n"
+        "int main(void) { int t; for (t = 0; t < 256; t++) "
+        'if (tt_tx_droppable((uint8_t)t)) printf("%d\\n", t); return 0; }\n')
+    exe = compile_c([main, FIRMWARE / "core" / "tt_txring.c"], tmp_path / "droppable",
+                    [FIRMWARE / "core", FIRMWARE / "telemetry"])
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    assert {int(x) for x in out.split()} == {int(t) for t in DROPPABLE}
