@@ -148,7 +148,7 @@ BEHAVIOUR_FILES: frozenset[str] = frozenset({
     "sensors/test_without_numba.py",
     # the C firmware in firmware/ (engine, telemetry, ports), which has no Python module
     "firmware/test_engine.py", "firmware/test_port_esp.py", "firmware/test_port_linux.py",
-    "firmware/test_telemetry.py",
+    "firmware/test_telemetry.py", "firmware/test_txring.py", "firmware/test_boards.py",
     # crash safety, device strings, disk full, round trips, self-description, the runs table:
     # the writer, reader and raw capture together
     "trace/test_crash.py", "trace/test_device_strings.py", "trace/test_disk_full.py",

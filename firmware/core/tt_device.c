@@ -11,6 +11,7 @@
 #include "tt_port.h"
 #include "tt_proto.h"
 #include "tt_trace.h"
+#include "tt_txring.h"
 
 #ifndef TT_FIRMWARE_VERSION
 #define TT_FIRMWARE_VERSION "0.1.0"
@@ -28,10 +29,15 @@ static uint32_t hb_last_;
 static uint32_t arena_peak_;
 uint8_t tt_trace_spans;
 
+/* Every frame leaves through the transmit ring (tt_txring.h); the frame being written is still
+ * in link_.work, whose second byte is its type. A dropped frame's sequence number is spent. */
 static void sink_write(void *ctx, const uint8_t *buf, size_t n)
 {
     (void)ctx;
-    port_write(buf, n);
+    if (!tt_tx_write(buf, n, link_.work[1])) {
+        link_.tx_dropped++;
+        link_.tx_bytes -= n; /* tt_send counts the frame after this returns: net, not sent */
+    }
 }
 
 void tt_span_begin_(uint16_t layer, uint8_t op) { tt_send_span_begin(&link_, layer, op); }
@@ -217,6 +223,7 @@ void tt_device_main(void)
         poll_link();
         if (run_pending_) run();
         heartbeat_poll();
+        tt_tx_pump();
         port_flush(); /* HELLO and LOG after boot or a connect, INFER_END after a run */
         if (!run_pending_) port_idle();
     }

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -158,10 +159,11 @@ def _once(stream: trio.abc.Stream, what: str) -> Connector:
 
 
 @asynccontextmanager
-async def _start_firmware(url: QemuURL | NativeURL, model: Path | None = None
-                          ) -> AsyncIterator[DeviceHandle]:
-    """Build the firmware if needed (with ``model``, a .tlm, on the llama engine), then run it
-    under QEMU or as a host process."""
+async def _start_firmware(url: QemuURL | NativeURL, model: Path | None = None,
+                          link_baud: int | None = None) -> AsyncIterator[DeviceHandle]:
+    """Build the firmware if needed (with ``model``, a .tlm, on the llama engine; with
+    ``link_baud``, its transmit ring drained at that rate), then run it under QEMU or as a host
+    process."""
     from tinytelem.firmware.build import build
     from tinytelem.firmware.targets import get_target
 
@@ -169,7 +171,7 @@ async def _start_firmware(url: QemuURL | NativeURL, model: Path | None = None
     if not target.native and target.qemu is None:
         raise ConfigError(f"target {target.name} does not run under QEMU; use qemu:cortex-m4, "
                           "qemu:cortex-m7, qemu:stm32f405, qemu:riscv32 or qemu:riscv32f")
-    result = await trio.to_thread.run_sync(build, target, model)
+    result = await trio.to_thread.run_sync(partial(build, target, model, link_baud=link_baud))
     if target.native:
         exe = ExecURL((str(result.elf),))
         yield DeviceHandle(url=url.format(), link_url=exe.format(), connect=_connector(exe),
@@ -185,12 +187,14 @@ async def _start_firmware(url: QemuURL | NativeURL, model: Path | None = None
 
 @asynccontextmanager
 async def open_device(
-    url: str, twin: TwinOptions | None = None, firmware_model: Path | None = None
+    url: str, twin: TwinOptions | None = None, firmware_model: Path | None = None,
+    firmware_link_baud: int | None = None,
 ) -> AsyncIterator[DeviceHandle]:
     """Open the device named by ``url`` for the duration of the ``async with`` block.
 
     ``firmware_model`` (a .tlm) is linked into the firmware that ``qemu:`` and ``native:``
-    devices build; other devices run whatever model their firmware has.
+    devices build, and ``firmware_link_baud`` gives that firmware's transmit path a UART's byte
+    rate (drop policy); other devices run whatever model and link their firmware has.
     """
     parsed = parse_device_url(url)
     if isinstance(parsed, EmuURL):
@@ -202,7 +206,7 @@ async def open_device(
             f"--model is for the device twin (emu:...); {url} runs whatever model its firmware has"
         )
     if isinstance(parsed, (QemuURL, NativeURL)):
-        async with _start_firmware(parsed, firmware_model) as handle:
+        async with _start_firmware(parsed, firmware_model, firmware_link_baud) as handle:
             yield handle
         return
     if firmware_model is not None:

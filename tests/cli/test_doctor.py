@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -92,7 +93,8 @@ def test_doctor_table_lists_ports_and_sensors(monkeypatch: pytest.MonkeyPatch, w
     report = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
     assert report["serial_ports"][0] == {
         "device": "/dev/ttyACM7", "description": "PPK2", "usb": "1915:c00a",
-        "sensor": "Nordic Power Profiler Kit II (ppk2)"}
+        "sensor": "Nordic Power Profiler Kit II (ppk2)", "serial_number": "X1",
+        "chip": "Nordic Power Profiler Kit II (ppk2)", "role": "power-sensor"}
     assert report["serial_ports"][1]["usb"] is None
     assert report["power_sensors"] == ["Nordic Power Profiler Kit II (ppk2)",
                                        "hwmon hwmon0 (ina3221)", "hwmon hwmon2 (BAT0)"]
@@ -109,3 +111,47 @@ def test_doctor_without_hwmon_and_with_a_broken_tool(tmp_path: Path) -> None:
     silent.write_text("#!/bin/sh\nexit 0\n")
     silent.chmod(0o755)
     assert doctor_mod._version(str(silent)) == ""
+
+
+def _port(device: str, vid: int | None, pid: int | None, serial: str | None,
+          description: str) -> Any:
+    """A pyserial ListPortInfo as list_ports.comports() returns it (no sysfs behind it)."""
+    from serial.tools.list_ports_common import ListPortInfo
+
+    info = ListPortInfo(device, skip_link_detection=True)
+    info.vid, info.pid, info.serial_number, info.description = vid, pid, serial, description
+    return info
+
+
+def test_doctor_names_probes_and_usb_serial_chips(monkeypatch: pytest.MonkeyPatch,
+                                                 wide: None) -> None:
+    from serial.tools import list_ports
+
+    fake = [_port("/dev/ttyACM0", 0x0483, 0x374B, "066DFF", "STM32 STLink"),
+            _port("/dev/ttyACM1", 0x2E8A, 0x000C, "E6614C", "Debugprobe on Pico (CMSIS-DAP)"),
+            _port("/dev/ttyACM2", 0x303A, 0x1001, "7C:DF", "USB JTAG/serial debug unit"),
+            _port("/dev/ttyUSB0", 0x1A86, 0x55D4, "5434", "USB Single Serial"),
+            _port("/dev/ttyUSB1", 0x0403, 0x6001, "A50285", "FT232R USB UART"),
+            _port("/dev/ttyACM3", 0x1366, 0x1015, "000683", "J-Link"),
+            _port("/dev/ttyACM4", 0x1234, 0x5678, None, "something else"),
+            _port("/dev/ttyS0", None, None, None, "n/a")]
+    monkeypatch.setattr(list_ports, "comports", lambda: fake)
+    monkeypatch.setattr(doctor_mod, "_linux_power", lambda hwmon=None: [])
+    report = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
+    by_dev = {p["device"]: p for p in report["serial_ports"]}
+    assert by_dev["/dev/ttyACM0"]["chip"] == "ST-LINK/V2-1"
+    assert by_dev["/dev/ttyACM0"]["role"] == "probe"
+    assert by_dev["/dev/ttyACM0"]["serial_number"] == "066DFF"
+    assert by_dev["/dev/ttyACM1"]["chip"] == "Raspberry Pi Debug Probe (CMSIS-DAP)"
+    assert by_dev["/dev/ttyACM2"]["role"] == "usb-cdc"
+    assert by_dev["/dev/ttyUSB0"]["chip"] == "WCH CH9102"
+    assert by_dev["/dev/ttyUSB1"]["chip"] == "FTDI FT232R"
+    assert by_dev["/dev/ttyACM3"]["chip"].startswith("SEGGER J-Link OB")
+    assert by_dev["/dev/ttyACM4"]["chip"] is None and by_dev["/dev/ttyACM4"]["usb"] == "1234:5678"
+    assert by_dev["/dev/ttyS0"]["chip"] is None and by_dev["/dev/ttyS0"]["usb"] is None
+    assert all(p["sensor"] is None for p in report["serial_ports"])
+    assert report["power_sensors"] == []
+    table = CliRunner().invoke(cli, ["doctor"]).output
+    line = next(ln for ln in table.splitlines() if "/dev/ttyUSB0" in ln and "1a86" in ln)
+    assert "WCH CH9102" in line and "usb-serial" in line and "5434" in line
+

@@ -101,6 +101,8 @@ def test_wheel_holds_the_firmware_sources(wheel: Path) -> None:
     assert "Makefile" in expected and "core/main.c" in expected
     assert expected <= shipped, sorted(expected - shipped)
     assert not any(n.endswith((".o", ".elf")) for n in shipped)
+    boards = {n for n in names if n.startswith("tinytelem/firmware/board_data/")}
+    assert "tinytelem/firmware/board_data/nucleo-f446re.toml" in boards  # firmware flash's data
 
 
 def test_installed_wheel_builds_native_firmware(wheel: Path, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ MAIN = FIRMWARE / "ports" / "esp-idf" / "main"
 def _build(tmp_path: Path, link: str) -> Path:
     sources = [MAIN / "port_esp.c", MAIN / "app_main.c", SHIM / "shim.c",
                FIRMWARE / "telemetry" / "tt_proto.c", FIRMWARE / "core" / "tt_device.c",
+               FIRMWARE / "core" / "tt_txring.c",
                FIRMWARE / "engine" / "demo_engine.c"]
     include = [SHIM, MAIN, FIRMWARE / "telemetry", FIRMWARE / "core", FIRMWARE / "engine"]
     return compile_c(sources, tmp_path / f"esp-{link}", include, [f"-DCONFIG_TT_LINK_{link}=1"])

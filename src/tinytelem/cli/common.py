@@ -146,9 +146,10 @@ def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
                          help="Twin fault injection (repeatable, emu: devices only): drop the "
                               "link after the N-th token."),
             click.option("--link-baud", metavar="BAUD",
-                         help="Give the twin's link a UART's byte rate (emu: devices only; 8N1, "
-                              "4 KiB transmit ring, frames that find it full are dropped and "
-                              "counted). Default: a free link."),
+                         help="Give the link a UART's byte rate: the twin's (emu:) or the "
+                              "firmware's built here (qemu:, native:); 8N1, 4 KiB transmit "
+                              "ring, trace frames that find it full are dropped and counted. "
+                              "Default: a free link."),
             click.option("--run-timeout", "run_timeout_s",
                          type=click.FloatRange(0.0, min_open=True),
                          default=defaults.run_timeout_s, show_default=True, metavar="SECONDS",

@@ -10,13 +10,6 @@ from typing import Any
 
 import click
 
-# USB ids of the power sensors tinytelem reads over a serial port.
-SENSOR_USB_IDS = {
-    (0x1915, 0xC00A): "Nordic Power Profiler Kit II (ppk2)",
-    (0x16D0, 0x0E88): "Joulescope JS110",
-    (0x16D0, 0x10BA): "Joulescope JS220",
-}
-
 
 def _version(tool: str) -> str:
     try:
@@ -72,14 +65,19 @@ def _targets(sources: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _serial_ports() -> list[dict[str, Any]]:
+    """Serial ports, each named from its USB ids (transports/usb_ids.py) when known."""
     from tinytelem.transports.serial import list_serial_ports
+    from tinytelem.transports.usb_ids import identify
 
     rows = []
     for p in list_serial_ports():
-        sensor = SENSOR_USB_IDS.get((p.vid or -1, p.pid or -1))
+        known = identify(p.vid, p.pid)
         rows.append({"device": p.device, "description": p.description,
                      "usb": f"{p.vid:04x}:{p.pid:04x}" if p.vid and p.pid else None,
-                     "sensor": sensor})
+                     "sensor": known.name if known and known.role == "power-sensor" else None,
+                     "serial_number": p.serial_number,
+                     "chip": known.name if known else None,
+                     "role": known.role if known else None})
     return rows
 
 
@@ -136,5 +134,11 @@ def doctor(as_json: bool) -> None:
     console.print(targets)
     ports = report["serial_ports"]
     console.print(f"serial ports: {', '.join(p['device'] for p in ports) or 'none'}")
+    if any(p["chip"] for p in ports):
+        known = Table("port", "USB id", "what", "role", "serial number", title="Serial ports")
+        for p in ports:
+            known.add_row(p["device"], p["usb"] or "-", p["chip"] or p["description"],
+                          p["role"] or "-", p["serial_number"] or "-")
+        console.print(known)
     sensors = report["power_sensors"]
     console.print(f"power sensors: {', '.join(sensors) or 'none (use --sensor sim with emu:)'}")

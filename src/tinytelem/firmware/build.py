@@ -22,7 +22,7 @@ from tinytelem.firmware.targets import (
     require_tools,
 )
 
-__all__ = ["BuildResult", "ModelPlan", "build", "default_build_dir", "plan_model"]
+__all__ = ["TX_POLICIES", "BuildResult", "ModelPlan", "build", "default_build_dir", "plan_model"]
 
 BUILD_TIMEOUT_S = 300.0
 
@@ -48,6 +48,9 @@ FLASH_RESERVE = 64 * 1024
 """Flash kept for the code (the engine and telemetry are ~10 KB)."""
 MIN_CONTEXT = 16
 _MIN_GROUP = 16
+TX_RING_BYTES = 4096 + 512
+"""The transmit ring a build with a link rate adds (firmware/core/tt_txring.h: ring + reserve)."""
+TX_POLICIES = ("drop", "block")
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,14 @@ def _memory(t: Target) -> tuple[int | None, int | None]:
     return ram, length("FLASH")
 
 
-def plan_model(target: Target, model_path: Path, max_context: int | None = None) -> ModelPlan:
+def plan_model(target: Target, model_path: Path, max_context: int | None = None,
+               ram_extra: int = 0) -> ModelPlan:
     """Validate ``model_path`` and size the llama engine's arena for ``target``.
 
     The arena layout mirrors ``tt_engine_init`` in firmware/engine/tt_llama.c (8-byte aligned
     blocks): activations, matmul and sampler scratch, then K and V caches of ``context``
-    positions. On a small board the context shrinks until the arena fits in RAM.
+    positions. On a small board the context shrinks until the arena fits in RAM (less
+    ``ram_extra``, e.g. the transmit ring).
 
     Raises:
         ConfigError: the model is not a valid .tlm, or it does not fit the target's flash, or
@@ -124,7 +129,7 @@ def plan_model(target: Target, model_path: Path, max_context: int | None = None)
         raise ConfigError(f"the model ({len(image)} B) does not fit the {flash} B flash of "
                           f"{target.name}; quantize to fewer bits or pick a bigger board")
     if ram is not None:
-        budget = ram - RAM_RESERVE
+        budget = ram - RAM_RESERVE - ram_extra
         while ctx > MIN_CONTEXT and arena(ctx) > budget:
             ctx //= 2
         if arena(ctx) > budget:
@@ -139,7 +144,7 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _model_source(plan: ModelPlan, out_dir: Path) -> Path:
+def write_model_source(plan: ModelPlan, out_dir: Path) -> Path:
     """The model as C (export_c's array plus ``tlm_model_sha256``), rewritten only on change."""
     from tinytelem.models.export_c import c_source
     from tinytelem.models.tlm import HEADER
@@ -169,7 +174,8 @@ def default_build_dir(target: str, variant: str = "demo") -> Path:
 def build(target: str | Target, model_path: Path | None = None, *,
           build_dir: Path | None = None, trace_level: int = 1,
           extra_cflags: str = "", max_context: int | None = None,
-          make_vars: dict[str, str] | None = None) -> BuildResult:
+          make_vars: dict[str, str] | None = None, link_baud: int | None = None,
+          tx_policy: str = "drop") -> BuildResult:
     """Build the firmware for ``target``; with ``model_path`` the llama engine and that model.
 
     Args:
@@ -183,6 +189,10 @@ def build(target: str | Target, model_path: Path | None = None, *,
             shrunk to what fits the target's RAM).
         make_vars: Extra ``NAME=value`` make variables, e.g. ``ARCH`` to build the MPS2 board
             for another core (the engine calibration builds Cortex-M0+ code this way).
+        link_baud: The link's rate in bits/s: frames leave a transmit ring at it, timed by the
+            device clock (firmware/core/tt_txring.h); None or 0: a free link (no ring).
+        tx_policy: What a full ring does: ``drop`` trace frames (counted in tx_dropped) or
+            ``block`` every frame until there is room.
 
     Raises:
         ConfigError: a tool is missing (with the install command), the model is invalid or
@@ -190,15 +200,23 @@ def build(target: str | Target, model_path: Path | None = None, *,
     """
     t = get_target(target) if isinstance(target, str) else target
     require_tools(t)
-    plan = None if model_path is None else plan_model(t, Path(model_path), max_context)
+    if tx_policy not in TX_POLICIES:
+        raise ConfigError(f"unknown transmit policy {tx_policy!r}; choose drop or block")
+    baud = int(link_baud or 0)
+    plan = None if model_path is None else plan_model(t, Path(model_path), max_context,
+                                                      TX_RING_BYTES if baud else 0)
     variant = "demo" if plan is None else f"llama-{plan.sha256[:12]}-{plan.context}"
+    if baud:
+        variant += f"-link{baud}-{tx_policy}"
     out_dir = build_dir or default_build_dir(t.name, variant)
     argv = ["make", "-s", "-C", str(firmware_dir()), f"TARGET={t.name}",
             f"BUILD_DIR={out_dir}", f"LEVEL={int(trace_level)}"]
     if plan is not None:
-        argv += ["ENGINE=llama", f"MODEL_C={_model_source(plan, out_dir)}",
+        argv += ["ENGINE=llama", f"MODEL_C={write_model_source(plan, out_dir)}",
                  f"ARENA_BYTES={plan.arena_bytes}", f"MAX_SEQ={plan.context}",
                  f"MAX_LAYERS={plan.n_layers}"]
+    if baud:
+        argv += [f"LINK_BAUD={baud}", f"TX_POLICY={tx_policy}"]
     if extra_cflags:
         argv.append(f"EXTRA_CFLAGS={extra_cflags}")
     argv += [f"{k}={v}" for k, v in sorted((make_vars or {}).items())]

@@ -87,6 +87,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            platform="stm32h7", dsp=True),
     Target("rp2040", "arm-none-eabi-gcc", "Raspberry Pi RP2040 (Cortex-M0+, no DSP), compile only",
            "rp2040", platform="rp2040"),
+    # the rp2040 port built for the RP2350 (TT_BOARD_RP2350), with its own memory.ld
+    Target("rp2350", "arm-none-eabi-gcc",
+           "Raspberry Pi RP2350 (Cortex-M33, DSP + FPU), compile only", "rp2350",
+           platform="rp2350", dsp=True),
 )}
 
 

@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 SENSORS = ("sim", "none")
+LINK_BAUD_DEVICES = ("emu:", "qemu:", "native:")
+"""Devices whose link rate ``--link-baud`` sets (the twin's model; the firmware's build)."""
 
 TWIN_SENSOR_TAIL_S = 0.3
 """The twin publishes a power segment once it has happened, and the simulated sensor waits for
@@ -172,21 +174,24 @@ def firmware_model(device: str, model: Path | None) -> Path | None:
 
 
 def check_link(options: SessionOptions) -> None:
-    """Raise ConfigError when ``link_baud`` is asked of a device whose link we cannot model."""
-    if options.link_baud is not None and not options.device.startswith("emu:"):
+    """Raise ConfigError when ``link_baud`` is asked of a device whose link we cannot set: the
+    twin (``emu:``) models it, ``qemu:`` and ``native:`` firmware is built with it."""
+    if options.link_baud is not None and not options.device.startswith(LINK_BAUD_DEVICES):
         raise ConfigError(
-            f"--link-baud is modelled by the device twin (emu:) only; {options.device} uses its "
-            "real link (for serial:// give the rate in the URL: serial:///dev/ttyUSB0?baud=...)")
+            f"--link-baud sets the link of the device twin (emu:) and of firmware built here "
+            f"(qemu:, native:); {options.device} uses its real link (for serial:// give the "
+            "rate in the URL: serial:///dev/ttyUSB0?baud=...)")
 
 
 def predict_link(options: SessionOptions) -> LinkFit | None:
     """Whether the session's trace level fits its ``link_baud`` (predicted, ``emu:`` only).
 
-    None without a link rate. The fit uses the twin's own cost model and schedule for the
+    None without a link rate, and for firmware (its time is QEMU's or the host's, not a
+    platform's). The fit uses the twin's own cost model and schedule for the
     model and platform the session runs.
     """
     check_link(options)
-    if options.link_baud is None:
+    if options.link_baud is None or not options.device.startswith("emu:"):
         return None
     from tinytelem.costing.model import CostModel
     from tinytelem.emulator.link import link_fit
@@ -361,7 +366,8 @@ async def run_session(
     twin = TwinOptions(model=options.model, seed=options.seed, weight_bits=options.weight_bits,
                        faults=tuple(options.faults), link_baud=options.link_baud)
     async with open_device(options.device, twin if is_emu else None,
-                           firmware_model=firmware_model(options.device, options.model)
+                           firmware_model=firmware_model(options.device, options.model),
+                           firmware_link_baud=None if is_emu else options.link_baud,
                            ) as handle:
         if on_ready is not None:
             on_ready(handle)

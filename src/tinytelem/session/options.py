@@ -37,7 +37,8 @@ class SessionOptions:
     """Width the twin's cost model assumes; None: the model's own (see models.formats)."""
     faults: list[str] = field(default_factory=list)
     link_baud: int | None = None
-    """The link's UART rate for the twin (``emu:``); None: a free link."""
+    """The link's UART rate (8N1) for the twin (``emu:``) and firmware built here (``qemu:``,
+    ``native:``, drop policy); None: a free link."""
     overwrite: bool = False
     run_timeout_s: float = 300.0
     calibration: Path | None = None
