@@ -174,6 +174,29 @@ size_t tt_pack_span(uint8_t *p, uint16_t layer, uint8_t op)
     return 3;
 }
 
+size_t tt_pack_span_batch_head(uint8_t *p, uint16_t first)
+{
+    put16(p, first);
+    return 2;
+}
+
+size_t tt_pack_span_record(uint8_t *p, uint8_t tag, uint16_t layer, uint16_t prev_layer,
+                           uint32_t delta)
+{
+    uint8_t *q = p + 1;
+    if (layer != prev_layer) {
+        tag |= TT_SPAN_LAYER_BIT;
+        q = put16(q, layer);
+    }
+    p[0] = tag;
+    while (delta >= 0x80u) {
+        *q++ = (uint8_t)(delta | 0x80u);
+        delta >>= 7;
+    }
+    *q++ = (uint8_t)delta;
+    return (size_t)(q - p);
+}
+
 size_t tt_pack_memory(uint8_t *p, uint32_t heap_used, uint32_t heap_peak, uint32_t stack_peak,
                       uint32_t arena_bytes, uint32_t kv_bytes)
 {
@@ -261,6 +284,7 @@ void tt_link_init(tt_link *l, tt_sink sink, uint32_t (*now)(void))
 void tt_send_at(tt_link *l, uint8_t type, uint32_t ticks, const uint8_t *payload, size_t n)
 {
     uint16_t seq;
+    if (l->span_len) tt_span_flush(l); /* spans that happened earlier leave first */
     if (l->lock) l->lock();
     seq = l->seq++;
     if (l->unlock) l->unlock();
@@ -271,6 +295,7 @@ void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
 {
     uint16_t seq;
     uint32_t ticks;
+    if (l->span_len) tt_span_flush(l);
     if (l->lock) l->lock();
     seq = l->seq++;
     ticks = l->now ? l->now() : 0u;
@@ -278,8 +303,46 @@ void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
     count_sink(l, tt_frame_write(l->work, type, seq, ticks, payload, n, &l->sink));
 }
 
-/* Payloads are packed straight into the work buffer after the header (no copy). */
-#define PAYLOAD(l) ((l)->work + TT_HEADER_LEN)
+/* Payloads are packed straight into the work buffer after the header (no copy); a pending
+ * SPAN_BATCH there is sent first. */
+static uint8_t *payload_of(tt_link *l)
+{
+    if (l->span_len) tt_span_flush(l);
+    return l->work + TT_HEADER_LEN;
+}
+#define PAYLOAD(l) payload_of(l)
+
+void tt_span_flush(tt_link *l)
+{
+    size_t n = l->span_len;
+    if (!n) return;
+    l->span_len = 0;
+    tt_send_at(l, TT_SPAN_BATCH, l->span_t0, l->work + TT_HEADER_LEN, n);
+}
+
+void tt_span(tt_link *l, uint8_t tag, uint16_t layer)
+{
+    uint32_t now;
+    size_t n;
+    if (!TT_WANTS_SPANS(l)) return;
+    now = l->now ? l->now() : 0u;
+    n = l->span_len;
+    if (n > TT_MAX_PAYLOAD - TT_SPAN_RECORD_MAX) {
+        tt_span_flush(l);
+        n = 0;
+    }
+    if (!n) {
+        n = tt_pack_span_batch_head(l->work + TT_HEADER_LEN, l->span_count);
+        l->span_t0 = l->span_last = now;
+        l->span_layer = TT_NO_LAYER;
+    }
+    n += tt_pack_span_record(l->work + TT_HEADER_LEN + n, tag, layer, l->span_layer,
+                             now - l->span_last);
+    l->span_len = (uint16_t)n;
+    l->span_layer = layer;
+    l->span_last = now;
+    l->span_count++;
+}
 
 void tt_send_hello(tt_link *l, const tt_hello *h)
 {
