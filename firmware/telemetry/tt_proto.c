@@ -34,7 +34,7 @@ static size_t cobs_stuff(const uint8_t *src, size_t n, uint8_t *out)
         /* No block can reach 254 data bytes: each byte only moves the open block's start. */
         uint32_t last = 0u;
         for (i = 0; i < n; i++) {
-            uint32_t b = src[i], zm = (uint32_t)0 - (uint32_t)(b == 0u);
+            uint32_t b = src[i], zm = 0u - ((b - 1u) >> 31); /* all ones on a zero byte */
             out[i + 1u] = (uint8_t)b;
             out[last] = (uint8_t)(i + 1u - last);
             last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
@@ -114,16 +114,49 @@ static uint8_t *put_str(uint8_t *p, const char *s)
     return p + n;
 }
 
-size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks,
-                      const uint8_t *payload, size_t n)
+static void put_header(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks,
+                       const uint8_t *payload, size_t n)
 {
-    uint32_t crc;
-    if (n > TT_MAX_PAYLOAD) return 0;
     frame[0] = (uint8_t)TT_PROTOCOL_VERSION;
     frame[1] = type;
     put16(frame + 2, seq);
     put32(frame + 4, ticks);
     if (n && frame + TT_HEADER_LEN != payload) memmove(frame + TT_HEADER_LEN, payload, n);
+}
+
+/* Frames under 254 bytes (all but long LOG/HELLO/SPAN_BATCH): CRC-32 and COBS in one pass over
+ * header and payload (each byte loaded once), then the CRC's 4 bytes; the same bytes as
+ * tt_crc32 + cobs_stuff, and as branch-free. */
+static size_t crc_stuff_small(uint8_t *frame, size_t n, uint8_t *out)
+{
+    uint32_t crc = 0xFFFFFFFFu, last = 0u;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t b = frame[i], zm = 0u - ((b - 1u) >> 31); /* all ones on a zero byte */
+        crc ^= b;
+        crc = (crc >> 4) ^ crc_nibble[crc & 0x0Fu];
+        crc = (crc >> 4) ^ crc_nibble[crc & 0x0Fu];
+        out[i + 1u] = (uint8_t)b;
+        out[last] = (uint8_t)(i + 1u - last);
+        last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
+    }
+    put32(frame + n, ~crc);
+    for (; i < n + TT_CRC_LEN; i++) {
+        uint32_t b = frame[i], zm = 0u - ((b - 1u) >> 31);
+        out[i + 1u] = (uint8_t)b;
+        out[last] = (uint8_t)(i + 1u - last);
+        last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
+    }
+    out[last] = (uint8_t)(i + 1u - last);
+    return i + 1u;
+}
+
+size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks,
+                      const uint8_t *payload, size_t n)
+{
+    uint32_t crc;
+    if (n > TT_MAX_PAYLOAD) return 0;
+    put_header(frame, type, seq, ticks, payload, n);
     crc = tt_crc32(0, frame, TT_HEADER_LEN + n);
     put32(frame + TT_HEADER_LEN + n, crc);
     return TT_HEADER_LEN + n + TT_CRC_LEN;
@@ -132,9 +165,15 @@ size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks
 size_t tt_frame_write(uint8_t *work, uint8_t type, uint16_t seq, uint32_t ticks,
                       const uint8_t *payload, size_t n, const tt_sink *sink)
 {
-    size_t len = tt_frame_build(work, type, seq, ticks, payload, n), out;
-    if (!len) return 0;
-    out = cobs_stuff(work, len, cobs_out_);
+    size_t out;
+    if (n + TT_MIN_FRAME < 254u) {
+        put_header(work, type, seq, ticks, payload, n);
+        out = crc_stuff_small(work, TT_HEADER_LEN + n, cobs_out_);
+    } else {
+        size_t len = tt_frame_build(work, type, seq, ticks, payload, n);
+        if (!len) return 0;
+        out = cobs_stuff(work, len, cobs_out_);
+    }
     cobs_out_[out++] = 0u; /* the delimiter */
     sink->write(sink->ctx, cobs_out_, out);
     return out;
@@ -180,13 +219,23 @@ size_t tt_pack_span_batch_head(uint8_t *p, uint16_t first)
     return 2;
 }
 
-size_t tt_pack_span_record(uint8_t *p, uint8_t tag, uint16_t layer, uint16_t prev_layer,
-                           uint32_t delta)
+/* One SPAN_BATCH record at p; returns its end. Inlined in tt_span_at, the hot path. */
+#if defined(__GNUC__)
+#define TT_HOT_INLINE static inline __attribute__((always_inline))
+#define TT_COLD static __attribute__((noinline))
+#else
+#define TT_HOT_INLINE static inline
+#define TT_COLD static
+#endif
+
+TT_HOT_INLINE uint8_t *put_record(
+    uint8_t *p, uint8_t tag, uint16_t layer, uint16_t *prev_layer, uint32_t delta)
 {
     uint8_t *q = p + 1;
-    if (layer != prev_layer) {
+    if (layer != *prev_layer) {
         tag |= TT_SPAN_LAYER_BIT;
         q = put16(q, layer);
+        *prev_layer = layer;
     }
     p[0] = tag;
     while (delta >= 0x80u) {
@@ -194,7 +243,13 @@ size_t tt_pack_span_record(uint8_t *p, uint8_t tag, uint16_t layer, uint16_t pre
         delta >>= 7;
     }
     *q++ = (uint8_t)delta;
-    return (size_t)(q - p);
+    return q;
+}
+
+size_t tt_pack_span_record(uint8_t *p, uint8_t tag, uint16_t layer, uint16_t prev_layer,
+                           uint32_t delta)
+{
+    return (size_t)(put_record(p, tag, layer, &prev_layer, delta) - p);
 }
 
 size_t tt_pack_memory(uint8_t *p, uint32_t heap_used, uint32_t heap_peak, uint32_t stack_peak,
@@ -271,6 +326,10 @@ size_t tt_pack_run(uint8_t *p, uint32_t run_id, uint32_t seed, float temperature
 
 /* ---- link ---------------------------------------------------------------------------- */
 
+/* The pending batch's write position; SPAN_NONE(l) when there is none. */
+#define SPAN_NONE(l) ((l)->work + TT_MAX_FRAME)
+#define SPAN_FULL(l) ((l)->work + TT_HEADER_LEN + TT_MAX_PAYLOAD - TT_SPAN_RECORD_MAX)
+
 static void count_sink(tt_link *l, size_t n) { l->tx_bytes += n; }
 
 void tt_link_init(tt_link *l, tt_sink sink, uint32_t (*now)(void))
@@ -279,12 +338,13 @@ void tt_link_init(tt_link *l, tt_sink sink, uint32_t (*now)(void))
     l->sink = sink;
     l->now = now;
     l->level = TT_LEVEL_TOKENS;
+    l->span_p = SPAN_NONE(l);
 }
 
 void tt_send_at(tt_link *l, uint8_t type, uint32_t ticks, const uint8_t *payload, size_t n)
 {
     uint16_t seq;
-    if (l->span_len) tt_span_flush(l); /* spans that happened earlier leave first */
+    if (TT_SPAN_PENDING(l)) tt_span_flush(l); /* spans that happened earlier leave first */
     if (l->lock) l->lock();
     seq = l->seq++;
     if (l->unlock) l->unlock();
@@ -295,7 +355,7 @@ void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
 {
     uint16_t seq;
     uint32_t ticks;
-    if (l->span_len) tt_span_flush(l);
+    if (TT_SPAN_PENDING(l)) tt_span_flush(l);
     if (l->lock) l->lock();
     seq = l->seq++;
     ticks = l->now ? l->now() : 0u;
@@ -307,41 +367,42 @@ void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
  * SPAN_BATCH there is sent first. */
 static uint8_t *payload_of(tt_link *l)
 {
-    if (l->span_len) tt_span_flush(l);
+    if (TT_SPAN_PENDING(l)) tt_span_flush(l);
     return l->work + TT_HEADER_LEN;
 }
 #define PAYLOAD(l) payload_of(l)
 
 void tt_span_flush(tt_link *l)
 {
-    size_t n = l->span_len;
-    if (!n) return;
-    l->span_len = 0;
+    size_t n;
+    if (!TT_SPAN_PENDING(l)) return;
+    n = (size_t)(l->span_p - (l->work + TT_HEADER_LEN));
+    l->span_p = SPAN_NONE(l);
     tt_send_at(l, TT_SPAN_BATCH, l->span_t0, l->work + TT_HEADER_LEN, n);
+}
+
+/* A new batch: send a full one first, then its record number; out of the hot path. */
+TT_COLD uint8_t *span_open(tt_link *l, uint32_t now)
+{
+    tt_span_flush(l);
+    l->span_t0 = l->span_last = now;
+    l->span_layer = TT_NO_LAYER;
+    return l->work + TT_HEADER_LEN +
+           tt_pack_span_batch_head(l->work + TT_HEADER_LEN, l->span_count);
+}
+
+void tt_span_at(tt_link *l, uint8_t tag, uint16_t layer, uint32_t now)
+{
+    uint8_t *p = l->span_p;
+    if (p > SPAN_FULL(l)) p = span_open(l, now);
+    l->span_p = put_record(p, tag, layer, &l->span_layer, now - l->span_last);
+    l->span_last = now;
+    l->span_count++;
 }
 
 void tt_span(tt_link *l, uint8_t tag, uint16_t layer)
 {
-    uint32_t now;
-    size_t n;
-    if (!TT_WANTS_SPANS(l)) return;
-    now = l->now ? l->now() : 0u;
-    n = l->span_len;
-    if (n > TT_MAX_PAYLOAD - TT_SPAN_RECORD_MAX) {
-        tt_span_flush(l);
-        n = 0;
-    }
-    if (!n) {
-        n = tt_pack_span_batch_head(l->work + TT_HEADER_LEN, l->span_count);
-        l->span_t0 = l->span_last = now;
-        l->span_layer = TT_NO_LAYER;
-    }
-    n += tt_pack_span_record(l->work + TT_HEADER_LEN + n, tag, layer, l->span_layer,
-                             now - l->span_last);
-    l->span_len = (uint16_t)n;
-    l->span_layer = layer;
-    l->span_last = now;
-    l->span_count++;
+    if (TT_WANTS_SPANS(l)) tt_span_at(l, tag, layer, l->now ? l->now() : 0u);
 }
 
 void tt_send_hello(tt_link *l, const tt_hello *h)

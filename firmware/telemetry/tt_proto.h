@@ -136,8 +136,9 @@ typedef struct tt_link {
     uint8_t level;                /* enum tt_level */
     uint32_t tx_dropped;
     uint64_t tx_bytes;
-    /* The pending SPAN_BATCH lives in work[]'s payload: span_len bytes (0: none). */
-    uint16_t span_len;
+    /* The pending SPAN_BATCH lives in work[]'s payload, written up to span_p (work +
+     * TT_MAX_FRAME when there is none: see TT_SPAN_PENDING). */
+    uint8_t *span_p;
     uint16_t span_layer;          /* layer of its last record */
     uint16_t span_count;          /* span records since boot (mod 2^16) */
     uint32_t span_t0, span_last;  /* ticks of its first and last record */
@@ -161,6 +162,9 @@ void tt_send_span_end(tt_link *l, uint16_t layer, uint8_t op);
  * frame before any other frame is sent (TOKEN, INFER_END, ...: nothing is reordered), or when
  * it is full. */
 void tt_span(tt_link *l, uint8_t tag, uint16_t layer);
+/* Same, timestamped ``now`` by the caller, without the level check: the device's hot path,
+ * called only at TraceLevel SPANS. */
+void tt_span_at(tt_link *l, uint8_t tag, uint16_t layer, uint32_t now);
 /* Send the pending SPAN_BATCH now (nothing when there is none). */
 void tt_span_flush(tt_link *l);
 void tt_send_memory(tt_link *l, uint32_t heap_used, uint32_t heap_peak, uint32_t stack_peak,
@@ -175,6 +179,7 @@ void tt_send_pong(tt_link *l, uint32_t nonce, uint32_t ticks);
 /* Level checks so callers skip work (and instructions) for frames that would not be sent. */
 #define TT_WANTS_TOKENS(l) ((l)->level >= TT_LEVEL_TOKENS)
 #define TT_WANTS_SPANS(l) ((l)->level >= TT_LEVEL_SPANS)
+#define TT_SPAN_PENDING(l) ((l)->span_p != (l)->work + TT_MAX_FRAME)
 
 /* ---- host commands ------------------------------------------------------------------ */
 

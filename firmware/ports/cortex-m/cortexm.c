@@ -74,7 +74,8 @@ void cm_systick_start(uint32_t cpu_hz)
     TT_REG(SYST_CSR) = 7u; /* core clock, interrupt, enable */
 }
 
-static uint64_t cycles_now(void)
+/* Inlined: port_ticks() times every span event. */
+static inline __attribute__((always_inline)) uint64_t cycles_now(void)
 {
     /* SysTick may reload a few instructions before its interrupt is taken (QEMU takes
      * interrupts at translation-block boundaries), so a pending SysTick counts as one more
