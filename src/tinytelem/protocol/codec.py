@@ -46,6 +46,7 @@ __all__ = [
     "TickUnwrapper",
     "decode_body",
     "encode_frame",
+    "expand_spans",
 ]
 
 HEADER = struct.Struct("<BBHI")
@@ -127,9 +128,9 @@ class DecoderStatistics:
     seq_gaps: int
     lost_frames: int
     resyncs: int
-    span_batches: int = 0
-    batched_spans: int = 0
-    lost_spans: int = 0
+    span_batches: int
+    batched_spans: int
+    lost_spans: int
 
 
 class FrameRejected(ProtocolError):
@@ -198,6 +199,19 @@ def decode_body(body: bytes) -> tuple[int, int, AnyMessage]:
     except ProtocolError as exc:
         raise FrameRejected(str(exc), ErrorKind.PAYLOAD) from exc
     return seq, ticks, message
+
+
+def expand_spans(frame: Frame) -> list[Frame]:
+    """A SPAN_BATCH frame as the SPAN_BEGIN/SPAN_END frames it stands for (same seq, each with
+    its own timestamp; the first carries the batch's wire size, the others 0); any other frame
+    as itself. What :class:`FrameDecoder` does by default, for frames decoded without it."""
+    m = frame.message
+    if type(m) is not SpanBatch:
+        return [frame]
+    out = [Frame(frame.seq, t, span, 0) for t, span in m.spans(frame.ticks)]
+    if out:
+        out[0] = Frame(frame.seq, out[0].ticks, out[0].message, frame.size)
+    return out
 
 
 _OVERSIZE_EVENT = FrameError(
@@ -349,12 +363,11 @@ class FrameDecoder:
         if not self._expand:
             return Frame(seq, ticks, batch, size)
         self._batched += n
-        frames = [Frame(seq, t, m, 0) for t, m in batch.spans(ticks)]
+        frames = expand_spans(Frame(seq, ticks, batch, size))
         if not frames:
             return None
-        first = frames[0]
         self._expanded.extend(frames[1:])
-        return Frame(seq, first.ticks, first.message, size)
+        return frames[0]
 
     def events(self) -> list[Frame | FrameError]:
         """Drain every event available now (convenience for loops)."""

@@ -251,12 +251,13 @@ class SpanBatch:
     def pack(self) -> bytes:
         out = bytearray(pack_struct(_BATCH_HEAD, "SPAN_BATCH", self.first))
         layer = NO_LAYER
-        for end, lay, op, delta in self.records:
+        for end, lay, op, dt in self.records:
             if not 0 <= op <= SPAN_OP_MASK:
                 raise ProtocolError(f"SPAN_BATCH op {op} does not fit 6 bits; send it as "
                                     "SPAN_BEGIN/SPAN_END")
-            if not 0 <= delta <= 0xFFFFFFFF:
-                raise ProtocolError(f"SPAN_BATCH delta {delta} is not a u32 tick count")
+            if not 0 <= dt <= 0xFFFFFFFF:
+                raise ProtocolError(f"SPAN_BATCH delta {dt} is not a u32 tick count")
+            delta = dt
             tag = op | (SPAN_END_BIT if end else 0)
             if lay != layer:
                 out.append(tag | SPAN_LAYER_BIT)
