@@ -59,6 +59,7 @@ from tinytelem.protocol.messages import (
     SpanEnd,
     Token,
     TraceLevel,
+    varint_len,
 )
 
 __all__ = [
@@ -253,6 +254,9 @@ class CostModel:
                              / platform.cpu_hz)
         self._frame_instr = {t: self.calibration.frame_instructions(_wire_bytes(m))
                              for t, m in _SAMPLE_FRAMES.items()}
+        # Span events are records in a SPAN_BATCH (the batch frame is priced by its size).
+        self._frame_instr[MsgType.SPAN_BEGIN] = self._frame_instr[MsgType.SPAN_END] = (
+            self.calibration.span_record)
         self._timings: dict[int, tuple[OpTiming, ...]] = {}
         self._sample = self._sample_timing()
 
@@ -390,8 +394,16 @@ class CostModel:
         return self._frame_instr.get(msg_type, 0.0)
 
     def frame_cost_s(self, msg_type: MsgType) -> float:
-        """Device seconds spent emitting one frame of ``msg_type`` (0 for untimed types)."""
+        """Device seconds spent emitting one frame of ``msg_type`` (0 for untimed types).
+
+        SPAN_BEGIN / SPAN_END are span events: one record appended to the pending SPAN_BATCH,
+        whose frame costs :meth:`frame_bytes_cost_s` of its size when it is sent.
+        """
         return self.frame_instructions(msg_type) * self._s_per_instr
+
+    def frame_bytes_cost_s(self, wire_bytes: int) -> float:
+        """Device seconds spent building and sending a frame of ``wire_bytes`` on the wire."""
+        return self.calibration.frame_instructions(wire_bytes) * self._s_per_instr
 
     def instructions_per_token(self, pos: int, sample: bool = True) -> float:
         """Predicted instructions of one forward pass at ``pos`` (plus sampling) and its frames
@@ -400,7 +412,24 @@ class CostModel:
         frames = self._frames_per_token(pos, sample)
         if sample:
             total += self._sample.instructions
+        total += self._batch_instructions(pos, sample)
         return total + sum(n * self.frame_instructions(t) for t, n in frames.items())
+
+    def _batch_instructions(self, pos: int, sample: bool) -> float:
+        """The token's SPAN_BATCH frame at SPANS (0 below): its size from the records the token
+        makes, an end record's tick delta being its operator's duration."""
+        if self.trace_level < TraceLevel.SPANS:
+            return 0.0
+        ticks_per_s = self.platform.tick_hz
+        gap = varint_len(round(self.calibration.span_record * self._s_per_instr * ticks_per_s))
+        ops = [*self.forward_ops(pos), *([self._sample] if sample else [])]
+        n_layers = len({t.layer for t in ops if t.layer != NO_LAYER})
+        # record number; a u16 layer where it changes; LAYER begin/end records a gap apart;
+        # per operator a begin record a gap after the last one and an end record its duration
+        payload = 2 + 2 * n_layers + (2 if n_layers else 0) + 2 * n_layers * (1 + gap)
+        payload += sum(2 + gap + varint_len(round(t.duration_s * ticks_per_s)) for t in ops)
+        wire = 12 + payload + 2 + payload // 254  # header, CRC, COBS, delimiter
+        return self.calibration.frame_instructions(wire)
 
     def _frames_per_token(self, pos: int, sample: bool) -> dict[MsgType, int]:
         out: dict[MsgType, int] = {}
@@ -430,6 +459,7 @@ class CostModel:
         if sample:
             total += self._sample.duration_s
         frames = self._frames_per_token(pos, sample)
+        total += self._batch_instructions(pos, sample) * self._s_per_instr
         return total + sum(n * self.frame_cost_s(t) for t, n in frames.items())
 
     # -- memory ------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ __all__ = [
     "Token",
     "TraceLevel",
     "unpack_payload",
+    "varint_len",
 ]
 
 
@@ -222,6 +223,11 @@ SPAN_LAYER_BIT = 0x40
 SPAN_OP_MASK = 0x3F
 MAX_SPAN_RECORD = 8
 """Longest record: tag, u16 layer, a 5-byte varint delta."""
+
+
+def varint_len(n: int) -> int:
+    """Bytes of ``n`` (>= 0) as the LEB128 varint of a SPAN_BATCH tick delta."""
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 class SpanRecord(NamedTuple):
