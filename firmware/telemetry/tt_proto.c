@@ -3,6 +3,16 @@
 
 #include "tt_string.h"
 
+#if defined(__GNUC__)
+#define TT_HOT_INLINE static inline __attribute__((always_inline))
+#define TT_NOINLINE __attribute__((noinline))
+#define TT_COLD static TT_NOINLINE
+#else
+#define TT_HOT_INLINE static inline
+#define TT_NOINLINE
+#define TT_COLD static
+#endif
+
 /* Nibble table: 64 bytes of flash, 2 lookups per byte; a full 1 KiB table buys little for
  * frames of ~20 bytes. */
 static const uint32_t crc_nibble[16] = {
@@ -11,7 +21,8 @@ static const uint32_t crc_nibble[16] = {
     0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu,
 };
 
-uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
+/* Not inlined: the frame writer and the command decoder share one copy (flash). */
+TT_NOINLINE uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 {
     size_t i;
     crc = ~crc;
@@ -25,23 +36,12 @@ uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 
 /* Stuff n bytes into out (at most TT_MAX_ENCODED); returns the stuffed length. Branch-free:
  * the instruction count depends only on n, never on where the zero bytes are, so timestamps
- * taken under an instruction-counting emulator do not depend on the values being sent. */
+ * taken under an instruction-counting emulator do not depend on the values being sent. Frames
+ * under 254 bytes take crc_stuff_small() instead. */
 static size_t cobs_stuff(const uint8_t *src, size_t n, uint8_t *out)
 {
     size_t i, o = 1u, pos = 0u;
     uint32_t code = 1u;
-    if (n < 254u) {
-        /* No block can reach 254 data bytes: each byte only moves the open block's start. */
-        uint32_t last = 0u;
-        for (i = 0; i < n; i++) {
-            uint32_t b = src[i], zm = 0u - ((b - 1u) >> 31); /* all ones on a zero byte */
-            out[i + 1u] = (uint8_t)b;
-            out[last] = (uint8_t)(i + 1u - last);
-            last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
-        }
-        out[last] = (uint8_t)(n + 1u - last);
-        return n + 1u;
-    }
     for (i = 0; i < n; i++) {
         uint32_t b = src[i];
         uint32_t zm = (uint32_t)0 - (uint32_t)(b == 0u);      /* all ones on a zero byte */
@@ -166,13 +166,14 @@ size_t tt_frame_write(uint8_t *work, uint8_t type, uint16_t seq, uint32_t ticks,
                       const uint8_t *payload, size_t n, const tt_sink *sink)
 {
     size_t out;
-    if (n + TT_MIN_FRAME < 254u) {
-        put_header(work, type, seq, ticks, payload, n);
-        out = crc_stuff_small(work, TT_HEADER_LEN + n, cobs_out_);
+    if (n > TT_MAX_PAYLOAD) return 0;
+    put_header(work, type, seq, ticks, payload, n);
+    n += TT_HEADER_LEN;
+    if (n + TT_CRC_LEN < 254u) {
+        out = crc_stuff_small(work, n, cobs_out_);
     } else {
-        size_t len = tt_frame_build(work, type, seq, ticks, payload, n);
-        if (!len) return 0;
-        out = cobs_stuff(work, len, cobs_out_);
+        put32(work + n, tt_crc32(0, work, n));
+        out = cobs_stuff(work, n + TT_CRC_LEN, cobs_out_);
     }
     cobs_out_[out++] = 0u; /* the delimiter */
     sink->write(sink->ctx, cobs_out_, out);
@@ -220,13 +221,6 @@ size_t tt_pack_span_batch_head(uint8_t *p, uint16_t first)
 }
 
 /* One SPAN_BATCH record at p; returns its end. Inlined in tt_span_at, the hot path. */
-#if defined(__GNUC__)
-#define TT_HOT_INLINE static inline __attribute__((always_inline))
-#define TT_COLD static __attribute__((noinline))
-#else
-#define TT_HOT_INLINE static inline
-#define TT_COLD static
-#endif
 
 TT_HOT_INLINE uint8_t *put_record(
     uint8_t *p, uint8_t tag, uint16_t layer, uint16_t *prev_layer, uint32_t delta)
@@ -326,9 +320,18 @@ size_t tt_pack_run(uint8_t *p, uint32_t run_id, uint32_t seed, float temperature
 
 /* ---- link ---------------------------------------------------------------------------- */
 
-/* The pending batch's write position; SPAN_NONE(l) when there is none. */
+/* The pending SPAN_BATCH is built in work[] behind a gap of TT_SPAN_GAP bytes, where the other
+ * frames' payloads are packed (TOKEN, MEMORY, COUNTER, ...: at most 20 bytes), so packing them
+ * does not touch it; the batch then leaves first, its frame built in place at SPAN_FRAME. The
+ * long payloads (HELLO, LOG, ERROR) send the batch before they are packed. span_p is the write
+ * position, SPAN_NONE when no batch is pending. */
+#define TT_SPAN_GAP 32u
+#define SPAN_FRAME(l) ((l)->work + TT_SPAN_GAP)
+#define SPAN_AT(l) (SPAN_FRAME(l) + TT_HEADER_LEN)
 #define SPAN_NONE(l) ((l)->work + TT_MAX_FRAME)
-#define SPAN_FULL(l) ((l)->work + TT_HEADER_LEN + TT_MAX_PAYLOAD - TT_SPAN_RECORD_MAX)
+#define SPAN_FULL(l) ((l)->work + TT_MAX_FRAME - TT_CRC_LEN - TT_SPAN_RECORD_MAX)
+
+static void flush_batch(tt_link *l);
 
 static void count_sink(tt_link *l, size_t n) { l->tx_bytes += n; }
 
@@ -341,44 +344,44 @@ void tt_link_init(tt_link *l, tt_sink sink, uint32_t (*now)(void))
     l->span_p = SPAN_NONE(l);
 }
 
-void tt_send_at(tt_link *l, uint8_t type, uint32_t ticks, const uint8_t *payload, size_t n)
+/* Take seq (and, with now_too, the timestamp) in one critical section, then send the frame
+ * built at work (l->work, or the pending batch's place). */
+static void send_frame(tt_link *l, uint8_t *work, uint8_t type, int now_too, uint32_t ticks,
+                       const uint8_t *payload, size_t n)
 {
     uint16_t seq;
-    if (TT_SPAN_PENDING(l)) tt_span_flush(l); /* spans that happened earlier leave first */
+    if (TT_SPAN_PENDING(l)) flush_batch(l); /* spans that happened earlier leave first */
     if (l->lock) l->lock();
     seq = l->seq++;
+    if (now_too) ticks = l->now ? l->now() : 0u;
     if (l->unlock) l->unlock();
-    count_sink(l, tt_frame_write(l->work, type, seq, ticks, payload, n, &l->sink));
+    count_sink(l, tt_frame_write(work, type, seq, ticks, payload, n, &l->sink));
 }
 
-void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
+TT_NOINLINE void tt_send_at(tt_link *l, uint8_t type, uint32_t ticks, const uint8_t *payload, size_t n)
 {
-    uint16_t seq;
-    uint32_t ticks;
-    if (TT_SPAN_PENDING(l)) tt_span_flush(l);
-    if (l->lock) l->lock();
-    seq = l->seq++;
-    ticks = l->now ? l->now() : 0u;
-    if (l->unlock) l->unlock();
-    count_sink(l, tt_frame_write(l->work, type, seq, ticks, payload, n, &l->sink));
+    send_frame(l, l->work, type, 0, ticks, payload, n);
 }
 
-/* Payloads are packed straight into the work buffer after the header (no copy); a pending
- * SPAN_BATCH there is sent first. */
-static uint8_t *payload_of(tt_link *l)
+TT_NOINLINE void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
 {
-    if (TT_SPAN_PENDING(l)) tt_span_flush(l);
-    return l->work + TT_HEADER_LEN;
+    send_frame(l, l->work, type, 1, 0u, payload, n);
 }
-#define PAYLOAD(l) payload_of(l)
+
+/* Payloads are packed straight into the work buffer after the header (no copy). */
+#define PAYLOAD(l) ((l)->work + TT_HEADER_LEN)
+
+/* The pending batch leaves as a frame, built where it lies; not inlined (flash). */
+TT_COLD void flush_batch(tt_link *l)
+{
+    size_t n = (size_t)(l->span_p - SPAN_AT(l));
+    l->span_p = SPAN_NONE(l);
+    send_frame(l, SPAN_FRAME(l), TT_SPAN_BATCH, 0, l->span_t0, SPAN_AT(l), n);
+}
 
 void tt_span_flush(tt_link *l)
 {
-    size_t n;
-    if (!TT_SPAN_PENDING(l)) return;
-    n = (size_t)(l->span_p - (l->work + TT_HEADER_LEN));
-    l->span_p = SPAN_NONE(l);
-    tt_send_at(l, TT_SPAN_BATCH, l->span_t0, l->work + TT_HEADER_LEN, n);
+    if (TT_SPAN_PENDING(l)) flush_batch(l);
 }
 
 /* A new batch: send a full one first, then its record number; out of the hot path. */
@@ -387,8 +390,7 @@ TT_COLD uint8_t *span_open(tt_link *l, uint32_t now)
     tt_span_flush(l);
     l->span_t0 = l->span_last = now;
     l->span_layer = TT_NO_LAYER;
-    return l->work + TT_HEADER_LEN +
-           tt_pack_span_batch_head(l->work + TT_HEADER_LEN, l->span_count);
+    return SPAN_AT(l) + tt_pack_span_batch_head(SPAN_AT(l), l->span_count);
 }
 
 void tt_span_at(tt_link *l, uint8_t tag, uint16_t layer, uint32_t now)
@@ -407,6 +409,7 @@ void tt_span(tt_link *l, uint8_t tag, uint16_t layer)
 
 void tt_send_hello(tt_link *l, const tt_hello *h)
 {
+    tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_HELLO, PAYLOAD(l), tt_pack_hello(PAYLOAD(l), h));
 }
 
@@ -459,11 +462,13 @@ void tt_send_marker(tt_link *l, uint16_t marker_id, uint32_t value)
 
 void tt_send_log(tt_link *l, uint8_t level, const char *text)
 {
+    tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_LOG, PAYLOAD(l), tt_pack_log(PAYLOAD(l), level, text, strlen(text)));
 }
 
 void tt_send_error(tt_link *l, uint16_t code, const char *text)
 {
+    tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_ERROR, PAYLOAD(l), tt_pack_error(PAYLOAD(l), code, text, strlen(text)));
 }
 

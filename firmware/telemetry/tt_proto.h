@@ -136,8 +136,8 @@ typedef struct tt_link {
     uint8_t level;                /* enum tt_level */
     uint32_t tx_dropped;
     uint64_t tx_bytes;
-    /* The pending SPAN_BATCH lives in work[]'s payload, written up to span_p (work +
-     * TT_MAX_FRAME when there is none: see TT_SPAN_PENDING). */
+    /* The pending SPAN_BATCH lives in work[] (behind the small payloads), written up to
+     * span_p (work + TT_MAX_FRAME when there is none: see TT_SPAN_PENDING). */
     uint8_t *span_p;
     uint16_t span_layer;          /* layer of its last record */
     uint16_t span_count;          /* span records since boot (mod 2^16) */
