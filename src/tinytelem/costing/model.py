@@ -481,14 +481,31 @@ class CostModel:
                            kv)
 
 
+SPAN_RECORD_WIRE_BYTES = 2.5
+"""Bytes a span event adds to its SPAN_BATCH on the wire, typically (a tag, a 1-2 byte tick
+delta, now and then a layer): its share of the batch frame's cost."""
+
+SPAN_RECORDS_PER_BATCH = 84
+"""Span events in a typical token's batch (stories260K: 5 layers)."""
+
+
 def frame_cycles(cost: CostModel | None = None) -> dict[MsgType, float]:
     """Predicted core cycles per frame type: ``cost``'s platform, or (without one) the Cortex-M4
-    family's calibrated instructions at one cycle each."""
+    family's calibrated instructions at one cycle each.
+
+    SPAN_BEGIN / SPAN_END are span events sent in SPAN_BATCH frames (the decoded trace holds the
+    events, not the batches): each costs its record plus its share of the batch frame.
+    """
+    cal = cost.calibration if cost is not None else load_calibration("cortex-m4")
+    span = (cal.span_record + cal.frame["bytes"] * SPAN_RECORD_WIRE_BYTES
+            + cal.frame["one"] / SPAN_RECORDS_PER_BATCH)
     if cost is not None:
         cpi = cost.platform.cycles_per_instruction * cost.platform.efficiency
-        return {t: cost.frame_instructions(t) * cpi for t in _SAMPLE_FRAMES}
-    cal = load_calibration("cortex-m4")
-    out = {t: cal.frame_instructions(_wire_bytes(m)) for t, m in _SAMPLE_FRAMES.items()}
+        out = {t: cost.frame_instructions(t) * cpi for t in _SAMPLE_FRAMES}
+    else:
+        cpi = 1.0
+        out = {t: cal.frame_instructions(_wire_bytes(m)) for t, m in _SAMPLE_FRAMES.items()}
+    out[MsgType.SPAN_BEGIN] = out[MsgType.SPAN_END] = max(0.0, span) * cpi
     return out
 
 
