@@ -27,13 +27,14 @@ its overheads are as noisy as the host.
 With ``--model`` (a ``.tlm``; repeat it for several bit widths) the llama engine is benchmarked
 too; when that build is not possible yet, the result says why instead. For the llama engine
 the spans run also gives each operator's instructions per token (its spans' durations, less
-one measured span frame each), per multiply-accumulate (MACs from the model's shapes;
+one measured span record each), per multiply-accumulate (MACs from the model's shapes;
 attention's averaged over the run's positions) and its share of the untraced token.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -51,8 +52,9 @@ from tinytelem.errors import ConfigError, TinyTelemError
 from tinytelem.firmware.build import BuildResult, build
 from tinytelem.firmware.qemu import run_qemu
 from tinytelem.firmware.targets import get_target, missing_tools
+from tinytelem.protocol.codec import expand_spans
 from tinytelem.protocol.enums import Op
-from tinytelem.protocol.messages import InferBegin, SpanBegin, SpanEnd
+from tinytelem.protocol.messages import InferBegin, SpanBatch, SpanBegin, SpanEnd
 
 QEMU_TARGETS = ["cortex-m4", "cortex-m7", "stm32f405", "riscv32", "riscv32f"]
 LEVELS = {0: "off", 1: "tokens", 2: "spans"}
@@ -76,12 +78,16 @@ async def _one_run(open_link: Opener, level: int, n_tokens: int) -> dict[str, An
 
 
 def _op_ticks(run: list[Any]) -> dict[str, Any]:
-    """Ticks inside each operator's spans and their count (layer spans: count only)."""
+    """Ticks inside each operator's spans and their count (layer spans: count only), and the
+    ticks from each LAYER begin to the record after it (nothing runs between: one record)."""
     open_at: dict[tuple[int, int], int] = {}
     ticks: dict[str, int] = {}
     count: dict[str, int] = {}
     spans = 0
-    for f in run:
+    gaps = [b.delta for f in run if isinstance(f.message, SpanBatch)
+            for a, b in itertools.pairwise(f.message.records)
+            if not a.end and a.op == Op.LAYER]
+    for f in (e for frame in run for e in expand_spans(frame)):
         m = f.message
         if isinstance(m, SpanBegin):
             open_at[(m.layer, m.op)] = f.ticks
@@ -95,7 +101,8 @@ def _op_ticks(run: list[Any]) -> dict[str, Any]:
             d = ((f.ticks - start + 0x80000000) & 0xFFFFFFFF) - 0x80000000
             ticks[name] = ticks.get(name, 0) + d
             count[name] = count.get(name, 0) + 1
-    return {"ticks": ticks, "count": count, "spans": spans}
+    return {"ticks": ticks, "count": count, "spans": spans,
+            "record_ticks": statistics.mean(gaps) if gaps else 0.0}
 
 
 def model_macs(model: Path, forwards: int) -> dict[str, float]:
@@ -124,14 +131,15 @@ def _per_op(spans_run: dict[str, Any], off_instructions: float, spans_instructio
             macs: dict[str, float] | None) -> dict[str, Any]:
     """Instructions per token of each operator, per MAC, and share of the untraced token.
 
-    A span's duration holds the encoding of its own SPAN_BEGIN frame (the timestamp is taken
-    before the frame is sent), so each span is charged one frame less: the measured cost of a
-    span frame, (spans run - off run) / span frames.
+    A span's duration holds one span record (the rest of its begin record after the timestamp
+    and its end record up to the timestamp), so each span is charged one record less: the
+    measured gap from a LAYER begin to the record right after it. The SPAN_BATCH frames are
+    sent between tokens, outside every span.
     """
     ot = spans_run["op_ticks"]
     fwd = max(spans_run["forwards"], 1)
     scale = 1e9 / spans_run["tick_hz"]
-    frame = (spans_instructions - off_instructions) / max(2 * ot["spans"], 1)
+    frame = ot["record_ticks"] * scale
     per_token_off = off_instructions / fwd
     ops: dict[str, Any] = {}
     for name, t in ot["ticks"].items():
@@ -143,7 +151,10 @@ def _per_op(spans_run: dict[str, Any], off_instructions: float, spans_instructio
             row["macs_per_token"] = round(m)
             row["instructions_per_mac"] = per / m
         ops[name] = row
-    return {"span_frame_instructions": round(frame), "ops": ops}
+    return {"span_record_instructions": round(frame),
+            "span_overhead_per_event": round((spans_instructions - off_instructions)
+                                             / max(2 * ot["spans"], 1)),
+            "ops": ops}
 
 
 def _qemu_opener(target: str, elf: Path) -> Opener:
@@ -263,8 +274,9 @@ def _table(result: dict[str, Any]) -> str:
             if "per_op" in r:
                 lines.append(f"  {'':10s} {r['macs_per_token']} MACs/token, "
                              f"{lv['off']['instructions_per_token'] / r['macs_per_token']:.2f} "
-                             f"instr/MAC; span frame {r['per_op']['span_frame_instructions']} "
-                             "instr")
+                             f"instr/MAC; span record {r['per_op']['span_record_instructions']} "
+                             f"instr, {r['per_op']['span_overhead_per_event']} per span "
+                             "event with the batch frames")
                 for op, o in sorted(r["per_op"]["ops"].items(),
                                     key=lambda kv: -kv[1]["instructions_per_token"]):
                     mac = (f"{o['instructions_per_mac']:6.2f} instr/MAC"

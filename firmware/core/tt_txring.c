@@ -6,8 +6,8 @@
 
 int tt_tx_droppable(uint8_t type)
 {
-    return type == TT_SPAN_BEGIN || type == TT_SPAN_END || type == TT_COUNTER ||
-           type == TT_MEMORY || type == TT_MARKER;
+    return type == TT_SPAN_BEGIN || type == TT_SPAN_END || type == TT_SPAN_BATCH ||
+           type == TT_COUNTER || type == TT_MEMORY || type == TT_MARKER;
 }
 
 #if TT_LINK_BAUD > 0

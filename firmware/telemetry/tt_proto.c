@@ -3,6 +3,16 @@
 
 #include "tt_string.h"
 
+#if defined(__GNUC__)
+#define TT_HOT_INLINE static inline __attribute__((always_inline))
+#define TT_NOINLINE __attribute__((noinline))
+#define TT_COLD static TT_NOINLINE
+#else
+#define TT_HOT_INLINE static inline
+#define TT_NOINLINE
+#define TT_COLD static
+#endif
+
 /* Nibble table: 64 bytes of flash, 2 lookups per byte; a full 1 KiB table buys little for
  * frames of ~20 bytes. */
 static const uint32_t crc_nibble[16] = {
@@ -11,7 +21,8 @@ static const uint32_t crc_nibble[16] = {
     0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu,
 };
 
-uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
+/* Not inlined: the frame writer and the command decoder share one copy (flash). */
+TT_NOINLINE uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 {
     size_t i;
     crc = ~crc;
@@ -25,23 +36,12 @@ uint32_t tt_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 
 /* Stuff n bytes into out (at most TT_MAX_ENCODED); returns the stuffed length. Branch-free:
  * the instruction count depends only on n, never on where the zero bytes are, so timestamps
- * taken under an instruction-counting emulator do not depend on the values being sent. */
+ * taken under an instruction-counting emulator do not depend on the values being sent. Frames
+ * under 254 bytes take crc_stuff_small() instead. */
 static size_t cobs_stuff(const uint8_t *src, size_t n, uint8_t *out)
 {
     size_t i, o = 1u, pos = 0u;
     uint32_t code = 1u;
-    if (n < 254u) {
-        /* No block can reach 254 data bytes: each byte only moves the open block's start. */
-        uint32_t last = 0u;
-        for (i = 0; i < n; i++) {
-            uint32_t b = src[i], zm = (uint32_t)0 - (uint32_t)(b == 0u);
-            out[i + 1u] = (uint8_t)b;
-            out[last] = (uint8_t)(i + 1u - last);
-            last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
-        }
-        out[last] = (uint8_t)(n + 1u - last);
-        return n + 1u;
-    }
     for (i = 0; i < n; i++) {
         uint32_t b = src[i];
         uint32_t zm = (uint32_t)0 - (uint32_t)(b == 0u);      /* all ones on a zero byte */
@@ -114,16 +114,49 @@ static uint8_t *put_str(uint8_t *p, const char *s)
     return p + n;
 }
 
-size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks,
-                      const uint8_t *payload, size_t n)
+static void put_header(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks,
+                       const uint8_t *payload, size_t n)
 {
-    uint32_t crc;
-    if (n > TT_MAX_PAYLOAD) return 0;
     frame[0] = (uint8_t)TT_PROTOCOL_VERSION;
     frame[1] = type;
     put16(frame + 2, seq);
     put32(frame + 4, ticks);
     if (n && frame + TT_HEADER_LEN != payload) memmove(frame + TT_HEADER_LEN, payload, n);
+}
+
+/* Frames under 254 bytes (all but long LOG/HELLO/SPAN_BATCH): CRC-32 and COBS in one pass over
+ * header and payload (each byte loaded once), then the CRC's 4 bytes; the same bytes as
+ * tt_crc32 + cobs_stuff, and as branch-free. */
+static size_t crc_stuff_small(uint8_t *frame, size_t n, uint8_t *out)
+{
+    uint32_t crc = 0xFFFFFFFFu, last = 0u;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t b = frame[i], zm = 0u - ((b - 1u) >> 31); /* all ones on a zero byte */
+        crc ^= b;
+        crc = (crc >> 4) ^ crc_nibble[crc & 0x0Fu];
+        crc = (crc >> 4) ^ crc_nibble[crc & 0x0Fu];
+        out[i + 1u] = (uint8_t)b;
+        out[last] = (uint8_t)(i + 1u - last);
+        last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
+    }
+    put32(frame + n, ~crc);
+    for (; i < n + TT_CRC_LEN; i++) {
+        uint32_t b = frame[i], zm = 0u - ((b - 1u) >> 31);
+        out[i + 1u] = (uint8_t)b;
+        out[last] = (uint8_t)(i + 1u - last);
+        last = (last & ~zm) | ((uint32_t)(i + 1u) & zm);
+    }
+    out[last] = (uint8_t)(i + 1u - last);
+    return i + 1u;
+}
+
+size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks,
+                      const uint8_t *payload, size_t n)
+{
+    uint32_t crc;
+    if (n > TT_MAX_PAYLOAD) return 0;
+    put_header(frame, type, seq, ticks, payload, n);
     crc = tt_crc32(0, frame, TT_HEADER_LEN + n);
     put32(frame + TT_HEADER_LEN + n, crc);
     return TT_HEADER_LEN + n + TT_CRC_LEN;
@@ -132,9 +165,16 @@ size_t tt_frame_build(uint8_t *frame, uint8_t type, uint16_t seq, uint32_t ticks
 size_t tt_frame_write(uint8_t *work, uint8_t type, uint16_t seq, uint32_t ticks,
                       const uint8_t *payload, size_t n, const tt_sink *sink)
 {
-    size_t len = tt_frame_build(work, type, seq, ticks, payload, n), out;
-    if (!len) return 0;
-    out = cobs_stuff(work, len, cobs_out_);
+    size_t out;
+    if (n > TT_MAX_PAYLOAD) return 0;
+    put_header(work, type, seq, ticks, payload, n);
+    n += TT_HEADER_LEN;
+    if (n + TT_CRC_LEN < 254u) {
+        out = crc_stuff_small(work, n, cobs_out_);
+    } else {
+        put32(work + n, tt_crc32(0, work, n));
+        out = cobs_stuff(work, n + TT_CRC_LEN, cobs_out_);
+    }
     cobs_out_[out++] = 0u; /* the delimiter */
     sink->write(sink->ctx, cobs_out_, out);
     return out;
@@ -172,6 +212,38 @@ size_t tt_pack_span(uint8_t *p, uint16_t layer, uint8_t op)
 {
     put16(p, layer)[0] = op;
     return 3;
+}
+
+size_t tt_pack_span_batch_head(uint8_t *p, uint16_t first)
+{
+    put16(p, first);
+    return 2;
+}
+
+/* One SPAN_BATCH record at p; returns its end. Inlined in tt_span_at, the hot path. */
+
+TT_HOT_INLINE uint8_t *put_record(
+    uint8_t *p, uint8_t tag, uint16_t layer, uint16_t *prev_layer, uint32_t delta)
+{
+    uint8_t *q = p + 1;
+    if (layer != *prev_layer) {
+        tag |= TT_SPAN_LAYER_BIT;
+        q = put16(q, layer);
+        *prev_layer = layer;
+    }
+    p[0] = tag;
+    while (delta >= 0x80u) {
+        *q++ = (uint8_t)(delta | 0x80u);
+        delta >>= 7;
+    }
+    *q++ = (uint8_t)delta;
+    return q;
+}
+
+size_t tt_pack_span_record(uint8_t *p, uint8_t tag, uint16_t layer, uint16_t prev_layer,
+                           uint32_t delta)
+{
+    return (size_t)(put_record(p, tag, layer, &prev_layer, delta) - p);
 }
 
 size_t tt_pack_memory(uint8_t *p, uint32_t heap_used, uint32_t heap_peak, uint32_t stack_peak,
@@ -248,6 +320,19 @@ size_t tt_pack_run(uint8_t *p, uint32_t run_id, uint32_t seed, float temperature
 
 /* ---- link ---------------------------------------------------------------------------- */
 
+/* The pending SPAN_BATCH is built in work[] behind a gap of TT_SPAN_GAP bytes, where the other
+ * frames' payloads are packed (TOKEN, MEMORY, COUNTER, ...: at most 20 bytes), so packing them
+ * does not touch it; the batch then leaves first, its frame built in place at SPAN_FRAME. The
+ * long payloads (HELLO, LOG, ERROR) send the batch before they are packed. span_p is the write
+ * position, SPAN_NONE when no batch is pending. */
+#define TT_SPAN_GAP 32u
+#define SPAN_FRAME(l) ((l)->work + TT_SPAN_GAP)
+#define SPAN_AT(l) (SPAN_FRAME(l) + TT_HEADER_LEN)
+#define SPAN_NONE(l) ((l)->work + TT_MAX_FRAME)
+#define SPAN_FULL(l) ((l)->work + TT_MAX_FRAME - TT_CRC_LEN - TT_SPAN_RECORD_MAX)
+
+static void flush_batch(tt_link *l);
+
 static void count_sink(tt_link *l, size_t n) { l->tx_bytes += n; }
 
 void tt_link_init(tt_link *l, tt_sink sink, uint32_t (*now)(void))
@@ -256,33 +341,75 @@ void tt_link_init(tt_link *l, tt_sink sink, uint32_t (*now)(void))
     l->sink = sink;
     l->now = now;
     l->level = TT_LEVEL_TOKENS;
+    l->span_p = SPAN_NONE(l);
 }
 
-void tt_send_at(tt_link *l, uint8_t type, uint32_t ticks, const uint8_t *payload, size_t n)
+/* Take seq (and, with now_too, the timestamp) in one critical section, then send the frame
+ * built at work (l->work, or the pending batch's place). */
+static void send_frame(tt_link *l, uint8_t *work, uint8_t type, int now_too, uint32_t ticks,
+                       const uint8_t *payload, size_t n)
 {
     uint16_t seq;
+    if (TT_SPAN_PENDING(l)) flush_batch(l); /* spans that happened earlier leave first */
     if (l->lock) l->lock();
     seq = l->seq++;
+    if (now_too) ticks = l->now ? l->now() : 0u;
     if (l->unlock) l->unlock();
-    count_sink(l, tt_frame_write(l->work, type, seq, ticks, payload, n, &l->sink));
+    count_sink(l, tt_frame_write(work, type, seq, ticks, payload, n, &l->sink));
 }
 
-void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
+TT_NOINLINE void tt_send_at(tt_link *l, uint8_t type, uint32_t ticks, const uint8_t *payload, size_t n)
 {
-    uint16_t seq;
-    uint32_t ticks;
-    if (l->lock) l->lock();
-    seq = l->seq++;
-    ticks = l->now ? l->now() : 0u;
-    if (l->unlock) l->unlock();
-    count_sink(l, tt_frame_write(l->work, type, seq, ticks, payload, n, &l->sink));
+    send_frame(l, l->work, type, 0, ticks, payload, n);
+}
+
+TT_NOINLINE void tt_send(tt_link *l, uint8_t type, const uint8_t *payload, size_t n)
+{
+    send_frame(l, l->work, type, 1, 0u, payload, n);
 }
 
 /* Payloads are packed straight into the work buffer after the header (no copy). */
 #define PAYLOAD(l) ((l)->work + TT_HEADER_LEN)
 
+/* The pending batch leaves as a frame, built where it lies; not inlined (flash). */
+TT_COLD void flush_batch(tt_link *l)
+{
+    size_t n = (size_t)(l->span_p - SPAN_AT(l));
+    l->span_p = SPAN_NONE(l);
+    send_frame(l, SPAN_FRAME(l), TT_SPAN_BATCH, 0, l->span_t0, SPAN_AT(l), n);
+}
+
+void tt_span_flush(tt_link *l)
+{
+    if (TT_SPAN_PENDING(l)) flush_batch(l);
+}
+
+/* A new batch: send a full one first, then its record number; out of the hot path. */
+TT_COLD uint8_t *span_open(tt_link *l, uint32_t now)
+{
+    tt_span_flush(l);
+    l->span_t0 = l->span_last = now;
+    l->span_layer = TT_NO_LAYER;
+    return SPAN_AT(l) + tt_pack_span_batch_head(SPAN_AT(l), l->span_count);
+}
+
+void tt_span_at(tt_link *l, uint8_t tag, uint16_t layer, uint32_t now)
+{
+    uint8_t *p = l->span_p;
+    if (p > SPAN_FULL(l)) p = span_open(l, now);
+    l->span_p = put_record(p, tag, layer, &l->span_layer, now - l->span_last);
+    l->span_last = now;
+    l->span_count++;
+}
+
+void tt_span(tt_link *l, uint8_t tag, uint16_t layer)
+{
+    if (TT_WANTS_SPANS(l)) tt_span_at(l, tag, layer, l->now ? l->now() : 0u);
+}
+
 void tt_send_hello(tt_link *l, const tt_hello *h)
 {
+    tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_HELLO, PAYLOAD(l), tt_pack_hello(PAYLOAD(l), h));
 }
 
@@ -335,11 +462,13 @@ void tt_send_marker(tt_link *l, uint16_t marker_id, uint32_t value)
 
 void tt_send_log(tt_link *l, uint8_t level, const char *text)
 {
+    tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_LOG, PAYLOAD(l), tt_pack_log(PAYLOAD(l), level, text, strlen(text)));
 }
 
 void tt_send_error(tt_link *l, uint16_t code, const char *text)
 {
+    tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_ERROR, PAYLOAD(l), tt_pack_error(PAYLOAD(l), code, text, strlen(text)));
 }
 

@@ -30,12 +30,18 @@ extern "C" {
 #define TT_HASH_LEN 32u
 #define TT_MAX_PROMPT 252u
 #define TT_NO_LAYER 0xFFFFu
+/* SPAN_BATCH records: tag = op | TT_SPAN_END_BIT (ends) | TT_SPAN_LAYER_BIT (a u16 layer
+ * follows), then the ticks since the previous record as an unsigned LEB128 varint. */
+#define TT_SPAN_END_BIT 0x80u
+#define TT_SPAN_LAYER_BIT 0x40u
+#define TT_SPAN_RECORD_MAX 8u
 
 /* Message types (docs/protocol.md section 6). */
 enum tt_type {
     TT_HELLO = 0x01, TT_INFER_BEGIN = 0x02, TT_INFER_END = 0x03, TT_TOKEN = 0x04,
     TT_SPAN_BEGIN = 0x05, TT_SPAN_END = 0x06, TT_MEMORY = 0x07, TT_COUNTER = 0x08,
     TT_MARKER = 0x09, TT_LOG = 0x0A, TT_ERROR = 0x0B, TT_HEARTBEAT = 0x0C, TT_PONG = 0x0D, TT_POWER_SAMPLES = 0x0E,
+    TT_SPAN_BATCH = 0x0F,
     TT_PING = 0x80, TT_RUN = 0x81, TT_STOP = 0x82, TT_CONFIG = 0x83
 };
 
@@ -99,6 +105,12 @@ size_t tt_pack_infer_begin(uint8_t *p, uint32_t run_id, uint16_t n_prompt, uint1
 size_t tt_pack_infer_end(uint8_t *p, uint32_t run_id, uint16_t n_generated, uint8_t status);
 size_t tt_pack_token(uint8_t *p, uint32_t index, uint32_t token_id, uint8_t phase);
 size_t tt_pack_span(uint8_t *p, uint16_t layer, uint8_t op);
+/* SPAN_BATCH: a u16 record number, then records. tag = op (< 64) | TT_SPAN_END_BIT for an end;
+ * prev_layer is the previous record's layer (TT_NO_LAYER for a batch's first record). Returns
+ * the record's length (at most TT_SPAN_RECORD_MAX). */
+size_t tt_pack_span_batch_head(uint8_t *p, uint16_t first);
+size_t tt_pack_span_record(uint8_t *p, uint8_t tag, uint16_t layer, uint16_t prev_layer,
+                           uint32_t delta);
 size_t tt_pack_memory(uint8_t *p, uint32_t heap_used, uint32_t heap_peak, uint32_t stack_peak,
                       uint32_t arena_bytes, uint32_t kv_bytes);
 size_t tt_pack_counter(uint8_t *p, uint16_t counter_id, uint64_t value);
@@ -124,6 +136,12 @@ typedef struct tt_link {
     uint8_t level;                /* enum tt_level */
     uint32_t tx_dropped;
     uint64_t tx_bytes;
+    /* The pending SPAN_BATCH lives in work[] (behind the small payloads), written up to
+     * span_p (work + TT_MAX_FRAME when there is none: see TT_SPAN_PENDING). */
+    uint8_t *span_p;
+    uint16_t span_layer;          /* layer of its last record */
+    uint16_t span_count;          /* span records since boot (mod 2^16) */
+    uint32_t span_t0, span_last;  /* ticks of its first and last record */
     uint8_t work[TT_MAX_FRAME];   /* the frame being built; payloads are packed in place */
 } tt_link;
 
@@ -139,6 +157,16 @@ void tt_send_infer_end(tt_link *l, uint32_t run_id, uint16_t n_generated, uint8_
 void tt_send_token(tt_link *l, uint32_t index, uint32_t token_id, uint8_t phase);
 void tt_send_span_begin(tt_link *l, uint16_t layer, uint8_t op);
 void tt_send_span_end(tt_link *l, uint16_t layer, uint8_t op);
+/* A span event at TraceLevel SPANS: timestamped now and appended to the pending SPAN_BATCH
+ * (a few bytes, no frame). tag = op | TT_SPAN_END_BIT for an end. The batch leaves as one
+ * frame before any other frame is sent (TOKEN, INFER_END, ...: nothing is reordered), or when
+ * it is full. */
+void tt_span(tt_link *l, uint8_t tag, uint16_t layer);
+/* Same, timestamped ``now`` by the caller, without the level check: the device's hot path,
+ * called only at TraceLevel SPANS. */
+void tt_span_at(tt_link *l, uint8_t tag, uint16_t layer, uint32_t now);
+/* Send the pending SPAN_BATCH now (nothing when there is none). */
+void tt_span_flush(tt_link *l);
 void tt_send_memory(tt_link *l, uint32_t heap_used, uint32_t heap_peak, uint32_t stack_peak,
                     uint32_t arena_bytes, uint32_t kv_bytes);
 void tt_send_counter(tt_link *l, uint16_t counter_id, uint64_t value);
@@ -151,6 +179,7 @@ void tt_send_pong(tt_link *l, uint32_t nonce, uint32_t ticks);
 /* Level checks so callers skip work (and instructions) for frames that would not be sent. */
 #define TT_WANTS_TOKENS(l) ((l)->level >= TT_LEVEL_TOKENS)
 #define TT_WANTS_SPANS(l) ((l)->level >= TT_LEVEL_SPANS)
+#define TT_SPAN_PENDING(l) ((l)->span_p != (l)->work + TT_MAX_FRAME)
 
 /* ---- host commands ------------------------------------------------------------------ */
 

@@ -84,7 +84,8 @@ def replay_capture(raw_path: Path, trace_path: Path, *, overwrite: bool = False)
         writer.set_attrs("link", {
             "frames": s.frames, "bytes": s.bytes, "crc_errors": s.crc_errors,
             "cobs_errors": s.cobs_errors, "other_errors": s.other_errors, "gaps": s.seq_gaps,
-            "lost_frames": s.lost_frames, "resyncs": s.resyncs,
+            "lost_frames": s.lost_frames, "lost_spans": s.lost_spans,
+            "resyncs": s.resyncs,
             "reconnects": recorder.statistics().link_gaps,
         })
     finally:

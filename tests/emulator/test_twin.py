@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from tinytelem.emulator.schedule import energy_between
+from tinytelem.emulator.schedule import SpanDraft, energy_between
 from tinytelem.emulator.twin import ERR_BAD_RUN, ERR_BUSY, LOOKAHEAD_S, TwinDevice
-from tinytelem.protocol.codec import FrameDecoder
+from tinytelem.protocol.codec import Frame, FrameDecoder
 from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
     CounterValue,
@@ -23,6 +23,7 @@ from tinytelem.protocol.messages import (
     Memory,
     Phase,
     Pong,
+    SpanBatch,
     SpanBegin,
     SpanEnd,
     Token,
@@ -103,18 +104,48 @@ def test_trace_levels_filter_frames() -> None:
     assert kinds[TraceLevel.OFF] == {InferBegin, InferEnd, Heartbeat}
     assert kinds[TraceLevel.TOKENS] == {InferBegin, InferEnd, Heartbeat, Token, Memory,
                                         CounterValue}
-    assert {SpanBegin, SpanEnd} <= kinds[TraceLevel.SPANS]
+    # Span events leave batched, as the firmware sends them: one SPAN_BATCH per token.
+    assert kinds[TraceLevel.SPANS] == kinds[TraceLevel.TOKENS] | {SpanBatch}
+
+
+def _host_view(frames: list) -> list:
+    """The twin's frames as a host decodes them (SPAN_BATCH expanded into span events)."""
+    dec = FrameDecoder()
+    dec.receive_data(b"".join(f.encode() for f in frames))
+    return [e for e in dec.events() if isinstance(e, Frame)]
 
 
 def test_spans_are_balanced_and_nested() -> None:
     d = device()
     stack = []
-    for f in run_all(d, Run(1, 1, 0.0, 3, PROMPT)):
+    frames = _host_view(run_all(d, Run(1, 1, 0.0, 3, PROMPT)))
+    assert sum(isinstance(f.message, SpanBegin) for f in frames) >= 3 * 2 * 8
+    for f in frames:
         if isinstance(f.message, SpanBegin):
             stack.append((f.message.layer, f.message.op))
         elif isinstance(f.message, SpanEnd):
             assert stack.pop() == (f.message.layer, f.message.op)
     assert stack == []
+
+
+def test_span_batches_leave_before_their_token_with_the_spans_times() -> None:
+    """Each token's span events go out in one SPAN_BATCH right before its TOKEN; decoded, every
+    span event carries the device ticks of the time the schedule laid it out at."""
+    d = device(tick_offset=0xFFFFFF00)  # the batch's deltas cross the tick wrap
+    made = run_all(d, Run(1, 1, 0.0, 3, PROMPT))
+    kinds = [type(f.message) for f in made if isinstance(f.message, SpanBatch | Token)]
+    assert kinds == [SpanBatch, Token] * (len(PROMPT) + 3)
+    batches = [f for f in made if isinstance(f.message, SpanBatch)]
+    assert [f.message.first for f in batches] == list(itertools.accumulate(
+        [0] + [len(f.message.records) for f in batches[:-1]]))
+    times = [e[0] for draft in _drafts(d.plans[1]) for e in draft.events]
+    ticks = [f.ticks for f in _host_view(made) if isinstance(f.message, SpanBegin | SpanEnd)]
+    assert ticks == [d.ticks_at(t) for t in times]
+
+
+def _drafts(plan: object) -> list[SpanDraft]:
+    return [f.message for f in plan.frames  # type: ignore[attr-defined]
+            if isinstance(f.message, SpanDraft)]
 
 
 def test_config_changes_next_run_and_tracing_costs_time() -> None:

@@ -72,6 +72,14 @@ def _pack_call(vec: dict[str, Any]) -> str:
         return (f"{{ static const int16_t sh[] = {shunt}; static const uint16_t bu[] = {bus}; "
                 f"n = tt_pack_power_samples(pl, {f['first_index']}u, {f['period_ns']}u, "
                 f"{f['chip']}u, {len(f['shunt'])}u, sh, bu); }}")
+    if t == "SPAN_BATCH":
+        # The record packer the device's tt_span() uses, fed the vector's records.
+        calls = ["n = tt_pack_span_batch_head(pl, " + f"{f['first']}u);", "prev = TT_NO_LAYER;"]
+        for end, layer, op, delta in f["records"]:
+            tag = f"{op}u | TT_SPAN_END_BIT" if end else f"{op}u"
+            calls.append(f"n += tt_pack_span_record(pl + n, {tag}, {layer}u, prev, {delta}u); "
+                         f"prev = {layer}u;")
+        return "{ uint16_t prev; " + " ".join(calls) + " (void)prev; }"
     if t == "STOP":
         return "n = 0;"
     if t == "CONFIG":
@@ -236,3 +244,85 @@ def test_c_decoder_rejects_bad_run_payloads(vector_program: Path) -> None:
     lines = _decoded(vector_program, version2)
     assert lines[:5] == ["BAD"] * 5
     assert lines[5] == "CMD 129 0 run=5 seed=1 temp=3f000000 n_tokens=4 prompt=7,"
+
+
+LINK_PROGRAM = r"""
+#include <stdio.h>
+#include <string.h>
+#include "tt_proto.h"
+
+static uint8_t out[65536];
+static size_t out_n;
+static uint32_t clock_;
+static void sink_write(void *ctx, const uint8_t *b, size_t n) {
+    (void)ctx; memcpy(out + out_n, b, n); out_n += n;
+}
+static uint32_t now(void) { return clock_; }
+int main(void) {
+    static tt_link l;
+    tt_sink sink = { sink_write, 0 };
+    size_t i;
+    tt_link_init(&l, sink, now);
+    l.level = TT_LEVEL_SPANS;
+    clock_ = 0xFFFFFF00u;
+    tt_span(&l, TT_OP_EMBED, TT_NO_LAYER);
+    clock_ += 300; tt_span(&l, TT_OP_EMBED | TT_SPAN_END_BIT, TT_NO_LAYER);
+    clock_ += 5; tt_span(&l, TT_OP_LAYER, 0);
+    clock_ += 70000; tt_span(&l, TT_OP_LAYER | TT_SPAN_END_BIT, 0);
+    clock_ += 10; tt_send_token(&l, 3, 77, TT_DECODE);   /* the batch leaves first */
+    tt_span_flush(&l);                                    /* nothing pending: no frame */
+    for (i = 0; i < 300; i++) {                           /* 300 x 7 bytes: two full batches */
+        clock_ += 0x01000000u; tt_span(&l, TT_OP_QKV, 1000);
+    }
+    clock_ += 1; tt_send_infer_end(&l, 9, 1, TT_STATUS_OK);
+    for (i = 0; i < out_n; i++) printf("%02x", out[i]);
+    printf("\n");
+    return 0;
+}
+"""
+
+
+def test_c_link_batches_spans_until_the_next_frame(tmp_path: Path) -> None:
+    """tt_span appends to one SPAN_BATCH that leaves before the next frame or when full; the
+    host decodes it to the span events, in order, with their own timestamps."""
+    from tinytelem.protocol.codec import Frame, FrameDecoder
+    from tinytelem.protocol.messages import (
+        InferEnd,
+        Op,
+        SpanBatch,
+        SpanBegin,
+        SpanEnd,
+        Token,
+    )
+
+    src = tmp_path / "link_main.c"
+    src.write_text(LINK_PROGRAM)
+    prog = compile_c([src, FIRMWARE / "telemetry" / "tt_proto.c"], tmp_path / "link_main",
+                     [FIRMWARE / "telemetry"])
+    wire = bytes.fromhex(_run(prog)[0])
+    raw = FrameDecoder(expand_spans=False)
+    raw.receive_data(wire)
+    frames = [e for e in raw.events() if isinstance(e, Frame)]
+    kinds = [type(f.message) for f in frames]
+    assert kinds == [SpanBatch, Token, SpanBatch, SpanBatch, InferEnd]
+    assert [f.seq for f in frames] == [0, 1, 2, 3, 4]
+    first = frames[0].message
+    assert isinstance(first, SpanBatch) and first.first == 0 and len(first.records) == 4
+    assert frames[0].ticks == 0xFFFFFF00  # the first record's time, delta 0
+    sizes = [len(f.message.records) for f in frames[2:4] if isinstance(f.message, SpanBatch)]
+    assert sum(sizes) == 300 and sizes[0] > 100  # flushed when full, nothing lost
+    second = frames[3].message
+    assert isinstance(second, SpanBatch) and second.first == 4 + sizes[0]
+    dec = FrameDecoder()
+    dec.receive_data(wire)
+    events = [(e.ticks, e.message) for e in dec.events() if isinstance(e, Frame)]
+    assert events[:5] == [
+        (0xFFFFFF00, SpanBegin(0xFFFF, Op.EMBED)),
+        (0x2C, SpanEnd(0xFFFF, Op.EMBED)),
+        (0x31, SpanBegin(0, Op.LAYER)),
+        (0x31 + 70000, SpanEnd(0, Op.LAYER)),
+        (0x31 + 70010, Token(3, 77, 1)),
+    ]
+    qkv = [t for t, m in events if isinstance(m, SpanBegin) and m.op == Op.QKV]
+    assert qkv == [(0x31 + 70010 + 0x01000000 * k) & 0xFFFFFFFF for k in range(1, 301)]
+    assert dec.statistics().lost_spans == 0

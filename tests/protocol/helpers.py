@@ -19,8 +19,10 @@ from tinytelem.protocol.messages import (
     Marker,
     Memory,
     Pong,
+    SpanBatch,
     SpanBegin,
     SpanEnd,
+    SpanRecord,
     Token,
 )
 
@@ -56,6 +58,12 @@ MESSAGES: dict[str, st.SearchStrategy[AnyMessage]] = {
     "TOKEN": st.builds(Token, u32, u32, u8),
     "SPAN_BEGIN": st.builds(SpanBegin, u16, u8),
     "SPAN_END": st.builds(SpanEnd, u16, u8),
+    "SPAN_BATCH": st.builds(
+        SpanBatch,
+        u16,
+        st.lists(st.builds(SpanRecord, st.booleans(), u16, st.integers(0, 63), u32),
+                 max_size=120).map(tuple),
+    ),
     "MEMORY": st.builds(Memory, u32, u32, u32, u32, u32),
     "COUNTER": st.builds(CounterValue, u16, u64),
     "MARKER": st.builds(Marker, u16, u32),
@@ -71,3 +79,10 @@ MESSAGES: dict[str, st.SearchStrategy[AnyMessage]] = {
 
 any_message: st.SearchStrategy[AnyMessage] = st.one_of(*MESSAGES.values())
 frames = st.tuples(any_message, u16, u32)
+
+
+def expanded(message: AnyMessage, seq: int, ticks: int) -> list[tuple[int, int, AnyMessage]]:
+    """(seq, ticks, message) of the events a (span-expanding) decoder gives for one frame."""
+    if isinstance(message, SpanBatch):
+        return [(seq, t, m) for t, m in message.spans(ticks)]
+    return [(seq, ticks, message)]

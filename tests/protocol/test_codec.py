@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.protocol.helpers import MESSAGES, frames
+from tests.protocol.helpers import MESSAGES, expanded, frames
 from tinytelem.errors import ProtocolError
 from tinytelem.protocol import cobs
 from tinytelem.protocol.codec import (
@@ -32,8 +32,10 @@ from tinytelem.protocol.messages import (
     Memory,
     Op,
     Phase,
+    SpanBatch,
     SpanBegin,
     SpanEnd,
+    SpanRecord,
     Token,
 )
 
@@ -48,8 +50,9 @@ def drain(dec: FrameDecoder) -> list[Event]:
     return out
 
 
-def decode_all(data: bytes, chunks: list[int] | None = None) -> tuple[list[Event], FrameDecoder]:
-    dec = FrameDecoder()
+def decode_all(data: bytes, chunks: list[int] | None = None, expand: bool = True
+               ) -> tuple[list[Event], FrameDecoder]:
+    dec = FrameDecoder(expand_spans=expand)
     out: list[Event] = []
     if chunks is None:
         dec.receive_data(data)
@@ -65,11 +68,11 @@ def decode_all(data: bytes, chunks: list[int] | None = None) -> tuple[list[Event
     return out, dec
 
 
-def check_consistent(events: list[Event], dec: FrameDecoder) -> None:
+def check_consistent(events: list[Event], dec: FrameDecoder, expand: bool = True) -> None:
     s = dec.statistics()
     n_frames = sum(isinstance(e, Frame) for e in events)
     n_errors = len(events) - n_frames
-    assert s.frames == n_frames
+    assert n_frames == (s.frames - s.span_batches + s.batched_spans if expand else s.frames)
     assert s.crc_errors + s.cobs_errors + s.other_errors == n_errors == s.resyncs
     assert s.crc_errors == sum(
         isinstance(e, FrameError) and e.kind is ErrorKind.CRC for e in events
@@ -89,9 +92,13 @@ def test_round_trip_every_type(name: str, data: st.DataObject) -> None:
     ticks = data.draw(st.integers(0, 0xFFFFFFFF))
     wire = encode_frame(msg, seq, ticks)
     assert wire.endswith(b"\x00") and 0 not in wire[:-1]
-    events, dec = decode_all(wire)
+    events, dec = decode_all(wire, expand=False)
     assert events == [Frame(seq, ticks, msg, len(wire))]
     assert dec.statistics().bytes == len(wire)
+    events, _ = decode_all(wire)
+    assert [(e.seq, e.ticks, e.message) for e in events if isinstance(e, Frame)] == expanded(
+        msg, seq, ticks)
+    assert sum(e.size for e in events) == (len(wire) if events else 0)
 
 
 def test_encode_reduces_seq_and_ticks() -> None:
@@ -111,6 +118,7 @@ def typical_stream() -> tuple[bytes, list[AnyMessage]]:
         Hello(1, 1000, 2, 3, 4, 5, bytes(range(32)), "p", "fw", "m"),
         SpanBegin(0, Op.QKV),
         SpanEnd(0, Op.QKV),
+        SpanBatch(2, (SpanRecord(False, 1, Op.QKV, 0), SpanRecord(True, 1, Op.QKV, 70_000))),
         Token(0, 300, Phase.PREFILL),
         Memory(1, 2, 3, 4, 5),
         Log(1, "y" * 300),
@@ -122,7 +130,8 @@ def typical_stream() -> tuple[bytes, list[AnyMessage]]:
 def test_split_at_every_offset_and_byte_by_byte() -> None:
     wire, msgs = typical_stream()
     whole, _ = decode_all(wire)
-    assert [e.message for e in whole if isinstance(e, Frame)] == msgs
+    assert [(e.seq, e.ticks, e.message) for e in whole if isinstance(e, Frame)] == [
+        ev for i, m in enumerate(msgs) for ev in expanded(m, i, 1000 * i)]
     for cut in range(len(wire) + 1):
         events, dec = decode_all(wire, [cut])
         assert events == whole, cut
@@ -158,7 +167,7 @@ def test_fuzz_garbage_mixed_with_frames(parts: list[object], chunks: list[int]) 
             assert isinstance(part, tuple)
             msg, seq, ticks = part
             wire += encode_frame(msg, seq, ticks)
-            expected.append((seq, ticks, msg))
+            expected += expanded(msg, seq, ticks)
     events, dec = decode_all(wire, chunks)
     check_consistent(events, dec)
     assert [(e.seq, e.ticks, e.message) for e in events if isinstance(e, Frame)] == expected
@@ -331,7 +340,7 @@ def test_reset_sequence() -> None:
 
 def test_events_helper() -> None:
     wire, msgs = typical_stream()
-    dec = FrameDecoder()
+    dec = FrameDecoder(expand_spans=False)
     dec.receive_data(wire)
     assert [e.message for e in dec.events() if isinstance(e, Frame)] == msgs
     assert dec.events() == []

@@ -27,8 +27,10 @@ from tinytelem.protocol.messages import (
     MsgType,
     Op,
     Pong,
+    SpanBatch,
     SpanBegin,
     SpanEnd,
+    SpanRecord,
     Token,
     unpack_payload,
 )
@@ -173,6 +175,7 @@ def test_type_codes_and_enums_are_the_documented_values() -> None:
         "HEARTBEAT": 12,
         "PONG": 13,
         "POWER_SAMPLES": 14,
+        "SPAN_BATCH": 15,
         "PING": 0x80,
         "RUN": 0x81,
         "STOP": 0x82,
@@ -183,3 +186,35 @@ def test_type_codes_and_enums_are_the_documented_values() -> None:
     assert [o.name for o in Op][:3] == ["LAYER", "EMBED", "ATTN_NORM"]
     assert int(Op.SAMPLE) == 11
     assert int(Capability.STOP) == 32 and NO_LAYER == 0xFFFF
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b"\x01", "at least the u16"),
+        (b"\x00\x00\x41\x05", "cut inside its layer"),
+        (b"\x00\x00\x01", "cut inside its tick delta"),
+        (b"\x00\x00\x01\x80\x80", "cut inside its tick delta"),
+        (b"\x00\x00\x01\xff\xff\xff\xff\xff\x01", "longer than 5 bytes"),
+        (b"\x00\x00\x01\xff\xff\xff\xff\x7f", "exceeds a u32"),
+    ],
+)
+def test_span_batch_malformed(payload: bytes, why: str) -> None:
+    with pytest.raises(ProtocolError, match=why):
+        SpanBatch.unpack(payload)
+
+
+def test_span_batch_encoding_is_compact() -> None:
+    """Tag byte, layer only when it changes, LEB128 delta: the bytes docs/protocol.md shows."""
+    batch = SpanBatch(0x0102, (
+        SpanRecord(False, NO_LAYER, int(Op.EMBED), 0),
+        SpanRecord(True, NO_LAYER, int(Op.EMBED), 300),
+        SpanRecord(False, 2, int(Op.LAYER), 1),
+        SpanRecord(True, 2, int(Op.LAYER), 0xFFFFFFFF),
+    ))
+    assert batch.pack().hex(" ") == "02 01 01 00 81 ac 02 40 02 00 01 80 ff ff ff ff 0f"
+    assert SpanBatch.unpack(batch.pack()) == batch
+    with pytest.raises(ProtocolError, match="does not fit 6 bits"):
+        SpanBatch(0, (SpanRecord(False, 0, 64, 0),)).pack()
+    with pytest.raises(ProtocolError, match="not a u32"):
+        SpanBatch(0, (SpanRecord(False, 0, 1, 1 << 32),)).pack()

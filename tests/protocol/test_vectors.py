@@ -68,7 +68,7 @@ def test_frame_vector(vec: dict[str, Any]) -> None:
     assert frame[:8] == HEADER.pack(1, vec["type_code"], vec["seq"], vec["ticks"])
     assert int.from_bytes(frame[-4:], "little") == int(vec["crc"], 16) == zlib.crc32(frame[:-4])
     assert cobs.encode(frame) + b"\x00" == wire
-    dec = FrameDecoder()
+    dec = FrameDecoder(expand_spans=False)
     dec.receive_data(wire)
     ev = dec.next_event()
     assert isinstance(ev, Frame)
@@ -133,6 +133,29 @@ def test_stream_statistics_by_hand() -> None:
     gap = by_name["seq_gap_across_wrap"]
     assert (gap["seq_gaps"], gap["lost_frames"]) == (1, 2)
     assert by_name["hello_reanchors"]["seq_gaps"] == 0
+    lost = by_name["span_batch_lost"]
+    assert (lost["lost_frames"], lost["lost_spans"], lost["span_batches"]) == (1, 4, 2)
+    assert (lost["frames"], lost["batched_spans"]) == (3, 5)
+    assert by_name["span_batch_expanded"]["lost_spans"] == 0
+
+
+def test_span_batch_expands_to_the_single_span_frames() -> None:
+    """A batch decodes to the same events its records would give as SPAN_BEGIN/SPAN_END frames."""
+    from tinytelem.protocol.messages import SpanBatch, SpanBegin, SpanEnd
+
+    vec = next(f for f in FRAMES if f["name"] == "span_batch")
+    batch = GEN.message_from_fields(vec["type_code"], vec["fields"])
+    assert isinstance(batch, SpanBatch)
+    dec = FrameDecoder()
+    dec.receive_data(bytes.fromhex(vec["wire"]))
+    got = [(ev.seq, ev.ticks, ev.message) for ev in dec.events() if isinstance(ev, Frame)]
+    ticks = vec["ticks"]
+    want = []
+    for r in batch.records:
+        ticks = (ticks + r.delta) & 0xFFFFFFFF
+        want.append((vec["seq"], ticks, (SpanEnd if r.end else SpanBegin)(r.layer, r.op)))
+    assert got == want
+    assert dec.statistics().frames == 1
 
 
 def test_committed_json_is_current() -> None:

@@ -52,8 +52,10 @@ from tinytelem.protocol.messages import (
     Phase,
     Pong,
     PowerSamples,
+    SpanBatch,
     SpanBegin,
     SpanEnd,
+    SpanRecord,
     Token,
     TraceLevel,
 )
@@ -71,6 +73,8 @@ def message_to_fields(message: AnyMessage) -> dict[str, Any]:
         value = getattr(message, f.name)
         if isinstance(value, bytes):
             value = value.hex()
+        elif f.name == "records":
+            value = [[bool(r.end), int(r.layer), int(r.op), int(r.delta)] for r in value]
         elif isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -89,6 +93,8 @@ def message_from_fields(type_code: int, fields: dict[str, Any]) -> AnyMessage:
             value = bytes.fromhex(value)
         elif f.name in ("prompt", "shunt", "bus"):
             value = tuple(value)
+        elif f.name == "records":
+            value = tuple(SpanRecord(bool(e), la, op, d) for e, la, op, d in value)
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -107,6 +113,22 @@ def _log_with_body(n_body: int, seq: int) -> tuple[Log, int]:
         if 0 not in body:
             return msg, ticks
     raise AssertionError("no zero-free CRC found")  # pragma: no cover
+
+
+_SPAN_RECORDS = (
+    SpanRecord(False, 0xFFFF, Op.EMBED, 0),
+    SpanRecord(True, 0xFFFF, Op.EMBED, 100),
+    SpanRecord(False, 0, Op.LAYER, 3),
+    SpanRecord(False, 0, Op.ATTN_NORM, 1),
+    SpanRecord(True, 0, Op.ATTN_NORM, 1_000),
+    SpanRecord(False, 0, Op.QKV, 2),
+    SpanRecord(True, 0, Op.QKV, 90_000),
+    SpanRecord(False, 1, Op.LAYER, 0x12345678),
+)
+
+
+def _batch(seq: int, first: int, records: tuple[SpanRecord, ...], ticks: int = 5000) -> bytes:
+    return encode_frame(SpanBatch(first, records), seq, ticks)
 
 
 def frame_cases() -> list[tuple[str, str, int, int, AnyMessage]]:
@@ -195,6 +217,21 @@ def frame_cases() -> list[tuple[str, str, int, int, AnyMessage]]:
             log255,
         ),
         ("error", "", 11, 8_000, DeviceError(code=3, text="arena exhausted")),
+        (
+            "span_batch",
+            "a token's first spans: EMBED outside layers, then layer 0 (LAYER, ATTN_NORM, QKV); "
+            "deltas of 1, 2, 3 and 5 varint bytes, the first 0 (the frame's own timestamp)",
+            17,
+            12_000,
+            SpanBatch(first=300, records=_SPAN_RECORDS),
+        ),
+        (
+            "span_batch_empty",
+            "no records (a device never sends one; a host must accept it)",
+            18,
+            12_500,
+            SpanBatch(first=0xFFFF),
+        ),
         ("heartbeat", "", 12, 9_000, Heartbeat(uptime_ms=123_456, tx_dropped=0)),
         ("pong", "", 13, 9_500, Pong(nonce=0x11223344)),
         (
@@ -386,6 +423,35 @@ def stream_cases() -> list[tuple[str, str, bytes, list[str], bool]]:
             "a reboot: seq restarts at 0 with HELLO, no gap is counted",
             _tok(7) + _tok(8) + encode_frame(frame_cases()[0][4], 0, 0) + _tok(1),
             ["frame"] * 4,
+            False,
+        ),
+        (
+            "span_batch_expanded",
+            "a SPAN_BATCH before its token's TOKEN: one span frame per record, same seq, "
+            "ticks accumulated from the frame's timestamp (wrapping past 2^32)",
+            _tok(1) + _batch(2, 0, _SPAN_RECORDS[:4], 0xFFFFFFF0) + _tok(3),
+            ["frame"] * 6,
+            False,
+        ),
+        (
+            "span_batch_lost",
+            "batches seq 1 (records 0-2), 3 (records 7-8): batch seq 2 with records 3-6 lost",
+            _batch(1, 0, _SPAN_RECORDS[:3]) + _batch(3, 7, _SPAN_RECORDS[3:5]) + _tok(4),
+            ["frame"] * 6,
+            False,
+        ),
+        (
+            "span_batch_empty_then_token",
+            "an empty batch expands to nothing but its seq is used",
+            _batch(1, 5, ()) + _tok(2),
+            ["frame"],
+            False,
+        ),
+        (
+            "span_batch_cut_record",
+            "a record whose varint delta runs past the payload",
+            _raw(1, 0x0F, 1, 0, b"\x00\x00\x41\x00\x00\x85") + _tok(2),
+            ["payload", "frame"],
             False,
         ),
         (

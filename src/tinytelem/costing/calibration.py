@@ -64,6 +64,8 @@ class EngineCalibration:
     frame: Mapping[str, float]
     residual: Mapping[str, float]
     bits: tuple[int, ...]
+    span_record: float = 0.0
+    """Instructions of one span event (a record appended to the pending SPAN_BATCH)."""
 
     def _bits(self, b: int) -> int:
         if b in self.bits:
@@ -128,7 +130,8 @@ def load_calibration(family: str, path: Path | None = None) -> EngineCalibration
     f = fams[family]
     engine = str(doc.get("engine_hash", "unknown"))
     return EngineCalibration(family, engine, f"engine-{engine[:12]}-{digest}", f["ops"],
-                             f["frame"], f["residual"], tuple(int(b) for b in f["bits"]))
+                             f["frame"], f["residual"], tuple(int(b) for b in f["bits"]),
+                             float(f.get("span_record", 0.0)))
 
 
 def run_instructions(cal: EngineCalibration, shape: Any, bits: Any, forwards: int,

@@ -6,11 +6,12 @@ seeded random weights and the project's quantizer), boots each under ``-icount s
 instruction = 1 ns of virtual time) and runs one greedy RUN at trace levels off, tokens and
 spans. From the device's own frames:
 
-* **span work**: a SPAN_BEGIN..SPAN_END pair measures the operator plus one span frame (the
-  part of the begin frame after its timestamp and the part of the end frame before it add up to
-  one frame), so ``work = ticks * 1e9 / tick_hz - frame``;
-* **frame cost**: (spans-level run - tokens-level run) / span frames, and (tokens-level run -
-  off run) / (TOKEN + MEMORY frames), fitted as ``a + b * wire bytes``;
+* **span work**: a span's begin..end records measure the operator plus one span record (the
+  part of the begin record after its timestamp and the part of the end record before it add up
+  to one record), so ``work = ticks * 1e9 / tick_hz - record``; a record's cost is the gap
+  between a LAYER begin and the record right after it (nothing runs between the two);
+* **frame cost**: (spans-level run - tokens-level run - records) / SPAN_BATCH frames, and
+  (tokens-level run - off run) / (TOKEN + MEMORY frames), fitted as ``a + b * wire bytes``;
 * **residual**: the off-level run minus all span work, per forward pass (the token loop, link
   polling, the SysTick handler), fitted as ``a + b * n_layers``.
 
@@ -21,6 +22,7 @@ tree hash of ``firmware/`` it was measured on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -157,14 +159,20 @@ class RunFrames:
     forwards: int
     generated: int
     span_work: list[tuple[int, int, int, float]] = field(default_factory=list)
-    """(pos, layer, op, measured instructions incl. one span frame) per closed span."""
+    """(pos, layer, op, measured instructions incl. one span record) per closed span."""
     frame_bytes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    """Wire bytes of every frame, by type name."""
+    records: int = 0
+    """Span records (events) the run's SPAN_BATCH frames carried."""
+    record_gaps: list[float] = field(default_factory=list)
+    """Instructions from a LAYER begin to the next record: one record's cost each."""
 
 
 async def firmware_run(stream: trio.abc.Stream, level: int, n_tokens: int,
                        prompt: tuple[int, ...] = (1,)) -> tuple[Hello, list[Any]]:
     """One greedy run on a freshly booted firmware: the HELLO it answered CONFIG with, and the
-    frames from then until INFER_END (inclusive).
+    frames from then until INFER_END (inclusive), as sent (SPAN_BATCH frames not expanded:
+    :func:`~tinytelem.protocol.codec.expand_spans` gives their span events).
 
     Boots on its HELLO, sends CONFIG ``level`` (the firmware says HELLO again), then RUN.
     Shared by calibration and ``bench/firmware.py`` so both read a run the same way.
@@ -176,7 +184,7 @@ async def firmware_run(stream: trio.abc.Stream, level: int, n_tokens: int,
     from tinytelem.protocol.commands import Config, Run
     from tinytelem.protocol.messages import Hello, InferEnd
 
-    dec = FrameDecoder()
+    dec = FrameDecoder(expand_spans=False)
     frames: list[Any] = []
 
     async def until(kind: type) -> Any:
@@ -209,8 +217,8 @@ async def _one_run(target: str, elf: Path, level: int, n_tokens: int) -> RunFram
     import trio
 
     from tinytelem.firmware.qemu import run_qemu
-    from tinytelem.protocol.codec import encode_frame
-    from tinytelem.protocol.messages import InferBegin, SpanBegin, SpanEnd
+    from tinytelem.protocol.codec import expand_spans
+    from tinytelem.protocol.messages import InferBegin, SpanBatch, SpanBegin, SpanEnd
 
     with trio.fail_after(600):
         async with run_qemu(target, elf) as stream:
@@ -224,8 +232,14 @@ async def _one_run(target: str, elf: Path, level: int, n_tokens: int) -> RunFram
     open_spans: dict[tuple[int, int], int] = {}
     pos = -1
     for f in frames:
+        out.frame_bytes[f.message.TYPE.name].append(f.size)
+        if isinstance(f.message, SpanBatch):
+            recs = f.message.records
+            out.records += len(recs)
+            out.record_gaps += [b.delta * scale for a, b in itertools.pairwise(recs)
+                                if not a.end and a.op == Op.LAYER]
+    for f in (e for frame in frames for e in expand_spans(frame)):
         m = f.message
-        out.frame_bytes[m.TYPE.name].append(len(encode_frame(m, 0, f.ticks)))
         if isinstance(m, SpanBegin):
             if m.op == Op.EMBED:
                 pos += 1
@@ -252,20 +266,22 @@ async def measure_one(family: Family, shape: str, bits: int, work_dir: Path,
     # deterministic, so every level ran the same ones).
     forwards = sum(1 for s in spans.span_work if s[2] == Op.EMBED)
     samples = sum(1 for s in spans.span_work if s[2] == Op.SAMPLE)
-    n_span_frames = len(spans.frame_bytes["SPAN_BEGIN"]) + len(spans.frame_bytes["SPAN_END"])
-    span_frame = (spans.instructions - tok.instructions) / max(n_span_frames, 1)
+    record = float(np.mean(spans.record_gaps)) if spans.record_gaps else 0.0
+    batches = spans.frame_bytes["SPAN_BATCH"]
+    batch = (spans.instructions - tok.instructions - spans.records * record) / max(len(batches), 1)
     tok_frames = tok.frame_bytes["TOKEN"] + tok.frame_bytes["MEMORY"]
     return {
         "family": family.name, "target": family.target, "shape": shape, "bits": bits,
         "context": res.context, "generated": off.generated, "forwards": forwards,
         "samples": samples,
         "instructions": {str(r.level): r.instructions for r in runs.values()},
-        "span_frame": {"instructions": span_frame,
-                       "bytes": float(np.mean(spans.frame_bytes["SPAN_BEGIN"] or [0]))},
+        "span_record": {"instructions": record, "records": spans.records},
+        "span_batch": {"instructions": batch, "bytes": float(np.mean(batches or [0])),
+                       "frames": len(batches)},
         "token_frames": {"instructions": (tok.instructions - off.instructions)
                          / max(len(tok_frames), 1),
                          "bytes": float(np.mean(tok_frames or [0]))},
-        "spans": [[p, layer, op, round(w - span_frame, 1)]
+        "spans": [[p, layer, op, round(w - record, 1)]
                   for p, layer, op, w in spans.span_work],
     }
 
@@ -324,8 +340,8 @@ def fit_family(measurements: Iterable[dict[str, Any]]) -> dict[str, Any]:
             ops[key] = _lstsq(rows, y, (f"one_{b}", f"dim_{b}"))
         else:
             ops[key] = _lstsq(rows, y, cols[key])
-    # Frame cost per frame: a + b * wire bytes, from span frames and TOKEN/MEMORY frames.
-    pts = [(m["span_frame"]["bytes"], m["span_frame"]["instructions"]) for m in ms]
+    # Frame cost per frame: a + b * wire bytes, from SPAN_BATCH and TOKEN/MEMORY frames.
+    pts = [(m["span_batch"]["bytes"], m["span_batch"]["instructions"]) for m in ms]
     pts += [(m["token_frames"]["bytes"], m["token_frames"]["instructions"]) for m in ms]
     xb = np.array([[1.0, b] for b, _ in pts])
     fc, *_ = np.linalg.lstsq(xb, np.array([i for _, i in pts]), rcond=None)
@@ -338,7 +354,10 @@ def fit_family(measurements: Iterable[dict[str, Any]]) -> dict[str, Any]:
         res_rows.append({"one": 1.0, "layers": float(cfg.n_layers)})
         res_y.append((m["instructions"]["0"] - work) / max(m["forwards"], 1))
     residual = _lstsq(res_rows, res_y, ("one", "layers"))
-    return {"ops": ops, "frame": frame, "residual": residual, "bits": list(bits)}
+    # A span event: its record's instructions (clock read, a few bytes into the batch).
+    record = float(np.mean([m["span_record"]["instructions"] for m in ms]))
+    return {"ops": ops, "frame": frame, "residual": residual, "bits": list(bits),
+            "span_record": record}
 
 
 def calibrate(families: Sequence[str], shapes: Sequence[str], work_dir: Path, root: Path,
@@ -349,7 +368,7 @@ def calibrate(families: Sequence[str], shapes: Sequence[str], work_dir: Path, ro
 
     out: dict[str, Any] = {"schema": SCHEMA, "engine_hash": engine_hash(root),
                            "method": "QEMU -icount shift=0 (1 instruction = 1 ns), per-op span "
-                                     "frames, weighted least squares per operator kind",
+                                     "records, weighted least squares per operator kind",
                            "group_size": CALIBRATION_GROUP, "tokens": N_TOKENS,
                            "families": {}}
     for name in families:

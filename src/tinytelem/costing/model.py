@@ -61,6 +61,7 @@ from tinytelem.protocol.messages import (
     SpanEnd,
     Token,
     TraceLevel,
+    varint_len,
 )
 
 __all__ = [
@@ -260,6 +261,9 @@ class CostModel:
         self._memory_factor = platform.memory_factor
         self._frame_instr = {t: self.calibration.frame_instructions(_wire_bytes(m))
                              for t, m in _SAMPLE_FRAMES.items()}
+        # Span events are records in a SPAN_BATCH (the batch frame is priced by its size).
+        self._frame_instr[MsgType.SPAN_BEGIN] = self._frame_instr[MsgType.SPAN_END] = (
+            self.calibration.span_record)
         self._timings: dict[int, tuple[OpTiming, ...]] = {}
         self._sample = self._sample_timing()
 
@@ -397,8 +401,16 @@ class CostModel:
         return self._frame_instr.get(msg_type, 0.0)
 
     def frame_cost_s(self, msg_type: MsgType) -> float:
-        """Device seconds spent emitting one frame of ``msg_type`` (0 for untimed types)."""
+        """Device seconds spent emitting one frame of ``msg_type`` (0 for untimed types).
+
+        SPAN_BEGIN / SPAN_END are span events: one record appended to the pending SPAN_BATCH,
+        whose frame costs :meth:`frame_bytes_cost_s` of its size when it is sent.
+        """
         return self.frame_instructions(msg_type) * self._s_per_instr
+
+    def frame_bytes_cost_s(self, wire_bytes: int) -> float:
+        """Device seconds spent building and sending a frame of ``wire_bytes`` on the wire."""
+        return self.calibration.frame_instructions(wire_bytes) * self._s_per_instr
 
     def instructions_per_token(self, pos: int, sample: bool = True) -> float:
         """Predicted instructions of one forward pass at ``pos`` (plus sampling) and its frames
@@ -407,7 +419,24 @@ class CostModel:
         frames = self._frames_per_token(pos, sample)
         if sample:
             total += self._sample.instructions
+        total += self._batch_instructions(pos, sample)
         return total + sum(n * self.frame_instructions(t) for t, n in frames.items())
+
+    def _batch_instructions(self, pos: int, sample: bool) -> float:
+        """The token's SPAN_BATCH frame at SPANS (0 below): its size from the records the token
+        makes, an end record's tick delta being its operator's duration."""
+        if self.trace_level < TraceLevel.SPANS:
+            return 0.0
+        ticks_per_s = self.platform.tick_hz
+        gap = varint_len(round(self.calibration.span_record * self._s_per_instr * ticks_per_s))
+        ops = [*self.forward_ops(pos), *([self._sample] if sample else [])]
+        n_layers = len({t.layer for t in ops if t.layer != NO_LAYER})
+        # record number; a u16 layer where it changes; LAYER begin/end records a gap apart;
+        # per operator a begin record a gap after the last one and an end record its duration
+        payload = 2 + 2 * n_layers + (2 if n_layers else 0) + 2 * n_layers * (1 + gap)
+        payload += sum(2 + gap + varint_len(round(t.duration_s * ticks_per_s)) for t in ops)
+        wire = 12 + payload + 2 + payload // 254  # header, CRC, COBS, delimiter
+        return self.calibration.frame_instructions(wire)
 
     def _frames_per_token(self, pos: int, sample: bool) -> dict[MsgType, int]:
         out: dict[MsgType, int] = {}
@@ -437,6 +466,7 @@ class CostModel:
         if sample:
             total += self._sample.duration_s
         frames = self._frames_per_token(pos, sample)
+        total += self._batch_instructions(pos, sample) * self._s_per_instr
         return total + sum(n * self.frame_cost_s(t) for t, n in frames.items())
 
     # -- memory ------------------------------------------------------------------------------
@@ -458,14 +488,31 @@ class CostModel:
                            kv)
 
 
+SPAN_RECORD_WIRE_BYTES = 2.5
+"""Bytes a span event adds to its SPAN_BATCH on the wire, typically (a tag, a 1-2 byte tick
+delta, now and then a layer): its share of the batch frame's cost."""
+
+SPAN_RECORDS_PER_BATCH = 84
+"""Span events in a typical token's batch (stories260K: 5 layers)."""
+
+
 def frame_cycles(cost: CostModel | None = None) -> dict[MsgType, float]:
     """Predicted core cycles per frame type: ``cost``'s platform, or (without one) the Cortex-M4
-    family's calibrated instructions at one cycle each."""
+    family's calibrated instructions at one cycle each.
+
+    SPAN_BEGIN / SPAN_END are span events sent in SPAN_BATCH frames (the decoded trace holds the
+    events, not the batches): each costs its record plus its share of the batch frame.
+    """
+    cal = cost.calibration if cost is not None else load_calibration("cortex-m4")
+    span = (cal.span_record + cal.frame["bytes"] * SPAN_RECORD_WIRE_BYTES
+            + cal.frame["one"] / SPAN_RECORDS_PER_BATCH)
     if cost is not None:
         cpi = cost.platform.cycles_per_instruction * cost.platform.compute_factor
-        return {t: cost.frame_instructions(t) * cpi for t in _SAMPLE_FRAMES}
-    cal = load_calibration("cortex-m4")
-    out = {t: cal.frame_instructions(_wire_bytes(m)) for t, m in _SAMPLE_FRAMES.items()}
+        out = {t: cost.frame_instructions(t) * cpi for t in _SAMPLE_FRAMES}
+    else:
+        cpi = 1.0
+        out = {t: cal.frame_instructions(_wire_bytes(m)) for t, m in _SAMPLE_FRAMES.items()}
+    out[MsgType.SPAN_BEGIN] = out[MsgType.SPAN_END] = max(0.0, span) * cpi
     return out
 
 

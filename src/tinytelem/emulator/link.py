@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinytelem.costing.model import CostModel
-from tinytelem.emulator.schedule import RunLayout
+from tinytelem.emulator.schedule import RunLayout, SpanDraft
 from tinytelem.errors import ConfigError
 from tinytelem.protocol.codec import encode_frame
 from tinytelem.protocol.messages import MsgType, TraceLevel
@@ -41,9 +41,10 @@ DEFAULT_TX_BUFFER = 4096
 """Transmit ring of the firmware's ESP-IDF port (``uart_driver_install`` tx buffer)."""
 
 
-DROPPABLE = frozenset({MsgType.SPAN_BEGIN, MsgType.SPAN_END, MsgType.COUNTER,
-                       MsgType.MEMORY, MsgType.MARKER})
-"""Trace frames the drop policy may discard; every other kind waits for room."""
+DROPPABLE = frozenset({MsgType.SPAN_BEGIN, MsgType.SPAN_END, MsgType.SPAN_BATCH,
+                       MsgType.COUNTER, MsgType.MEMORY, MsgType.MARKER})
+"""Trace frames the drop policy may discard (a SPAN_BATCH with all its spans); every other
+kind waits for room."""
 
 
 def parse_baud(text: str | int | None) -> int | None:
@@ -159,5 +160,8 @@ def link_fit(cost: CostModel, baud: int, pos: int = 1) -> LinkFit:
     before = layout.horizon_s
     layout.decode(1, 3)
     frames, _ = layout.take()
-    sizes = [len(encode_frame(f.message, 0x1234, 0x12345678)) for f in frames]
+    tick_hz = cost.platform.tick_hz
+    sizes = [len(encode_frame(f.message.nominal(tick_hz)[1], 0x1234, 0x12345678))
+             if isinstance(f.message, SpanDraft)
+             else len(encode_frame(f.message, 0x1234, 0x12345678)) for f in frames]
     return LinkFit(baud, level, sum(sizes), len(sizes), layout.horizon_s - before)

@@ -13,17 +13,25 @@ Token windows tile the run: token ``i`` runs from the end of token ``i-1`` (the 
 for the first) to its TOKEN frame's timestamp, so per-token energies add up to the energy of the
 run until the last TOKEN. TTFT is INFER_BEGIN to the first DECODE token; ITL are the gaps between
 consecutive DECODE tokens.
+
+Span events are batched as the firmware batches them: each costs one span record, and the
+pending records leave as one SPAN_BATCH (a :class:`SpanDraft` until the twin stamps its ticks)
+before the next other frame, or when the batch is full.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tinytelem.costing.model import CostModel, OpTiming
 from tinytelem.power.waveform import PowerSegment
+from tinytelem.protocol.codec import encode_frame
 from tinytelem.protocol.messages import (
+    MAX_PAYLOAD,
+    MAX_SPAN_RECORD,
     NO_LAYER,
     AnyMessage,
     Counter,
@@ -35,10 +43,13 @@ from tinytelem.protocol.messages import (
     MsgType,
     Op,
     Phase,
+    SpanBatch,
     SpanBegin,
     SpanEnd,
+    SpanRecord,
     Token,
     TraceLevel,
+    varint_len,
 )
 
 __all__ = [
@@ -47,6 +58,8 @@ __all__ = [
     "RunPlan",
     "RunTruth",
     "ScheduledFrame",
+    "ScheduledMessage",
+    "SpanDraft",
     "energy_between",
     "plan_run",
     "truncate_plan",
@@ -60,7 +73,40 @@ _LEVEL_OF: dict[MsgType, TraceLevel] = {
     MsgType.COUNTER: TraceLevel.TOKENS,
     MsgType.SPAN_BEGIN: TraceLevel.SPANS,
     MsgType.SPAN_END: TraceLevel.SPANS,
+    MsgType.SPAN_BATCH: TraceLevel.SPANS,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SpanDraft:
+    """A SPAN_BATCH laid out in seconds: ``events`` are ``(time_s, end, layer, op)``.
+
+    The twin turns it into the wire message with its own clock when the frame is sent
+    (:meth:`resolve`): the header carries the first record's ticks and each record the ticks
+    since the one before, as the firmware writes them.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.SPAN_BATCH
+    events: tuple[tuple[float, bool, int, int], ...]
+
+    def resolve(self, ticks_at: Callable[[float], int], first: int) -> tuple[int, SpanBatch]:
+        """(header ticks, message) with ``first`` as the batch's record number."""
+        t0 = ticks_at(self.events[0][0]) if self.events else 0
+        last = t0
+        records = []
+        for t, end, layer, op in self.events:
+            ticks = ticks_at(t)
+            records.append(SpanRecord(end, layer, op, (ticks - last) & 0xFFFFFFFF))
+            last = ticks
+        return t0, SpanBatch(first & 0xFFFF, tuple(records))
+
+    def nominal(self, tick_hz: int) -> tuple[int, SpanBatch]:
+        """:meth:`resolve` with a clock that has no drift or offset (sizes, link budgets)."""
+        return self.resolve(lambda t: round(t * tick_hz) & 0xFFFFFFFF, 0)
+
+
+ScheduledMessage = AnyMessage | SpanDraft
+"""What a schedule emits: a message, or a span batch whose ticks the twin fills in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +114,7 @@ class ScheduledFrame:
     """A frame the firmware emits at ``time_s`` (seconds since boot, true time)."""
 
     time_s: float
-    message: AnyMessage
+    message: ScheduledMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +199,11 @@ class _Builder:
         self.macs = 0
         self.power_taken = 0
         """Segments already handed out: they are final, so new time never merges into them."""
+        self._tick_hz = cost.platform.tick_hz
+        self._spans: list[tuple[float, bool, int, int]] = []
+        self._span_bytes = 0
+        self._span_layer = NO_LAYER
+        self._span_ticks = 0
 
     def _segment(self, duration: float, watts: float) -> None:
         end = self.t + duration
@@ -167,10 +218,42 @@ class _Builder:
     def emit(self, message: AnyMessage) -> None:
         if _LEVEL_OF.get(message.TYPE, TraceLevel.OFF) > self.level:
             return
+        if isinstance(message, SpanBegin | SpanEnd):
+            self._span(isinstance(message, SpanEnd), message.layer, message.op)
+            return
+        self.flush_spans()
         self.frames.append(ScheduledFrame(self.t, message))
-        cost = self.cost.frame_cost_s(message.TYPE)
+        self._spend(self.cost.frame_cost_s(message.TYPE))
+
+    def _spend(self, cost: float) -> None:
         if cost > 0:
             self._segment(cost, self._instr_w)
+
+    def _span(self, end: bool, layer: int, op: int) -> None:
+        """A span event: a record in the pending batch (a full batch leaves first)."""
+        if self._span_bytes > MAX_PAYLOAD - MAX_SPAN_RECORD:
+            self.flush_spans()
+        ticks = round(self.t * self._tick_hz)
+        if not self._spans:
+            self._span_bytes, self._span_layer, self._span_ticks = 2, NO_LAYER, ticks
+        self._span_bytes += 1 + varint_len(ticks - self._span_ticks)
+        if layer != self._span_layer:
+            self._span_bytes += 2
+            self._span_layer = layer
+        self._span_ticks = ticks
+        self._spans.append((self.t, end, layer, op))
+        self._spend(self.cost.frame_cost_s(MsgType.SPAN_BEGIN))
+
+    def flush_spans(self) -> None:
+        """Send the pending span records as one SPAN_BATCH (the firmware does so before any
+        other frame)."""
+        if not self._spans:
+            return
+        draft = SpanDraft(tuple(self._spans))
+        self._spans = []
+        self.frames.append(ScheduledFrame(self.t, draft))
+        ticks, batch = draft.nominal(self._tick_hz)
+        self._spend(self.cost.frame_bytes_cost_s(len(encode_frame(batch, 0, ticks))))
 
     def work(self, timing: OpTiming) -> None:
         self.emit(SpanBegin(timing.layer, timing.op))
@@ -237,6 +320,7 @@ class RunLayout:
         return self.end_s is not None
 
     def _token(self, index: int, token_id: int, phase: Phase, window_start: float) -> None:
+        self._b.flush_spans()  # the token's spans leave before its TOKEN, which then is stamped
         self._ids.append(token_id)
         self._phases.append(phase)
         self._starts.append(window_start)
@@ -270,6 +354,7 @@ class RunLayout:
     def finish(self) -> None:
         """COUNTER frames and INFER_END(OK): the run is complete."""
         b = self._b
+        b.flush_spans()
         self.cycles = self._cycles_before + round((b.t - self.start_s) * self.cost.platform.cpu_hz)
         b.emit(CounterValue(Counter.MACS, self._macs_before + b.macs))
         b.emit(CounterValue(Counter.CYCLES, self.cycles))
@@ -370,6 +455,12 @@ def truncate_plan(plan: RunPlan, stop_s: float) -> RunPlan:
     """
     stop_s = max(stop_s, plan.start_s)
     frames = [f for f in plan.frames if f.time_s <= stop_s and f.message.TYPE != MsgType.INFER_END]
+    for f in plan.frames:  # a batch sent after STOP: the spans before it still leave, at STOP
+        if f.time_s > stop_s and isinstance(f.message, SpanDraft):
+            events = tuple(e for e in f.message.events if e[0] <= stop_s)
+            if events:
+                frames.append(ScheduledFrame(stop_s, SpanDraft(events)))
+            break
     power: list[PowerSegment] = []
     for seg in plan.power:
         if seg.start_s >= stop_s:

@@ -28,6 +28,8 @@ from tinytelem.emulator.schedule import (
     RunLayout,
     RunPlan,
     RunTruth,
+    ScheduledMessage,
+    SpanDraft,
     truncate_plan,
 )
 from tinytelem.emulator.tokenloop import (
@@ -147,7 +149,9 @@ class TwinDevice:
         self._rate = (1.0 + drift_ppm * 1e-6) * platform.tick_hz
         self._seq = 0
         self._order = itertools.count()
-        self._queue: list[tuple[float, int, AnyMessage, int]] = []
+        self._queue: list[tuple[float, int, ScheduledMessage, int]] = []
+        self._span_records = 0
+        """Span records made since boot (a SPAN_BATCH's record number), dropped ones too."""
         self._next_heartbeat = HEARTBEAT_PERIOD_S
         self._active: RunStream | None = None
         self._power_frontier = 0.0
@@ -200,9 +204,18 @@ class TwinDevice:
             model_name=self.model.name[:255],
         )
 
-    def stamp(self, message: AnyMessage, t: float) -> EmittedFrame:
-        """Emit ``message`` now (outside the schedule): assigns the next sequence number."""
-        frame = EmittedFrame(t, self._seq, self.ticks_at(t), message)
+    def stamp(self, message: ScheduledMessage, t: float) -> EmittedFrame:
+        """Emit ``message`` now (outside the schedule): assigns the next sequence number.
+
+        A span batch gets its ticks here: the first record's in the header, each record the
+        ticks since the one before (so the frame's timestamp is older than ``t``, its send time).
+        """
+        if isinstance(message, SpanDraft):
+            ticks, batch = message.resolve(self.ticks_at, self._span_records)
+            self._span_records += len(batch.records)
+            frame = EmittedFrame(t, self._seq, ticks, batch)
+        else:
+            frame = EmittedFrame(t, self._seq, self.ticks_at(t), message)
         self._seq = (self._seq + 1) & 0xFFFF
         return frame
 
@@ -213,7 +226,7 @@ class TwinDevice:
         """True while a run's INFER_END is still ahead."""
         return self._active is not None
 
-    def _push(self, t: float, message: AnyMessage, run_id: int = -1) -> None:
+    def _push(self, t: float, message: ScheduledMessage, run_id: int = -1) -> None:
         heapq.heappush(self._queue, (t, next(self._order), message, run_id))
 
     def receive(self, message: AnyMessage, t: float) -> None:
@@ -350,7 +363,8 @@ class TwinDevice:
         a = self._active
         if a is None or a.layout is None or (a.final is not None and a.final.end_s <= t):
             return  # nothing running, or its INFER_END is already due
-        cut = truncate_plan(a.final or a.layout.plan(), t)
+        plan = a.final or a.layout.plan()
+        cut = truncate_plan(plan, t)
         run_id = a.run_id
         self._queue = [q for q in self._queue if not (q[3] == run_id and q[0] > t)]
         heapq.heapify(self._queue)
@@ -361,7 +375,10 @@ class TwinDevice:
         a.finished = True
         self.plans[run_id] = cut
         self.truths[run_id] = cut.truth
-        self._push(t, cut.frames[-1].message, run_id)
+        laid_out = {id(f) for f in plan.frames}
+        for f in cut.frames:  # INFER_END, after the spans of a batch that was still to be sent
+            if id(f) not in laid_out:
+                self._push(f.time_s, f.message, run_id)
 
     # -- output ------------------------------------------------------------------------------
 

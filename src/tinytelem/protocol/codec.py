@@ -26,6 +26,7 @@ from tinytelem.protocol.messages import (
     PROTOCOL_VERSION,
     AnyMessage,
     Hello,
+    SpanBatch,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "TickUnwrapper",
     "decode_body",
     "encode_frame",
+    "expand_spans",
 ]
 
 HEADER = struct.Struct("<BBHI")
@@ -72,7 +74,8 @@ class Frame:
     ticks: int
     message: AnyMessage
     size: int
-    """Bytes on the wire, delimiter included."""
+    """Bytes on the wire, delimiter included. The span events a SPAN_BATCH expands into share
+    its bytes: the first carries the frame's size, the others 0."""
 
 
 class ErrorKind(enum.Enum):
@@ -111,6 +114,10 @@ class DecoderStatistics:
     Invariants once every event is drained: ``frames`` equals the Frame events returned, and
     ``crc_errors + cobs_errors + other_errors == resyncs`` equals the FrameError events returned.
     ``lost_frames`` is counted modulo 65536 per gap (see docs/protocol.md, sequence numbers).
+    A SPAN_BATCH counts as one frame; a decoder that expands batches (the default) returns
+    ``batched_spans`` Frame events for its ``span_batches`` frames instead, so then Frame events
+    = ``frames - span_batches + batched_spans``. ``lost_spans`` counts the span events of
+    batches that never arrived (from the batches' record numbers, modulo 65536 per gap).
     """
 
     frames: int
@@ -121,6 +128,9 @@ class DecoderStatistics:
     seq_gaps: int
     lost_frames: int
     resyncs: int
+    span_batches: int
+    batched_spans: int
+    lost_spans: int
 
 
 class FrameRejected(ProtocolError):
@@ -191,6 +201,19 @@ def decode_body(body: bytes) -> tuple[int, int, AnyMessage]:
     return seq, ticks, message
 
 
+def expand_spans(frame: Frame) -> list[Frame]:
+    """A SPAN_BATCH frame as the SPAN_BEGIN/SPAN_END frames it stands for (same seq, each with
+    its own timestamp; the first carries the batch's wire size, the others 0); any other frame
+    as itself. What :class:`FrameDecoder` does by default, for frames decoded without it."""
+    m = frame.message
+    if type(m) is not SpanBatch:
+        return [frame]
+    out = [Frame(frame.seq, t, span, 0) for t, span in m.spans(frame.ticks)]
+    if out:
+        out[0] = Frame(frame.seq, out[0].ticks, out[0].message, frame.size)
+    return out
+
+
 _OVERSIZE_EVENT = FrameError(
     ErrorKind.OVERSIZE, f"no delimiter within {MAX_ENCODED} bytes", MAX_ENCODED + 1
 )
@@ -201,9 +224,20 @@ class FrameDecoder:
 
     ``receive_data`` only splits on delimiters (one ``bytes.split`` per chunk); each stretch is
     decoded lazily by ``next_event``. Events are identical however the stream is chunked.
+
+    Args:
+        expand_spans: return each SPAN_BATCH as the SPAN_BEGIN/SPAN_END frames it stands for
+            (same seq, each with its own timestamp), so consumers see single spans whichever
+            way the device sent them; False returns the batch itself (wire-level tools).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, expand_spans: bool = True) -> None:
+        self._expand = expand_spans
+        self._expanded: deque[Frame] = deque()
+        self._expected_span: int | None = None
+        self._batches = 0
+        self._batched = 0
+        self._lost_spans = 0
         self._buf = b""
         self._pending: deque[bytes | FrameError] = deque()
         self._discarding = False
@@ -267,9 +301,19 @@ class FrameDecoder:
     def reset_sequence(self) -> None:
         """Forget the expected sequence number (after a reconnect the device may restart it)."""
         self._expected_seq = None
+        self._expected_span = None
 
     def next_event(self) -> Frame | FrameError | NeedData:
         """Return the next decoded event, or NEED_DATA when more bytes are needed."""
+        while True:
+            if self._expanded:
+                return self._expanded.popleft()
+            event = self._next_wire_event()
+            if event is not None:
+                return event
+
+    def _next_wire_event(self) -> Frame | FrameError | NeedData | None:
+        """The next wire frame's event; None when it was a batch expanded into nothing."""
         pending = self._pending
         if not pending:
             return NEED_DATA
@@ -303,7 +347,27 @@ class FrameDecoder:
             self._lost += (seq - expected) & 0xFFFF
         self._expected_seq = (seq + 1) & 0xFFFF
         self._frames += 1
+        if rebooted:
+            self._expected_span = None
+        if type(message) is SpanBatch:
+            return self._batch(seq, ticks, message, size)
         return Frame(seq, ticks, message, size)
+
+    def _batch(self, seq: int, ticks: int, batch: SpanBatch, size: int) -> Frame | None:
+        n = len(batch.records)
+        self._batches += 1
+        expected = self._expected_span
+        if expected is not None and batch.first != expected:
+            self._lost_spans += (batch.first - expected) & 0xFFFF
+        self._expected_span = (batch.first + n) & 0xFFFF
+        if not self._expand:
+            return Frame(seq, ticks, batch, size)
+        self._batched += n
+        frames = expand_spans(Frame(seq, ticks, batch, size))
+        if not frames:
+            return None
+        self._expanded.extend(frames[1:])
+        return frames[0]
 
     def events(self) -> list[Frame | FrameError]:
         """Drain every event available now (convenience for loops)."""
@@ -325,6 +389,9 @@ class FrameDecoder:
             seq_gaps=self._gaps,
             lost_frames=self._lost,
             resyncs=self._resyncs,
+            span_batches=self._batches,
+            batched_spans=self._batched,
+            lost_spans=self._lost_spans,
         )
 
 

@@ -41,6 +41,7 @@ class MsgType(enum.IntEnum):
     HEARTBEAT = 0x0C
     PONG = 0x0D
     POWER_SAMPLES = 0x0E
+    SPAN_BATCH = 0x0F
     PING = 0x80
     RUN = 0x81
     STOP = 0x82

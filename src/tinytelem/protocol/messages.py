@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from tinytelem.errors import ProtocolError
 from tinytelem.protocol.commands import Config, Ping, Run, Stop
@@ -75,12 +75,15 @@ __all__ = [
     "PowerChip",
     "PowerSamples",
     "Run",
+    "SpanBatch",
     "SpanBegin",
     "SpanEnd",
+    "SpanRecord",
     "Stop",
     "Token",
     "TraceLevel",
     "unpack_payload",
+    "varint_len",
 ]
 
 
@@ -209,6 +212,115 @@ class SpanEnd(FixedLayout):
     _LAYOUT: ClassVar[struct.Struct] = _SPAN
     layer: int
     op: int
+
+
+_BATCH_HEAD = struct.Struct("<H")
+_U16 = struct.Struct("<H")
+SPAN_END_BIT = 0x80
+"""SPAN_BATCH record tag: set for a span end, clear for a begin."""
+SPAN_LAYER_BIT = 0x40
+"""SPAN_BATCH record tag: a u16 layer follows the tag (else the previous record's layer)."""
+SPAN_OP_MASK = 0x3F
+MAX_SPAN_RECORD = 8
+"""Longest record: tag, u16 layer, a 5-byte varint delta."""
+
+
+def varint_len(n: int) -> int:
+    """Bytes of ``n`` (>= 0) as the LEB128 varint of a SPAN_BATCH tick delta."""
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+class SpanRecord(NamedTuple):
+    """One span event of a :class:`SpanBatch`: ``delta`` ticks after the record before it."""
+
+    end: bool
+    layer: int
+    op: int
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpanBatch:
+    """Many span begin/end events in one frame (docs/protocol.md, SPAN_BATCH).
+
+    The firmware appends a few bytes per span event and sends the batch once per token, which
+    is what keeps span tracing cheap. ``first`` numbers the batch's first record among every
+    record the device produced since boot (mod 2^16), so the host counts spans lost with a
+    dropped batch. Record ``i`` happened ``records[i].delta`` ticks after record ``i - 1``, the
+    first one after the frame's own timestamp (the device makes that delta 0).
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.SPAN_BATCH
+    first: int
+    records: tuple[SpanRecord, ...] = ()
+
+    def pack(self) -> bytes:
+        out = bytearray(pack_struct(_BATCH_HEAD, "SPAN_BATCH", self.first))
+        layer = NO_LAYER
+        for end, lay, op, dt in self.records:
+            if not 0 <= op <= SPAN_OP_MASK:
+                raise ProtocolError(f"SPAN_BATCH op {op} does not fit 6 bits; send it as "
+                                    "SPAN_BEGIN/SPAN_END")
+            if not 0 <= dt <= 0xFFFFFFFF:
+                raise ProtocolError(f"SPAN_BATCH delta {dt} is not a u32 tick count")
+            delta = dt
+            tag = op | (SPAN_END_BIT if end else 0)
+            if lay != layer:
+                out.append(tag | SPAN_LAYER_BIT)
+                out += pack_struct(_U16, "SPAN_BATCH", lay)
+                layer = lay
+            else:
+                out.append(tag)
+            while delta >= 0x80:
+                out.append((delta & 0x7F) | 0x80)
+                delta >>= 7
+            out.append(delta)
+        return bytes(out)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> SpanBatch:
+        n = len(payload)
+        if n < _BATCH_HEAD.size:
+            raise ProtocolError("SPAN_BATCH payload must hold at least the u16 first index")
+        first = _BATCH_HEAD.unpack_from(payload)[0]
+        records: list[SpanRecord] = []
+        layer = NO_LAYER
+        i = _BATCH_HEAD.size
+        while i < n:
+            tag = payload[i]
+            i += 1
+            if tag & SPAN_LAYER_BIT:
+                if i + 2 > n:
+                    raise ProtocolError("SPAN_BATCH record cut inside its layer")
+                layer = payload[i] | (payload[i + 1] << 8)
+                i += 2
+            delta = shift = 0
+            while True:
+                if i >= n:
+                    raise ProtocolError("SPAN_BATCH record cut inside its tick delta")
+                b = payload[i]
+                i += 1
+                delta |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+                if shift >= 35:
+                    raise ProtocolError("SPAN_BATCH tick delta longer than 5 bytes")
+            if delta > 0xFFFFFFFF:
+                raise ProtocolError("SPAN_BATCH tick delta exceeds a u32")
+            records.append(SpanRecord(bool(tag & SPAN_END_BIT), layer, tag & SPAN_OP_MASK,
+                                      delta))
+        return cls(first, tuple(records))
+
+    def spans(self, ticks: int) -> list[tuple[int, SpanBegin | SpanEnd]]:
+        """The batch as the single-span messages it stands for, each with its u32 ticks;
+        ``ticks`` is the frame's timestamp."""
+        out: list[tuple[int, SpanBegin | SpanEnd]] = []
+        t = ticks
+        for end, layer, op, delta in self.records:
+            t = (t + delta) & 0xFFFFFFFF
+            out.append((t, SpanEnd(layer, op) if end else SpanBegin(layer, op)))
+        return out
 
 
 _MEMORY = struct.Struct("<IIIII")
@@ -384,6 +496,7 @@ AnyMessage = (
     | Heartbeat
     | Pong
     | PowerSamples
+    | SpanBatch
     | Ping
     | Run
     | Stop
@@ -407,6 +520,7 @@ MESSAGE_CLASSES: dict[int, type[AnyMessage]] = {
         Heartbeat,
         Pong,
         PowerSamples,
+        SpanBatch,
         Ping,
         Run,
         Stop,

@@ -285,7 +285,8 @@ def store_session(
         writer.set_attrs("link", {
             "frames": d.frames, "bytes": d.bytes, "crc_errors": d.crc_errors,
             "cobs_errors": d.cobs_errors, "other_errors": d.other_errors, "gaps": d.seq_gaps,
-            "lost_frames": d.lost_frames, "resyncs": d.resyncs, "reconnects": link.reconnects,
+            "lost_frames": d.lost_frames, "lost_spans": d.lost_spans,
+            "resyncs": d.resyncs, "reconnects": link.reconnects,
             "outages": link.outages, "down_s": link.down_s, "bytes_out": link.bytes_out,
         })
     writer.set_attrs("session", {
