@@ -105,14 +105,19 @@ def test_wheel_holds_the_firmware_sources(wheel: Path) -> None:
     assert "tinytelem/firmware/board_data/nucleo-f446re.toml" in boards  # firmware flash's data
 
 
-def test_installed_wheel_builds_native_firmware(wheel: Path, tmp_path: Path) -> None:
-    if shutil.which("cc") is None or shutil.which("make") is None:
-        pytest.skip("the native target needs cc and make")
-    site = tmp_path / "site"
+def _install(wheel: Path, site: Path) -> Path:
+    """``wheel`` installed into the folder ``site`` (no dependencies: this interpreter's)."""
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
                            "--target", str(site), str(wheel)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return site
+
+
+def test_installed_wheel_builds_native_firmware(wheel: Path, tmp_path: Path) -> None:
+    if shutil.which("cc") is None or shutil.which("make") is None:
+        pytest.skip("the native target needs cc and make")
+    site = _install(wheel, tmp_path / "site")
     # -S: no site module, so the checkout's editable install (.pth) is not seen; the
     # dependencies come from this interpreter's site-packages, after the installed wheel.
     code = f"""
@@ -149,11 +154,7 @@ def test_installed_wheel_carries_the_calibration_the_twin_needs(wheel: Path,
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("engine.json", "fidelity.json", "published.toml"):
         assert f"tinytelem/_calibration/{name}" in names
-    site = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
-                           "--target", str(site), str(wheel)],
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    site = _install(wheel, tmp_path / "site")
     code = f"""
 import json, sys
 sys.path[:0] = [{str(site)!r}, {sysconfig.get_paths()["purelib"]!r}]

@@ -145,7 +145,6 @@ def test_twin_at_the_same_baud_drops_as_many_frames(tlm: Path) -> None:
     twin.receive(Run(1, 42, 0.0, n, PROMPT), 0.0)
     twin.advance(math.inf)
     twin.pop_due(twin.plans[1].end_s + 60.0)
-    print(f"lost {lost} twin {twin.tx_dropped}")
     assert lost > 0 and twin.tx_dropped == pytest.approx(lost, rel=0.10), (lost, twin.tx_dropped)
 
 
