@@ -247,7 +247,7 @@ def write_hf(model: LlamaModel, folder: str | Path, tokenizer: TextCodec | None 
         "head_dim": c.head_dim, "vocab_size": c.vocab_size,
         "max_position_embeddings": c.seq_len, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "rope_scaling": None, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-        "tie_word_embeddings": c.shared_classifier, "bos_token_id": 1, "eos_token_id": 2,
+        "tie_word_embeddings": c.shared_classifier, "bos_token_id": 1, "eos_token_id": 2,  # nosec B105
         "torch_dtype": "float32", "_name_or_path": model.name,
     }
     tensors: dict[str, F32] = {}
@@ -264,8 +264,8 @@ def write_hf(model: LlamaModel, folder: str | Path, tokenizer: TextCodec | None 
         files = ["config.json", "model.safetensors"]
         if text is not None:
             (root / "tokenizer.json").write_text(text, encoding="utf-8")
-            tk_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>",
-                      "eos_token": "</s>", "unk_token": "<unk>",
+            tk_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>",  # nosec B105
+                      "eos_token": "</s>", "unk_token": "<unk>",  # nosec B105
                       "model_max_length": c.seq_len}
             (root / "tokenizer_config.json").write_text(json.dumps(tk_cfg, indent=2) + "\n",
                                                         encoding="utf-8")

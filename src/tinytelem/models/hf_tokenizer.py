@@ -198,7 +198,7 @@ def tokenizer_json(tok: Tokenizer) -> str:
                              "a tokenizer.json maps each piece to one id")
         vocab[piece] = i
     bpe = lib.models.BPE(vocab=vocab, merges=_merges(vocab, list(tok.scores)),
-                         unk_token="<unk>", fuse_unk=True, byte_fallback=True)
+                         unk_token="<unk>", fuse_unk=True, byte_fallback=True)  # nosec B106
     tk = lib.Tokenizer(bpe)
     nz, dec = lib.normalizers, lib.decoders
     tk.normalizer = nz.Sequence([nz.Prepend(SPACE), nz.Replace(" ", SPACE)])
