@@ -101,23 +101,41 @@ class _Table:
             self._write(end - self.written)
 
     def flush(self) -> None:
-        self._write(self.n_pending)
+        """Write every pending row; keep the rows of the last, partly filled chunk in memory.
+
+        They are written again with the rest of their chunk, so HDF5 always writes whole
+        chunks and never reads a checksummed chunk back to merge new rows into it (which cost
+        about a tenth of the writer's time at 1 MS/s with a flush every second).
+        """
+        n = self.n_pending
+        if n <= 0:
+            return
+        start = self.written
+        head = self._write(n)
+        chunk_start = (self.written // self.chunk) * self.chunk
+        if start <= chunk_start < self.written:
+            self._pending = [head[chunk_start - start :]]
+            self.n_pending = self.written - chunk_start
+            self.written = chunk_start
 
     def drop_pending(self) -> None:
         """Forget rows that were never written (the file is being given up)."""
         self._pending = []
         self.n_pending = 0
 
-    def _write(self, n: int) -> None:
+    def _write(self, n: int) -> np.ndarray:
+        """Write the first ``n`` pending rows at ``written``; return them."""
         if n <= 0:
-            return
+            return np.empty(0, dtype=self.dtype)
         data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
         head, tail = data[:n], data[n:]
-        self.dataset.resize((self.written + n,))
+        if self.dataset.shape[0] < self.written + n:
+            self.dataset.resize((self.written + n,))
         self.dataset[self.written : self.written + n] = head
         self.written += n
         self._pending = [tail] if tail.shape[0] else []
         self.n_pending = int(tail.shape[0])
+        return head
 
 
 def _as_rows(rows: np.ndarray, dtype: np.dtype[Any], table: str) -> np.ndarray:
