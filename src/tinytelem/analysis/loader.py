@@ -20,6 +20,8 @@ def load_run_data(path: str | Path) -> RunData:
         power_attrs = tr.group_attrs("power")
         n = tr.n_power_samples
         current = tr.power_samples(0, n) if n else np.zeros(0, dtype=np.float32)
+        buckets, spb = (tr.power_summary_level(0) if power_attrs.get("store") == "stats"
+                        else (None, 0))
         link = {
             k: int(v)
             for k, v in tr.link_stats.items()
@@ -37,6 +39,8 @@ def load_run_data(path: str | Path) -> RunData:
             power_rate_hz=float(power_attrs.get("sample_rate_hz", math.nan)),
             power_blocks=tr.power_blocks,
             power_gaps=tr.power_gaps,
+            power_buckets=buckets,
+            power_bucket_samples=spb,
             link_gaps=tr.link_gaps,
             link=link,
         )

@@ -136,10 +136,9 @@ def segment_stats_numpy(
         return _stats_reduceat(x, starts)
     size = int(starts[2] - starts[1])
     first = int(starts[1])
-    whole = (total - first) // size
-    if int(starts[0]) != 0 or size <= 0 or k - 1 not in (whole, whole + 1) or not np.array_equal(
-        starts[1:], first + size * np.arange(k - 1, dtype=np.int64)
-    ):
+    uniform = (int(starts[0]) == 0 and size > 0 and k - 1 == -(-(total - first) // size)
+               and np.array_equal(starts[1:], first + size * np.arange(k - 1, dtype=np.int64)))
+    if not uniform:
         return _stats_reduceat(x, starts)
     head = first == size  # the first segment is a whole bucket too
     lo = 0 if head else first

@@ -382,13 +382,15 @@ async def run_session(
             trace_out.parent.mkdir(parents=True, exist_ok=True)
             attrs = _trace_attrs(options, handle, host_t0, calibration, request is not None)
             tables = summary_tables() if power else None
+            keep_samples = options.power_store != "stats"
             if outputs.rotation is None:
                 writer = TraceWriter.create(trace_out, overwrite=outputs.overwrite, attrs=attrs,
-                                            extra_tables=tables)
+                                            extra_tables=tables, power_samples=keep_samples)
             else:
                 writer, raw = _rotating_outputs(outputs, trace_out, attrs, tables, create_raw,
                                                 lambda w: store_device_facts(
-                                                    w, recorder.hello, power, calibration))
+                                                    w, recorder.hello, power, calibration),
+                                                keep_samples)
             if power is not None:
                 extensions.append(PowerSummaryRecorder(writer))
         if outputs.raw is not None and raw is None:
@@ -424,7 +426,8 @@ def _raw_beside(trace: Path) -> Path:
 
 def _rotating_outputs(outputs: SessionOutputs, out: Path, attrs: dict[str, Any],
                       tables: Any, create_raw: Callable[[Path], Any],
-                      on_segment_end: Callable[[Any], None]) -> tuple[Any, Any]:
+                      on_segment_end: Callable[[Any], None],
+                      power_samples: bool = True) -> tuple[Any, Any]:
     """The segment writer (and raw capture) of ``record --rotate``."""
     from tinytelem.session.rotate import RotatingRaw, RotatingSink, segment_path
     from tinytelem.trace.writer import TraceWriter
@@ -432,7 +435,7 @@ def _rotating_outputs(outputs: SessionOutputs, out: Path, attrs: dict[str, Any],
     def create_trace(path: Path) -> Any:
         return TraceWriter.create(path, overwrite=outputs.overwrite, attrs={
             **attrs, "segment": len(outputs.segments) + 1, "segment_of": out.name,
-        }, extra_tables=tables)
+        }, extra_tables=tables, power_samples=power_samples)
 
     raw = (RotatingRaw(create_raw, _raw_beside(segment_path(out, 1)))
            if outputs.raw is not None else None)

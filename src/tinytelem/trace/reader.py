@@ -243,6 +243,23 @@ class Trace:
         begin, end, _ = slice(start, stop).indices(int(dset.shape[0]))
         return np.asarray(self._read(dset, begin, end), dtype=POWER_SAMPLE_DTYPE)
 
+    def power_summary_level(self, level: int | str = 0) -> tuple[np.ndarray | None, int]:
+        """The rows of one /power/summary level (by position, 0 the finest, or by name) and
+        its samples per bucket; ``(None, 0)`` when the trace has none (or its recorder was
+        killed before it described the levels)."""
+        attrs = self.group_attrs("power/summary")
+        names = str(attrs.get("levels", "")).split(",") if attrs.get("levels") else []
+        sizes = list(np.atleast_1d(attrs.get("samples_per_bucket", [])))
+        if not names or len(sizes) != len(names):
+            return None, 0
+        pos = names.index(level) if isinstance(level, str) and level in names else level
+        if not isinstance(pos, int) or not 0 <= pos < len(names):
+            raise TraceError(f"no power summary level {level!r}; levels: {', '.join(names)}")
+        dset = self._dataset(f"power/summary/{names[pos]}")
+        if dset is None:
+            return None, 0
+        return self._read(dset), int(sizes[pos])
+
     # ------------------------------------------------------------------ attributes
 
     def group_attrs(self, group: str) -> dict[str, Any]:

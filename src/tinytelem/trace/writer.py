@@ -168,8 +168,13 @@ class TraceWriter:
     def __init__(
         self, path: Path, h5file: Any, power_chunk: int, flush_interval_s: float,
         extra_tables: Sequence[str] = (),
+        *,
+        power_samples: bool = True,
     ):
         self.path = path
+        self.power_samples = power_samples
+        """False: samples are counted (``n_received`` at close) but not stored."""
+        self._received = 0
         self.flush_interval_s = flush_interval_s
         self._file = h5file
         self._closed = False
@@ -208,6 +213,7 @@ class TraceWriter:
         flush_interval_s: float = 1.0,
         overwrite: bool = False,
         extra_tables: Mapping[str, np.dtype[Any]] | None = None,
+        power_samples: bool = True,
     ) -> TraceWriter:
         """Create a new trace file with every dataset, then switch it to SWMR mode.
 
@@ -221,6 +227,10 @@ class TraceWriter:
             extra_tables: additional append-only datasets (path -> row dtype), e.g. the power
                 summaries; created now because a SWMR file gets no new datasets later.
                 Append to them with :meth:`add_rows`.
+            power_samples: False keeps no samples (``--power-store stats``): blocks and gaps
+                are still recorded, /power/current_a stays empty, and the power summaries (an
+                extra table) are what is kept of the current. /power attribute ``store`` says
+                which (``"all"`` or ``"stats"``).
         """
         import h5py  # lazy: h5py costs 35 MB; only trace users pay
 
@@ -272,6 +282,7 @@ class TraceWriter:
                 fletcher32=True,
             )
             h5file["power"].attrs["units"] = "A"
+            h5file["power"].attrs["store"] = "all" if power_samples else "stats"
             for dpath, dtype in (extra_tables or {}).items():
                 h5file.create_dataset(
                     dpath, shape=(0,), maxshape=(None,), chunks=(_DEFAULT_ROW_CHUNK,),
@@ -282,7 +293,8 @@ class TraceWriter:
         except (OSError, ValueError, RuntimeError) as exc:
             h5file.close()
             raise translate_error(exc, path, "initialise") from exc
-        return cls(path, h5file, power_chunk, flush_interval_s, tuple(extra_tables or ()))
+        return cls(path, h5file, power_chunk, flush_interval_s, tuple(extra_tables or ()),
+                   power_samples=power_samples)
 
     # ------------------------------------------------------------------ row tables
 
@@ -403,7 +415,9 @@ class TraceWriter:
         n = int(samples.shape[0])
         block = np.empty(1, dtype=POWER_BLOCK_DTYPE)
         block[0] = (first_index, n, host_s, self._samples.rows)
-        self._guard(self._samples.append, samples)
+        if self.power_samples:
+            self._guard(self._samples.append, samples)
+        self._received += n
         self._guard(self._tables["power_blocks"].append, block)
         self._next_index = first_index + n
 
@@ -548,6 +562,7 @@ class TraceWriter:
     def _power_stats(self) -> dict[str, Any]:
         return {
             "n_samples": self._samples.rows,
+            "n_received": self._received,
             "n_blocks": self._tables["power_blocks"].rows,
             "n_gaps": self._gap_count,
             "n_missing": self._missing,
