@@ -11,7 +11,8 @@ Both write the same ``--seconds`` of ``--rate`` float32 current samples (default
 The figures are process CPU time (all threads: pyjls writes from a thread of its own), not
 wall time, so they suffer less from other load on the machine; each configuration runs
 ``--repeat`` times and the median is printed, with the ratios against pyjls measured in the
-same run. Read-back reads all samples of the file into one numpy array and checks them.
+same run (the configurations take turns). Read-back reads all samples of the file into one
+numpy array and checks them.
 
 Usage: python bench/vs_pyjls.py [--seconds 60] [--rate 1000000] [--repeat 3] [--json]
 (needs ``pip install 'tinytelem[bench]'``).
@@ -25,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +117,6 @@ def read_jls(path: Path, n: int) -> tuple[float, np.ndarray]:
     return time.process_time() - cpu0, samples
 
 
-def _median(fn: Callable[[], float], repeat: int) -> float:
-    return statistics.median(fn() for _ in range(repeat))
-
-
 def run(rate: int, seconds: float, repeat: int) -> dict[str, Any]:
     n = round(seconds / BLOCK_S) * round(rate * BLOCK_S)
     blocks = _blocks(rate)
@@ -129,11 +125,13 @@ def run(rate: int, seconds: float, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {"rate_sps": rate, "seconds": seconds, "samples": n, "repeat": repeat}
     with tempfile.TemporaryDirectory() as tmp:
         h5, h5s, jls = Path(tmp) / "a.h5", Path(tmp) / "b.h5", Path(tmp) / "c.jls"
-        out["write_cpu_s"] = {
-            "trace": _median(lambda: write_trace(h5, rate, seconds, False), repeat),
-            "trace+summaries": _median(lambda: write_trace(h5s, rate, seconds, True), repeat),
-            "pyjls": _median(lambda: write_jls(jls, rate, seconds), repeat),
-        }
+        # Interleaved, so that a burst of other load on the machine hits every configuration.
+        writes: dict[str, list[float]] = {"trace": [], "trace+summaries": [], "pyjls": []}
+        for _ in range(repeat):
+            writes["trace"].append(write_trace(h5, rate, seconds, False))
+            writes["trace+summaries"].append(write_trace(h5s, rate, seconds, True))
+            writes["pyjls"].append(write_jls(jls, rate, seconds))
+        out["write_cpu_s"] = {k: statistics.median(v) for k, v in writes.items()}
         out["file_mb"] = {name: round(p.stat().st_size / 1e6, 1)
                           for name, p in (("trace", h5), ("trace+summaries", h5s), ("pyjls", jls))}
         reads: dict[str, list[float]] = {"trace": [], "pyjls": []}

@@ -126,7 +126,9 @@ def test_round_trip_every_table_and_attr(tmp_path: Path) -> None:
         info = tr.info()
     assert info["rows"]["events"] == 5000 and info["rows"]["runs"] == 3
     assert info["power"] == {
+        "store": "all",
         "samples": 1500,
+        "received": 1500,
         "blocks": 2,
         "gaps": 1,
         "missing_samples": 10,
@@ -300,6 +302,7 @@ def test_stats_store_keeps_blocks_but_no_samples(tmp_path: Path) -> None:
         power = tr.group_attrs("power")
         assert power["store"] == "stats" and power["n_received"] == 1000
         assert power["n_samples"] == 0
+        assert tr.info()["power"]["store"] == "stats" and tr.info()["power"]["received"] == 1000
 
 
 def test_update_run_and_rows_with_other_field_order(tmp_path: Path) -> None:

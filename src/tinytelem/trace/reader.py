@@ -324,7 +324,9 @@ class Trace:
             "rows": tables,
             "storage_bytes": storage,
             "power": {
+                "store": str(self.group_attrs("power").get("store", "all")),
                 "samples": n_samples,
+                "received": int(blocks["n"].sum()) if blocks.size else 0,
                 "blocks": int(blocks.shape[0]),
                 "gaps": int(gaps.shape[0]),
                 "missing_samples": int(gaps["n_missing"].sum()) if gaps.size else 0,
