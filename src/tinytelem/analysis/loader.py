@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,20 @@ import numpy as np
 
 from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import build_summary
+from tinytelem.errors import TraceError
 
 
-def load_run_data(path: str | Path) -> RunData:
-    """Read every table a summary needs from the trace at ``path``."""
+def load_run_data(path: str | Path | Sequence[str | Path]) -> RunData:
+    """Read every table a summary needs from the trace at ``path``.
+
+    A sequence of paths is the segments of one rotated recording (``record --rotate``), read
+    as one: see :func:`join_segments`.
+    """
+    if not isinstance(path, str | Path):
+        parts = [load_run_data(p) for p in path]
+        if not parts:
+            raise TraceError("no trace segments to read; check the recording's name")
+        return join_segments(parts)
     from tinytelem.trace.reader import open_trace
 
     with open_trace(path) as tr:
@@ -46,6 +57,52 @@ def load_run_data(path: str | Path) -> RunData:
         )
 
 
-def summary_of_trace(path: str | Path, run_id: int | None = None) -> dict[str, Any]:
-    """The ``tinytelem.summary/1`` dict of the trace at ``path``."""
+def join_segments(parts: Sequence[RunData]) -> RunData:
+    """The segments of one rotated recording as one :class:`RunData`, in order.
+
+    Every row is in exactly one segment, except a run cut by a switch: it is in both, not
+    ended in the first and whole in the next, so the last row of each ``run_id`` is kept.
+    Power samples are appended with their blocks' ``offset`` moved along (sample indices
+    already continue from one segment to the next). The attributes and link statistics are the
+    last segment's: it holds the session's.
+    """
+    last = parts[-1]
+    offsets = np.cumsum([0] + [p.power_current_a.size for p in parts[:-1]])
+    blocks = []
+    for part, shift in zip(parts, offsets, strict=True):
+        moved = part.power_blocks.copy()
+        moved["offset"] += np.uint64(shift)
+        blocks.append(moved)
+    runs = np.concatenate([p.runs for p in parts])
+    if runs.size:
+        # the last row of each run_id (np.unique on the reversed ids finds each one's last)
+        _, first_from_end = np.unique(runs["run_id"][::-1], return_index=True)
+        runs = runs[np.sort(runs.size - 1 - first_from_end)]
+    buckets = [p.power_buckets for p in parts if p.power_buckets is not None]
+    rates = [p.power_rate_hz for p in parts if math.isfinite(p.power_rate_hz)]
+    volts = [p.power_voltage_v for p in parts if math.isfinite(p.power_voltage_v)]
+    return RunData(
+        attrs=last.attrs,
+        tokens=np.concatenate([p.tokens for p in parts]),
+        spans=np.concatenate([p.spans for p in parts]),
+        memory=np.concatenate([p.memory for p in parts]),
+        runs=runs,
+        pings=np.concatenate([p.pings for p in parts]),
+        power_current_a=np.concatenate([p.power_current_a for p in parts]),
+        power_voltage_v=volts[-1] if volts else math.nan,
+        power_rate_hz=rates[-1] if rates else math.nan,
+        power_blocks=np.concatenate(blocks),
+        power_gaps=np.concatenate([p.power_gaps for p in parts]),
+        power_buckets=np.concatenate(buckets) if buckets else None,
+        power_bucket_samples=max(p.power_bucket_samples for p in parts),
+        link_gaps=np.concatenate([p.link_gaps for p in parts]),
+        link=last.link,
+    )
+
+
+def summary_of_trace(
+    path: str | Path | Sequence[str | Path], run_id: int | None = None
+) -> dict[str, Any]:
+    """The ``tinytelem.summary/1`` dict of the trace at ``path`` (or of a rotated recording's
+    segments, read as one)."""
     return build_summary(load_run_data(path), run_id)

@@ -124,7 +124,7 @@ def record(
             shown.print(f"[yellow]warning:[/yellow] {warning}")
         if "segments" in summary:
             shown.print(f"{len(summary['segments'])} segments: {summary['segments'][0]} .. "
-                        f"{summary['segments'][-1]} (the summary is the last one's)")
+                        f"{summary['segments'][-1]} (the summary covers them all)")
         if "rolling" in summary:
             from tinytelem.analysis.rolling import render_rolling
 

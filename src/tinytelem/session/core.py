@@ -315,12 +315,18 @@ def store_device_facts(writer: Any, hello: Any, power: PowerSource | None, calib
         record_sensor(writer, power, calibration)
 
 
-def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[str, Any]:
-    """Compute the summary of a finished trace; store it in the trace and in ``summary_path``."""
+def write_summary(
+    trace_path: Path, summary_path: Path | None = None, segments: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """Compute the summary of a finished trace; store it in the trace and in ``summary_path``.
+
+    With ``segments`` (a rotated recording, ``trace_path`` its last segment) the summary covers
+    every segment, read as one.
+    """
     from tinytelem.analysis.loader import summary_of_trace
     from tinytelem.trace.store import store_summary
 
-    summary = summary_of_trace(trace_path)
+    summary = summary_of_trace(list(segments) if segments else trace_path)
     store_summary(trace_path, summary)
     if summary_path is not None:
         summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
@@ -416,8 +422,9 @@ async def run_session(
                     raw.close()
     if outputs.trace is None:
         return outcome, None
-    last = outputs.segments[-1] if outputs.rotation is not None else outputs.trace
-    return outcome, write_summary(last, outputs.summary)
+    if outputs.rotation is not None:
+        return outcome, write_summary(outputs.segments[-1], outputs.summary, outputs.segments)
+    return outcome, write_summary(outputs.trace, outputs.summary)
 
 
 def _raw_beside(trace: Path) -> Path:

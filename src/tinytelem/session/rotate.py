@@ -22,7 +22,9 @@ import numpy as np
 
 from tinytelem.errors import ConfigError
 
-__all__ = ["RotatingRaw", "RotatingSink", "Rotation", "parse_rotate", "segment_path"]
+__all__ = [
+    "RotatingRaw", "RotatingSink", "Rotation", "parse_rotate", "segment_path", "segment_paths",
+]
 
 _UNITS_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _UNITS_B = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -56,6 +58,18 @@ def parse_rotate(text: str) -> Rotation:
 def segment_path(out: Path, index: int) -> Path:
     """The ``index``-th segment of ``out``: ``run.h5`` -> ``run-0001.h5``."""
     return out.with_name(f"{out.stem}-{index:04d}{out.suffix}")
+
+
+def segment_paths(out: Path) -> list[Path]:
+    """Every segment of the recording named ``out`` (``run.h5``: ``run-0001.h5``, ...), in order.
+
+    The segments are numbered from 1 without holes; the list ends before the first missing
+    number (a later file of the same pattern belongs to no recording this one wrote).
+    """
+    paths: list[Path] = []
+    while (path := segment_path(out, len(paths) + 1)).exists():
+        paths.append(path)
+    return paths
 
 
 class RotatingRaw:
