@@ -171,6 +171,20 @@ def test_rotated_recording_reads_back_as_one(tmp_path: Path) -> None:
     assert rotated["power"]["n_samples"] == sum(counts)
     with open_trace(segments[-1]) as tr:
         assert tr.summary["tokens"]["generated"] == whole["tokens"]["generated"]
+    # trace info and report take the recording's name and read the segments as one.
+    shown = CliRunner().invoke(cli, ["trace", "info", str(tmp_path / "rot.h5"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.output)
+    assert info["segments"] == rotated["segments"]
+    assert info["power"]["samples"] == sum(counts)
+    assert info["rows"]["tokens"] == joined.tokens.size == single.tokens.size
+    assert info["rolling"]["runs"] == 3
+    made = CliRunner().invoke(cli, ["report", str(tmp_path / "rot.h5"), "--format", "json",
+                                    "--out", str(tmp_path / "r.json")])
+    assert made.exit_code == 0, made.output
+    reported = json.loads((tmp_path / "r.json").read_text())["traces"][0]["summary"]
+    assert len(reported["runs"]) == 3
+    assert reported["tokens"]["generated"] == whole["tokens"]["generated"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,18 +14,53 @@ def trace() -> None:
     """Inspect trace files and re-decode raw link captures."""
 
 
+def _segments_info(segments: list[Path]) -> dict[str, Any]:
+    """``Trace.info()`` of a rotated recording: the last segment's (it holds the session, the
+    summary and the schedule, which cover every segment), with rows, samples, bytes and the
+    duration of all of them (a run cut by a switch has a row in both of its segments)."""
+    from tinytelem.trace.reader import open_trace
+
+    infos = []
+    for path in segments:
+        with open_trace(path) as tr:
+            infos.append(tr.info())
+    data = dict(infos[-1])
+    data["segments"] = [str(p) for p in segments]
+    data["rows"] = {k: sum(i["rows"].get(k, 0) for i in infos) for k in infos[-1]["rows"]}
+    data["file_bytes"] = sum(i["file_bytes"] for i in infos)
+    data["duration_s"] = sum(i["duration_s"] for i in infos if i["duration_s"] is not None)
+    power = dict(infos[-1]["power"])
+    for key in ("samples", "received", "blocks", "gaps", "missing_samples"):
+        power[key] = sum(i["power"][key] for i in infos)
+    power["first_index"] = infos[0]["power"]["first_index"]
+    data["power"] = power
+    data.pop("storage_bytes", None)
+    return data
+
+
 @trace.command("info")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(path: Path, as_json: bool) -> None:
-    """Show what a trace holds: attributes, table sizes, duration, link health, summary."""
+    """Show what a trace holds: attributes, table sizes, duration, link health, summary.
+
+    PATH may be the --out name of a rotated recording (record --rotate): its segments
+    NAME-0001.h5, ... are shown as one.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from tinytelem.errors import TraceError
+    from tinytelem.session.rotate import segment_paths
     from tinytelem.trace.reader import open_trace
 
-    with open_trace(path) as tr:
-        data = tr.info()
+    segments = [] if path.exists() else segment_paths(path)
+    if not path.exists() and not segments:
+        raise TraceError(f"trace {path} does not exist (nor segments {path.stem}-0001"
+                         f"{path.suffix}, ... of a rotated recording); check the path")
+    with open_trace(segments[-1] if segments else path) as tr:
+        data = _segments_info(segments) if segments else tr.info()
+        data["path"] = str(path)
         data["link"] = tr.link_stats
         summary = tr.summary
         schedule = tr.group_attrs("schedule").get("json")
