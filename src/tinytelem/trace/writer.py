@@ -105,7 +105,10 @@ class _Table:
 
         They are written again with the rest of their chunk, so HDF5 always writes whole
         chunks and never reads a checksummed chunk back to merge new rows into it (which cost
-        about a tenth of the writer's time at 1 MS/s with a flush every second).
+        about a tenth of the writer's time at 1 MS/s with a flush every second). Not for tables
+        of variable-length text: rewriting a row gives its string a new heap object, and a
+        writer killed before the next flush would leave the already flushed rows of that chunk
+        pointing at a heap that never reached the file.
         """
         n = self.n_pending
         if n <= 0:
@@ -113,7 +116,7 @@ class _Table:
         start = self.written
         head = self._write(n)
         chunk_start = (self.written // self.chunk) * self.chunk
-        if start <= chunk_start < self.written:
+        if start <= chunk_start < self.written and not self.dtype.hasobject:
             self._pending = [head[chunk_start - start :]]
             self.n_pending = self.written - chunk_start
             self.written = chunk_start
