@@ -141,7 +141,7 @@ def test_bad_rotate_is_refused_before_anything_starts(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_rotated_recording_reads_back_as_one(tmp_path: Path) -> None:
     from tinytelem.analysis.loader import load_run_data
-    from tinytelem.session.rotate import segment_paths
+    from tinytelem.trace.reader import segment_paths
 
     def record(out: Path, *rotate: str) -> dict[str, Any]:
         result = CliRunner().invoke(cli, [

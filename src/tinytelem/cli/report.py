@@ -14,7 +14,7 @@ _SUFFIX = {"html": ".html", "json": ".json", "perfetto": ".perfetto.json", "csv"
 def _trace_paths(items: tuple[Path, ...]) -> list[Path]:
     """Trace files; a directory stands for the trace.h5 that ``tinytelem profile`` left in it,
     and the name given to ``record --rotate`` for its segments, read as one."""
-    from tinytelem.session.rotate import segment_paths
+    from tinytelem.trace.reader import segment_paths
 
     out = []
     for p in items:

@@ -51,8 +51,7 @@ def info(path: Path, as_json: bool) -> None:
     from rich.table import Table
 
     from tinytelem.errors import TraceError
-    from tinytelem.session.rotate import segment_paths
-    from tinytelem.trace.reader import open_trace
+    from tinytelem.trace.reader import open_trace, segment_paths
 
     segments = [] if path.exists() else segment_paths(path)
     if not path.exists() and not segments:

@@ -116,8 +116,7 @@ def load_report_data(path: str | Path, run_id: int | None = None) -> ReportData:
     """Read and analyse one trace for reporting; the name of a rotated recording (``record
     --rotate --out NAME.h5``, which leaves ``NAME-0001.h5``, ...) reads its segments as one."""
     from tinytelem.analysis.loader import load_run_data
-    from tinytelem.session.rotate import segment_paths
-    from tinytelem.trace.reader import open_trace
+    from tinytelem.trace.reader import open_trace, segment_paths
 
     segments = [] if Path(path).exists() else segment_paths(Path(path))
     data = load_run_data(segments or path)

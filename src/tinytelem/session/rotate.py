@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tinytelem.errors import ConfigError
+from tinytelem.trace.reader import segment_path, segment_paths
 
 __all__ = [
     "RotatingRaw", "RotatingSink", "Rotation", "parse_rotate", "segment_path", "segment_paths",
@@ -53,23 +54,6 @@ def parse_rotate(text: str) -> Rotation:
     if unit in _UNITS_S:
         return Rotation(every_s=value * _UNITS_S[unit])
     return Rotation(max_bytes=int(value * _UNITS_B[unit]))
-
-
-def segment_path(out: Path, index: int) -> Path:
-    """The ``index``-th segment of ``out``: ``run.h5`` -> ``run-0001.h5``."""
-    return out.with_name(f"{out.stem}-{index:04d}{out.suffix}")
-
-
-def segment_paths(out: Path) -> list[Path]:
-    """Every segment of the recording named ``out`` (``run.h5``: ``run-0001.h5``, ...), in order.
-
-    The segments are numbered from 1 without holes; the list ends before the first missing
-    number (a later file of the same pattern belongs to no recording this one wrote).
-    """
-    paths: list[Path] = []
-    while (path := segment_path(out, len(paths) + 1)).exists():
-        paths.append(path)
-    return paths
 
 
 class RotatingRaw:

@@ -30,6 +30,23 @@ from tinytelem.trace.schema import (
 _SCHEMA_PREFIX = SCHEMA.rsplit("/", 1)[0] + "/"
 
 
+def segment_path(out: Path, index: int) -> Path:
+    """The ``index``-th segment of ``out``: ``run.h5`` -> ``run-0001.h5``."""
+    return out.with_name(f"{out.stem}-{index:04d}{out.suffix}")
+
+
+def segment_paths(out: Path) -> list[Path]:
+    """Every segment of the recording named ``out`` (``run.h5``: ``run-0001.h5``, ...), in order.
+
+    The segments are numbered from 1 without holes; the list ends before the first missing
+    number (a later file of the same pattern belongs to no recording this one wrote).
+    """
+    paths: list[Path] = []
+    while (path := segment_path(out, len(paths) + 1)).exists():
+        paths.append(path)
+    return paths
+
+
 def open_trace(path: str | os.PathLike[str]) -> Trace:
     """Open a trace for reading.
 
