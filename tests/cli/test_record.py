@@ -185,6 +185,10 @@ def test_rotated_recording_reads_back_as_one(tmp_path: Path) -> None:
     reported = json.loads((tmp_path / "r.json").read_text())["traces"][0]["summary"]
     assert len(reported["runs"]) == 3
     assert reported["tokens"]["generated"] == whole["tokens"]["generated"]
+    # Statistics only, rotated: only the last segment describes the levels; all count.
+    stats = record(tmp_path / "st.h5", "--rotate", "0.4s", "--power-store", "stats")
+    assert len(stats["segments"]) >= 3
+    assert stats["power"]["energy_j"] == pytest.approx(whole["power"]["energy_j"], rel=0.02)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +22,11 @@ def load_run_data(path: str | Path | Sequence[str | Path]) -> RunData:
     as one: see :func:`join_segments`.
     """
     if not isinstance(path, str | Path):
-        parts = [load_run_data(p) for p in path]
-        if not parts:
+        paths = list(path)
+        if not paths:
             raise TraceError("no trace segments to read; check the recording's name")
-        return join_segments(parts)
+        parts = [load_run_data(p) for p in paths]
+        return join_segments(_described_buckets(paths, parts))
     from tinytelem.trace.reader import open_trace
 
     with open_trace(path) as tr:
@@ -55,6 +57,27 @@ def load_run_data(path: str | Path | Sequence[str | Path]) -> RunData:
             link_gaps=tr.link_gaps,
             link=link,
         )
+
+
+def _described_buckets(paths: list[str | Path], parts: list[RunData]) -> list[RunData]:
+    """Give the earlier segments of a stats-only recording their buckets: only the last
+    segment describes the summary levels (they are described when the recorder finishes)."""
+    from tinytelem.trace.reader import open_trace
+
+    spb = parts[-1].power_bucket_samples
+    if spb <= 0 or all(p.power_buckets is not None for p in parts):
+        return parts
+    with open_trace(paths[-1]) as tr:
+        finest = str(tr.group_attrs("power/summary")["levels"]).split(",")[0]
+    out = []
+    for path, part in zip(paths, parts, strict=True):
+        if part.power_buckets is not None:
+            out.append(part)
+            continue
+        with open_trace(path) as tr:
+            rows, _ = tr.power_summary_level(finest, spb)
+        out.append(dataclasses.replace(part, power_buckets=rows, power_bucket_samples=spb))
+    return out
 
 
 def join_segments(parts: Sequence[RunData]) -> RunData:

@@ -260,10 +260,18 @@ class Trace:
         begin, end, _ = slice(start, stop).indices(int(dset.shape[0]))
         return np.asarray(self._read(dset, begin, end), dtype=POWER_SAMPLE_DTYPE)
 
-    def power_summary_level(self, level: int | str = 0) -> tuple[np.ndarray | None, int]:
+    def power_summary_level(
+        self, level: int | str = 0, samples_per_bucket: int | None = None
+    ) -> tuple[np.ndarray | None, int]:
         """The rows of one /power/summary level (by position, 0 the finest, or by name) and
         its samples per bucket; ``(None, 0)`` when the trace has none (or its recorder was
-        killed before it described the levels)."""
+        killed before it described the levels). The levels are described when the recorder
+        finishes, in the file it writes then: the earlier segments of a rotated recording
+        have the rows but not the description, so give ``level`` by name and
+        ``samples_per_bucket`` from the last segment."""
+        if isinstance(level, str) and samples_per_bucket is not None:
+            dset = self._dataset(f"power/summary/{level}")
+            return (None, 0) if dset is None else (self._read(dset), int(samples_per_bucket))
         attrs = self.group_attrs("power/summary")
         names = str(attrs.get("levels", "")).split(",") if attrs.get("levels") else []
         sizes = list(np.atleast_1d(attrs.get("samples_per_bucket", [])))
