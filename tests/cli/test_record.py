@@ -185,6 +185,13 @@ def test_rotated_recording_reads_back_as_one(tmp_path: Path) -> None:
     reported = json.loads((tmp_path / "r.json").read_text())["traces"][0]["summary"]
     assert len(reported["runs"]) == 3
     assert reported["tokens"]["generated"] == whole["tokens"]["generated"]
+    # trace replay decodes the segments' raw captures as one stream, into one trace.
+    replayed = CliRunner().invoke(cli, ["trace", "replay", str(tmp_path / "rot.ttraw.zst"),
+                                        "--out", str(tmp_path / "re.h5"), "--json"])
+    assert replayed.exit_code == 0, replayed.output
+    again = load_run_data(tmp_path / "re.h5")
+    assert again.tokens["token_id"].tolist() == single.tokens["token_id"].tolist()
+    assert again.runs["run_id"].tolist() == [1, 2, 3]
     # Statistics only, rotated: only the last segment describes the levels; all count.
     stats = record(tmp_path / "st.h5", "--rotate", "0.4s", "--power-store", "stats")
     assert len(stats["segments"]) >= 3

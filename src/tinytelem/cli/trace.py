@@ -102,22 +102,40 @@ def info(path: Path, as_json: bool) -> None:
         console.print(render_rolling(rolling))
 
 
+def _raw_segments(raw: Path) -> list[Path]:
+    """The captures of a rotated recording named ``NAME.ttraw.zst`` (``NAME-0001.ttraw.zst``,
+    ...), or ``[raw]`` itself when it exists."""
+    from tinytelem.errors import TraceError
+    from tinytelem.trace.reader import segment_paths
+
+    if raw.exists():
+        return [raw]
+    base = raw.name.removesuffix(".ttraw.zst").removesuffix(".zst")
+    found = [p.with_suffix(".ttraw.zst") for p in segment_paths(raw.with_name(base + ".h5"))]
+    found = [p for p in found if p.exists()]
+    if not found:
+        raise TraceError(f"raw capture {raw} does not exist (nor segments {base}-0001.ttraw.zst, "
+                         "... of a rotated recording); check the path")
+    return found
+
+
 @trace.command("replay")
-@click.argument("raw", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("raw", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Trace file to write.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def replay(raw: Path, out: Path, overwrite: bool, as_json: bool) -> None:
     """Re-decode a raw link capture (*.ttraw.zst; an older raw.zst too) into a trace with the
-    live decoder and recorder."""
+    live decoder and recorder. RAW may be NAME.ttraw.zst of a rotated recording (record --rotate
+    --out NAME.h5): its segments' captures are decoded as one, into one trace."""
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
     from tinytelem.replay import replay_capture
     from tinytelem.session.core import write_summary
 
-    result = replay_capture(raw, out, overwrite=overwrite)
+    result = replay_capture(_raw_segments(raw), out, overwrite=overwrite)
     summary = write_summary(out)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
