@@ -8,6 +8,8 @@ the capture (the sensor is not on the link), so a replayed trace has the device 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,20 +31,29 @@ class ReplayResult:
     recorder: RecorderStatistics
 
 
-def replay_capture(raw_path: Path, trace_path: Path, *, overwrite: bool = False) -> ReplayResult:
-    """Decode ``raw_path`` into a new trace at ``trace_path``."""
+def replay_capture(
+    raw_path: Path | Sequence[Path], trace_path: Path, *, overwrite: bool = False
+) -> ReplayResult:
+    """Decode ``raw_path`` into a new trace at ``trace_path``.
+
+    A sequence of paths is the captures of a rotated recording's segments, in order: they are
+    decoded as one stream (a frame cut by a switch is joined again), into one trace.
+    """
     from tinytelem.trace.raw import RawCaptureReader
     from tinytelem.trace.writer import TraceWriter
 
-    reader = RawCaptureReader(raw_path)
+    paths = [raw_path] if isinstance(raw_path, Path) else list(raw_path)
+    readers = [RawCaptureReader(p) for p in paths]
+    reader = readers[0]
     header = reader.header
-    records = iter(reader)
+    records = itertools.chain.from_iterable(readers)
     first = next(records, None)
     host_t0 = float(header.get("host_t0", first[0] if first else 0.0))
     now = [host_t0]
     writer = TraceWriter.create(trace_path, overwrite=overwrite, attrs={
         "host_t0": host_t0, "device": str(header.get("url", "")),
-        "link_url": str(header.get("link_url", "")), "replayed_from": raw_path.name,
+        "link_url": str(header.get("link_url", "")),
+        "replayed_from": ",".join(p.name for p in paths),
         "sensor": "none", "calibration_id": "none",
     })
     decoder = DeviceDecoder()
@@ -90,4 +101,5 @@ def replay_capture(raw_path: Path, trace_path: Path, *, overwrite: bool = False)
         })
     finally:
         writer.close()
-    return ReplayResult(n, reader.truncated, decoder.statistics(), recorder.statistics())
+    return ReplayResult(n, any(r.truncated for r in readers), decoder.statistics(),
+                        recorder.statistics())

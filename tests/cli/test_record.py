@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,6 +136,66 @@ def test_bad_rotate_is_refused_before_anything_starts(tmp_path: Path) -> None:
                                       str(tmp_path / "r.h5"), "--rotate", "weekly"])
     assert isinstance(result.exception, ConfigError) and "90s, 30m, 1h" in str(result.exception)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_rotated_recording_reads_back_as_one(tmp_path: Path) -> None:
+    from tinytelem.analysis.loader import load_run_data
+    from tinytelem.trace.reader import segment_paths
+
+    def record(out: Path, *rotate: str) -> dict[str, Any]:
+        result = CliRunner().invoke(cli, [
+            "record", "--device", "emu:esp32s3", "--sensor", "sim", "--run", "--repeat", "3",
+            "--tokens", "24", "--seed", "7", *rotate, "--out", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout[result.stdout.index("{"):]))
+
+    whole = record(tmp_path / "whole.h5")
+    rotated = record(tmp_path / "rot.h5", "--rotate", "0.4s")
+    segments = segment_paths(tmp_path / "rot.h5")
+    assert [str(p) for p in segments] == rotated["segments"] and len(segments) >= 3
+    joined, single = load_run_data(segments), load_run_data(tmp_path / "whole.h5")
+    # The twin runs the same three inferences: the same tokens, whatever the segments.
+    assert joined.tokens["token_id"].tolist() == single.tokens["token_id"].tolist()
+    assert joined.runs["run_id"].tolist() == [1, 2, 3] == single.runs["run_id"].tolist()
+    assert (joined.runs["status"] == 0).all()
+    counts = []
+    for path in segments:
+        with open_trace(path) as tr:
+            counts.append(tr.n_power_samples)
+    assert joined.power_current_a.size == sum(counts) == int(joined.power_blocks["n"].sum())
+    # The summary and the rolling summary (in the last segment) cover every segment.
+    assert len(rotated["runs"]) == len(whole["runs"]) == 3
+    assert rotated["rolling"]["runs"] == whole["rolling"]["runs"] == 3
+    assert rotated["tokens"]["generated"] == whole["tokens"]["generated"]
+    assert rotated["power"]["n_samples"] == sum(counts)
+    with open_trace(segments[-1]) as tr:
+        assert tr.summary["tokens"]["generated"] == whole["tokens"]["generated"]
+    # trace info and report take the recording's name and read the segments as one.
+    shown = CliRunner().invoke(cli, ["trace", "info", str(tmp_path / "rot.h5"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.output)
+    assert info["segments"] == rotated["segments"]
+    assert info["power"]["samples"] == sum(counts)
+    assert info["rows"]["tokens"] == joined.tokens.size == single.tokens.size
+    assert info["rolling"]["runs"] == 3
+    made = CliRunner().invoke(cli, ["report", str(tmp_path / "rot.h5"), "--format", "json",
+                                    "--out", str(tmp_path / "r.json")])
+    assert made.exit_code == 0, made.output
+    reported = json.loads((tmp_path / "r.json").read_text())["traces"][0]["summary"]
+    assert len(reported["runs"]) == 3
+    assert reported["tokens"]["generated"] == whole["tokens"]["generated"]
+    # trace replay decodes the segments' raw captures as one stream, into one trace.
+    replayed = CliRunner().invoke(cli, ["trace", "replay", str(tmp_path / "rot.ttraw.zst"),
+                                        "--out", str(tmp_path / "re.h5"), "--json"])
+    assert replayed.exit_code == 0, replayed.output
+    again = load_run_data(tmp_path / "re.h5")
+    assert again.tokens["token_id"].tolist() == single.tokens["token_id"].tolist()
+    assert again.runs["run_id"].tolist() == [1, 2, 3]
+    # Statistics only, rotated: only the last segment describes the levels; all count.
+    stats = record(tmp_path / "st.h5", "--rotate", "0.4s", "--power-store", "stats")
+    assert len(stats["segments"]) >= 3
+    assert stats["power"]["energy_j"] == pytest.approx(whole["power"]["energy_j"], rel=0.02)
 
 
 @pytest.mark.slow

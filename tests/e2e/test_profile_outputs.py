@@ -6,6 +6,7 @@ raw capture was ``raw.zst`` where docs/trace-format.md says ``*.ttraw.zst``.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -93,6 +94,31 @@ def test_remove_empty_outputs_keeps_what_holds_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_power_store_stats_keeps_statistics_and_the_energy(tmp_path: Path) -> None:
+    import h5py
+
+    energy = {}
+    for store in ("all", "stats"):
+        out = tmp_path / store
+        result = CliRunner().invoke(cli, ["profile", "--device", "emu:stm32f4", "--tokens", "4",
+                                          "--power-store", store, "--out", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output)
+        energy[store] = summary["power"]["energy_j"]
+        with h5py.File(out / TRACE_NAME, "r") as f:
+            power = f["power"]
+            assert power.attrs["store"] == store
+            assert power["summary/1ms"].shape[0] > 0  # min/mean/max per ms either way
+            if store == "stats":
+                assert power["current_a"].shape[0] == 0
+                assert power.attrs["n_received"] == power["blocks"]["n"].sum() > 0
+                assert any("statistics only" in w for w in summary["warnings"])
+            else:
+                assert power["current_a"].shape[0] == power["blocks"]["n"].sum()
+    # The twin runs the same inference; energy from 1 ms means matches energy from samples.
+    assert energy["stats"] == pytest.approx(energy["all"], rel=0.02)
+
+
 def test_replay_reads_a_capture_under_the_old_name(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["profile", "--device", "emu:stm32f4", "--tokens", "4",

@@ -100,6 +100,41 @@ def test_numba_kernel_matches_numpy() -> None:
         np.testing.assert_allclose(a["std"], b["std"], rtol=1e-5)
 
 
+@pytest.mark.parametrize(("n", "starts"), [
+    (10_000, list(range(0, 10_000, 1000))),            # aligned whole buckets
+    (10_500, [0, 300, *range(1300, 10_500, 1000)]),   # partial head and tail
+    (999, [0, 5, 15, 25]),                             # ends inside a bucket
+    (100, [0, 7, 50]),                                 # uneven: the general path
+    (100, [0, 10, 20, 35]),                            # uneven: the general path
+])
+def test_bucket_kernel_matches_a_float64_reference(n: int, starts: list[int]) -> None:
+    x = np.random.default_rng(n).normal(0.05, 0.004, n).astype(np.float32)
+    idx = np.asarray(starts, dtype=np.int64)
+    counts, means, m2, mins, maxs = segment_stats_numpy(x, idx)
+    parts = np.split(x.astype(np.float64), idx[1:])
+    assert counts.tolist() == [p.size for p in parts]
+    np.testing.assert_allclose(means, [p.mean() for p in parts], rtol=1e-12)
+    np.testing.assert_allclose(m2, [((p - p.mean()) ** 2).sum() for p in parts], rtol=2e-6)
+    assert mins.tolist() == [np.float32(p.min()) for p in parts]
+    assert maxs.tolist() == [np.float32(p.max()) for p in parts]
+
+
+def test_staged_blocks_drain_to_the_same_buckets() -> None:
+    x = np.random.default_rng(9).normal(0.1, 0.01, 55_555).astype(np.float32)
+    direct = _feed(MultiLevelSummary(10_000.0), x, 1234, first=77)
+    staged = MultiLevelSummary(10_000.0)
+    out: list[list[np.ndarray]] = [[] for _ in staged.levels]
+    for i in range(0, x.size, 1234):
+        staged.stage_block(77 + i, x[i : i + 1234])
+        if (i // 1234) % 8 == 7:  # drained once per "flush"
+            for k, rows in enumerate(staged.drain()):
+                out[k].append(rows)
+    for k, rows in enumerate(staged.finish()):
+        out[k].append(rows)
+    for a, b in zip(direct, (np.concatenate(p) for p in out), strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_ring_push_pop_wrap_overflow_and_gaps() -> None:
     ring = PowerRing(10)
     assert ring.start_index is None and ring.end_index is None

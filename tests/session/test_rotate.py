@@ -14,6 +14,7 @@ from tinytelem.session.rotate import (
     Rotation,
     parse_rotate,
     segment_path,
+    segment_paths,
 )
 from tinytelem.trace.raw import RawCaptureWriter, read_raw_capture
 from tinytelem.trace.reader import open_trace
@@ -63,6 +64,9 @@ def test_segments_switch_on_time_and_keep_every_row_once(tmp_path: Path) -> None
     sink.close()
     raw.close()
     assert sink.segments == [segment_path(out, k) for k in (1, 2, 3)]
+    assert segment_paths(out) == sink.segments
+    segment_path(out, 5).touch()  # after a hole: not part of this recording
+    assert segment_paths(out) == sink.segments
     assert ended == sink.segments[:2]
     host_s: list[float] = []
     first_index: list[int] = []

@@ -126,7 +126,9 @@ def test_round_trip_every_table_and_attr(tmp_path: Path) -> None:
         info = tr.info()
     assert info["rows"]["events"] == 5000 and info["rows"]["runs"] == 3
     assert info["power"] == {
+        "store": "all",
         "samples": 1500,
+        "received": 1500,
         "blocks": 2,
         "gaps": 1,
         "missing_samples": 10,
@@ -260,6 +262,47 @@ def test_whole_chunks_are_written_and_partial_ones_wait_for_flush(tmp_path: Path
         w.close()
     w.close()  # idempotent
     assert w.closed
+
+
+def test_flushed_partial_chunk_is_rewritten_whole(tmp_path: Path) -> None:
+    # After a flush the rows of the partly filled chunk stay in memory, so the next write
+    # covers the chunk from its start (HDF5 never merges into a checksummed chunk), and every
+    # sample still reads back in place however blocks and flushes interleave.
+    path = tmp_path / "p.h5"
+    rng = np.random.default_rng(5)
+    x = rng.random(7_777, dtype=np.float32)
+    pos = 0
+    with TraceWriter.create(path, attrs={}, power_chunk=1000) as w:
+        for i, size in enumerate(rng.integers(1, 900, 1000)):
+            if pos >= x.size:
+                break
+            part = x[pos : pos + int(size)]
+            w.add_power(pos, part, 0.0)
+            pos += part.size
+            if i % 3 == 0:
+                w.flush()
+                assert w._samples.written % 1000 == 0  # the tail waits for its chunk
+                assert w._samples.rows == pos
+        w.flush()
+    with open_trace(path) as tr:
+        assert np.array_equal(tr.power_samples(), x)
+        assert tr.power_blocks["n"].sum() == x.size
+
+
+def test_stats_store_keeps_blocks_but_no_samples(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    with TraceWriter.create(path, attrs={}, power_samples=False) as w:
+        w.add_power(0, np.ones(500, np.float32), 0.1)
+        w.add_power(700, np.ones(500, np.float32), 0.2)  # 200 missing: a gap row
+        w.flush()
+    with open_trace(path) as tr:
+        assert tr.n_power_samples == 0
+        assert tr.power_blocks["n"].tolist() == [500, 500]
+        assert tr.power_gaps["n_missing"].tolist() == [200]
+        power = tr.group_attrs("power")
+        assert power["store"] == "stats" and power["n_received"] == 1000
+        assert power["n_samples"] == 0
+        assert tr.info()["power"]["store"] == "stats" and tr.info()["power"]["received"] == 1000
 
 
 def test_update_run_and_rows_with_other_field_order(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +12,29 @@ import numpy as np
 
 from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import build_summary
+from tinytelem.errors import TraceError
 
 
-def load_run_data(path: str | Path) -> RunData:
-    """Read every table a summary needs from the trace at ``path``."""
+def load_run_data(path: str | Path | Sequence[str | Path]) -> RunData:
+    """Read every table a summary needs from the trace at ``path``.
+
+    A sequence of paths is the segments of one rotated recording (``record --rotate``), read
+    as one: see :func:`join_segments`.
+    """
+    if not isinstance(path, str | Path):
+        paths = list(path)
+        if not paths:
+            raise TraceError("no trace segments to read; check the recording's name")
+        parts = [load_run_data(p) for p in paths]
+        return join_segments(_described_buckets(paths, parts))
     from tinytelem.trace.reader import open_trace
 
     with open_trace(path) as tr:
         power_attrs = tr.group_attrs("power")
         n = tr.n_power_samples
         current = tr.power_samples(0, n) if n else np.zeros(0, dtype=np.float32)
+        buckets, spb = (tr.power_summary_level(0) if power_attrs.get("store") == "stats"
+                        else (None, 0))
         link = {
             k: int(v)
             for k, v in tr.link_stats.items()
@@ -37,11 +52,80 @@ def load_run_data(path: str | Path) -> RunData:
             power_rate_hz=float(power_attrs.get("sample_rate_hz", math.nan)),
             power_blocks=tr.power_blocks,
             power_gaps=tr.power_gaps,
+            power_buckets=buckets,
+            power_bucket_samples=spb,
             link_gaps=tr.link_gaps,
             link=link,
         )
 
 
-def summary_of_trace(path: str | Path, run_id: int | None = None) -> dict[str, Any]:
-    """The ``tinytelem.summary/1`` dict of the trace at ``path``."""
+def _described_buckets(paths: list[str | Path], parts: list[RunData]) -> list[RunData]:
+    """Give the earlier segments of a stats-only recording their buckets: only the last
+    segment describes the summary levels (they are described when the recorder finishes)."""
+    from tinytelem.trace.reader import open_trace
+
+    spb = parts[-1].power_bucket_samples
+    if spb <= 0 or all(p.power_buckets is not None for p in parts):
+        return parts
+    with open_trace(paths[-1]) as tr:
+        finest = str(tr.group_attrs("power/summary")["levels"]).split(",")[0]
+    out = []
+    for path, part in zip(paths, parts, strict=True):
+        if part.power_buckets is not None:
+            out.append(part)
+            continue
+        with open_trace(path) as tr:
+            rows, _ = tr.power_summary_level(finest, spb)
+        out.append(dataclasses.replace(part, power_buckets=rows, power_bucket_samples=spb))
+    return out
+
+
+def join_segments(parts: Sequence[RunData]) -> RunData:
+    """The segments of one rotated recording as one :class:`RunData`, in order.
+
+    Every row is in exactly one segment, except a run cut by a switch: it is in both, not
+    ended in the first and whole in the next, so the last row of each ``run_id`` is kept.
+    Power samples are appended with their blocks' ``offset`` moved along (sample indices
+    already continue from one segment to the next). The attributes and link statistics are the
+    last segment's: it holds the session's.
+    """
+    last = parts[-1]
+    offsets = np.cumsum([0] + [p.power_current_a.size for p in parts[:-1]])
+    blocks = []
+    for part, shift in zip(parts, offsets, strict=True):
+        moved = part.power_blocks.copy()
+        moved["offset"] += np.uint64(shift)
+        blocks.append(moved)
+    runs = np.concatenate([p.runs for p in parts])
+    if runs.size:
+        # the last row of each run_id (np.unique on the reversed ids finds each one's last)
+        _, first_from_end = np.unique(runs["run_id"][::-1], return_index=True)
+        runs = runs[np.sort(runs.size - 1 - first_from_end)]
+    buckets = [p.power_buckets for p in parts if p.power_buckets is not None]
+    rates = [p.power_rate_hz for p in parts if math.isfinite(p.power_rate_hz)]
+    volts = [p.power_voltage_v for p in parts if math.isfinite(p.power_voltage_v)]
+    return RunData(
+        attrs=last.attrs,
+        tokens=np.concatenate([p.tokens for p in parts]),
+        spans=np.concatenate([p.spans for p in parts]),
+        memory=np.concatenate([p.memory for p in parts]),
+        runs=runs,
+        pings=np.concatenate([p.pings for p in parts]),
+        power_current_a=np.concatenate([p.power_current_a for p in parts]),
+        power_voltage_v=volts[-1] if volts else math.nan,
+        power_rate_hz=rates[-1] if rates else math.nan,
+        power_blocks=np.concatenate(blocks),
+        power_gaps=np.concatenate([p.power_gaps for p in parts]),
+        power_buckets=np.concatenate(buckets) if buckets else None,
+        power_bucket_samples=max(p.power_bucket_samples for p in parts),
+        link_gaps=np.concatenate([p.link_gaps for p in parts]),
+        link=last.link,
+    )
+
+
+def summary_of_trace(
+    path: str | Path | Sequence[str | Path], run_id: int | None = None
+) -> dict[str, Any]:
+    """The ``tinytelem.summary/1`` dict of the trace at ``path`` (or of a rotated recording's
+    segments, read as one)."""
     return build_summary(load_run_data(path), run_id)

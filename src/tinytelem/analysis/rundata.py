@@ -58,6 +58,11 @@ class RunData:
     power_rate_hz: float = math.nan
     power_blocks: np.ndarray = field(default_factory=_empty(POWER_BLOCK_DTYPE))
     power_gaps: np.ndarray = field(default_factory=_empty(POWER_GAP_DTYPE))
+    power_buckets: np.ndarray | None = None
+    """The finest power summary level (SUMMARY_DTYPE rows) of a trace recorded with
+    ``--power-store stats``, which has no samples; energy is then computed from its means."""
+    power_bucket_samples: int = 0
+    """Samples per bucket of ``power_buckets``."""
     link_gaps: np.ndarray = field(default_factory=_empty(LINK_GAP_DTYPE))
     link: Mapping[str, int] = field(default_factory=dict)
 
@@ -119,6 +124,33 @@ def _sensor_fit(blocks: np.ndarray, rate: float, latency: float) -> ClockFit:
     return fit
 
 
+def _place_buckets(
+    data: RunData, device: ClockFit, sensor: ClockFit, warnings: list[str]
+) -> PowerTrace | None:
+    """Power from the finest summary level when the trace kept no samples (stats store).
+
+    A bucket stands for its samples at their mean current: bucket ``first_index / spb`` at
+    ``rate / spb`` lies at the same sensor seconds as its first sample, so the sensor clock
+    fitted on the blocks places it. A bucket that lost samples in a gap still counts as whole.
+    """
+    buckets, spb = data.power_buckets, data.power_bucket_samples
+    rate = float(data.power_rate_hz)
+    if buckets is None or buckets.size == 0 or spb <= 0:
+        return None
+    if not (math.isfinite(rate) and rate > 0 and math.isfinite(data.power_voltage_v)):
+        warnings.append("power statistics present but rate or voltage unknown: no energy figures")
+        return None
+    if not (sensor.usable and device.usable):
+        warnings.append("power statistics cannot be placed on the device clock (no clock fit)")
+        return None
+    warnings.append(f"power kept as statistics only (--power-store stats): energy from "
+                    f"{spb / rate * 1e3:g} ms means")
+    return PowerTrace.build(
+        np.asarray(buckets["first_index"], dtype=np.float64) / spb, buckets["mean"],
+        voltage_v=data.power_voltage_v, rate_hz=rate / spb, sensor=sensor, device=device,
+    )
+
+
 def place_power(
     data: RunData, device: ClockFit, warnings: list[str]
 ) -> tuple[PowerTrace | None, ClockFit]:
@@ -131,7 +163,7 @@ def place_power(
     fits = [_sensor_fit(blocks[seg], rate, latency) for seg in segments]
     sensor = max(fits, key=lambda f: f.n_points) if fits else ClockFit.identity()
     if cur.size == 0:
-        return None, sensor
+        return _place_buckets(data, device, sensor, warnings), sensor
     if not (math.isfinite(rate) and rate > 0 and math.isfinite(data.power_voltage_v)):
         warnings.append("power samples present but rate or voltage unknown: no energy figures")
         return None, sensor

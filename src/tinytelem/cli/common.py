@@ -33,8 +33,8 @@ def trace_level_option() -> Callable[[F], F]:
 
 
 def sensor_setting_options() -> Callable[[F], F]:
-    """``--calibration`` and ``--sensor-rate``, shared by every command that takes ``--sensor``
-    (the default rate is SessionOptions' own)."""
+    """``--calibration``, ``--sensor-rate`` and ``--power-store``, shared by every command
+    that takes ``--sensor`` (the default rate is SessionOptions' own)."""
     from pathlib import Path
 
     from tinytelem.session.options import SessionOptions
@@ -42,8 +42,13 @@ def sensor_setting_options() -> Callable[[F], F]:
     rate = SessionOptions(device="").sensor_rate_hz
 
     def decorate(fn: F) -> F:
-        fn = click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=rate,
+        fn = click.option("--sensor-rate", type=click.FloatRange(1.0, 2e6), default=rate,
                           show_default=True, help="Sensor sample rate in samples/s.")(fn)
+        fn = click.option("--power-store", type=click.Choice(["all", "stats"]), default="all",
+                          show_default=True,
+                          help="all: every power sample plus its statistics; stats: only the "
+                               "statistics (min/mean/max/std per 1 ms, 10 ms, 100 ms, 1 s), "
+                               "about 1/40 of the size at 1 MS/s.")(fn)
         fn = click.option("--calibration",
                           type=click.Path(exists=True, dir_okay=False, path_type=Path),
                           help="Per-unit calibration file for the sensor (tinytelem calibrate "

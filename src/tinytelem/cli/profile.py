@@ -27,7 +27,7 @@ from tinytelem.cli.common import device_option, run_options, run_trio, sensor_se
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of a table.")
 def profile(
     device: str, run: dict[str, Any], sensor: str, calibration: Path | None, sensor_rate: float,
-    out_dir: Path, overwrite: bool, as_json: bool,
+    power_store: str, out_dir: Path, overwrite: bool, as_json: bool,
 ) -> None:
     """Profile one inference: TTFT, inter-token latency, memory, power and energy per token.
 
@@ -45,7 +45,7 @@ def profile(
 
     options = ProfileOptions(
         device=device, out_dir=out_dir, sensor=sensor, sensor_rate_hz=sensor_rate,
-        overwrite=overwrite, calibration=calibration, **run,
+        overwrite=overwrite, calibration=calibration, power_store=power_store, **run,
     )
     n_tokens = options.n_tokens
     console = Console(stderr=as_json)

@@ -55,7 +55,8 @@ from tinytelem.cli.serve import stream_server_options
 def record(
     device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
     repeat: str, interval: float, prompts_file: Path | None, run: dict[str, Any],
-    sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, rotate: str | None,
+    sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, power_store: str,
+    rotate: str | None,
     overwrite: bool, as_json: bool,
     listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:
@@ -78,7 +79,7 @@ def record(
         overwrite=overwrite, sensor=one_sensor(sensors), sensor_rate_hz=sensor_rate,
         calibration=calibration, repeat=_parse_repeat(repeat), interval_s=interval,
         prompts=load_prompts(prompts_file) if prompts_file is not None else None,
-        rotate=rotate, **run,
+        rotate=rotate, power_store=power_store, **run,
     )
     console = Console(stderr=True)
     extra: list[Any] = []
@@ -123,7 +124,7 @@ def record(
             shown.print(f"[yellow]warning:[/yellow] {warning}")
         if "segments" in summary:
             shown.print(f"{len(summary['segments'])} segments: {summary['segments'][0]} .. "
-                        f"{summary['segments'][-1]} (the summary is the last one's)")
+                        f"{summary['segments'][-1]} (the summary covers them all)")
         if "rolling" in summary:
             from tinytelem.analysis.rolling import render_rolling
 

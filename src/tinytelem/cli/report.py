@@ -12,9 +12,19 @@ _SUFFIX = {"html": ".html", "json": ".json", "perfetto": ".perfetto.json", "csv"
 
 
 def _trace_paths(items: tuple[Path, ...]) -> list[Path]:
-    """Trace files; a directory stands for the trace.h5 that ``tinytelem profile`` left in it."""
+    """Trace files; a directory stands for the trace.h5 that ``tinytelem profile`` left in it,
+    and the name given to ``record --rotate`` for its segments, read as one."""
+    from tinytelem.trace.reader import segment_paths
+
     out = []
     for p in items:
+        if not p.exists():
+            if not segment_paths(p):
+                raise click.BadParameter(
+                    f"{p} does not exist (nor segments {p.stem}-0001{p.suffix}, ... of a "
+                    "rotated recording)", param_hint="TRACE")
+            out.append(p)
+            continue
         if p.is_dir() and not (p / "trace.h5").is_file():
             raise click.BadParameter(f"{p} is a directory without trace.h5", param_hint="TRACE")
         out.append(p / "trace.h5" if p.is_dir() else p)
@@ -23,14 +33,15 @@ def _trace_paths(items: tuple[Path, ...]) -> list[Path]:
 
 @click.command("report")
 @click.argument("traces", nargs=-1, required=True,
-                type=click.Path(exists=True, path_type=Path))
+                type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["html", "json", "csv", "perfetto"]),
               default="html", show_default=True)
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Output file (html/json/perfetto), or directory / .zip for csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def report(traces: tuple[Path, ...], fmt: str, out: Path, as_json: bool) -> None:
-    """Write a report of one or more traces (a trace file or a profile output directory).
+    """Write a report of one or more traces (a trace file, a profile output directory, or the
+    --out name of a rotated recording, whose segments are reported as one).
 
     \b
     Formats:

@@ -56,7 +56,7 @@ def stream_server_options(listen_flag: str = "--listen", default: str | None = N
               show_default=True,
               help="'sim' samples the twin's power waveform (emu: devices); 'auto' is sim for "
                    "emu: devices and none otherwise.")
-@click.option("--sensor-rate", type=click.FloatRange(1.0, 1e6), default=100_000.0,
+@click.option("--sensor-rate", type=click.FloatRange(1.0, 2e6), default=100_000.0,
               show_default=True, help="Simulated sensor rate in samples/s.")
 @click.option("--client-queue", type=click.IntRange(1), default=65536, show_default=True,
               help="Droppable messages (spans, raw power; at most 8 MiB) queued per client "

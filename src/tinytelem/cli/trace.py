@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,18 +14,52 @@ def trace() -> None:
     """Inspect trace files and re-decode raw link captures."""
 
 
+def _segments_info(segments: list[Path]) -> dict[str, Any]:
+    """``Trace.info()`` of a rotated recording: the last segment's (it holds the session, the
+    summary and the schedule, which cover every segment), with rows, samples, bytes and the
+    duration of all of them (a run cut by a switch has a row in both of its segments)."""
+    from tinytelem.trace.reader import open_trace
+
+    infos = []
+    for path in segments:
+        with open_trace(path) as tr:
+            infos.append(tr.info())
+    data = dict(infos[-1])
+    data["segments"] = [str(p) for p in segments]
+    data["rows"] = {k: sum(i["rows"].get(k, 0) for i in infos) for k in infos[-1]["rows"]}
+    data["file_bytes"] = sum(i["file_bytes"] for i in infos)
+    data["duration_s"] = sum(i["duration_s"] for i in infos if i["duration_s"] is not None)
+    power = dict(infos[-1]["power"])
+    for key in ("samples", "received", "blocks", "gaps", "missing_samples"):
+        power[key] = sum(i["power"][key] for i in infos)
+    power["first_index"] = infos[0]["power"]["first_index"]
+    data["power"] = power
+    data.pop("storage_bytes", None)
+    return data
+
+
 @trace.command("info")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(path: Path, as_json: bool) -> None:
-    """Show what a trace holds: attributes, table sizes, duration, link health, summary."""
+    """Show what a trace holds: attributes, table sizes, duration, link health, summary.
+
+    PATH may be the --out name of a rotated recording (record --rotate): its segments
+    NAME-0001.h5, ... are shown as one.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    from tinytelem.trace.reader import open_trace
+    from tinytelem.errors import TraceError
+    from tinytelem.trace.reader import open_trace, segment_paths
 
-    with open_trace(path) as tr:
-        data = tr.info()
+    segments = [] if path.exists() else segment_paths(path)
+    if not path.exists() and not segments:
+        raise TraceError(f"trace {path} does not exist (nor segments {path.stem}-0001"
+                         f"{path.suffix}, ... of a rotated recording); check the path")
+    with open_trace(segments[-1] if segments else path) as tr:
+        data = _segments_info(segments) if segments else tr.info()
+        data["path"] = str(path)
         data["link"] = tr.link_stats
         summary = tr.summary
         schedule = tr.group_attrs("schedule").get("json")
@@ -67,22 +102,40 @@ def info(path: Path, as_json: bool) -> None:
         console.print(render_rolling(rolling))
 
 
+def _raw_segments(raw: Path) -> list[Path]:
+    """The captures of a rotated recording named ``NAME.ttraw.zst`` (``NAME-0001.ttraw.zst``,
+    ...), or ``[raw]`` itself when it exists."""
+    from tinytelem.errors import TraceError
+    from tinytelem.trace.reader import segment_paths
+
+    if raw.exists():
+        return [raw]
+    base = raw.name.removesuffix(".ttraw.zst").removesuffix(".zst")
+    found = [p.with_suffix(".ttraw.zst") for p in segment_paths(raw.with_name(base + ".h5"))]
+    found = [p for p in found if p.exists()]
+    if not found:
+        raise TraceError(f"raw capture {raw} does not exist (nor segments {base}-0001.ttraw.zst, "
+                         "... of a rotated recording); check the path")
+    return found
+
+
 @trace.command("replay")
-@click.argument("raw", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("raw", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Trace file to write.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def replay(raw: Path, out: Path, overwrite: bool, as_json: bool) -> None:
     """Re-decode a raw link capture (*.ttraw.zst; an older raw.zst too) into a trace with the
-    live decoder and recorder."""
+    live decoder and recorder. RAW may be NAME.ttraw.zst of a rotated recording (record --rotate
+    --out NAME.h5): its segments' captures are decoded as one, into one trace."""
     from rich.console import Console
 
     from tinytelem.analysis.summary import render_table
     from tinytelem.replay import replay_capture
     from tinytelem.session.core import write_summary
 
-    result = replay_capture(raw, out, overwrite=overwrite)
+    result = replay_capture(_raw_segments(raw), out, overwrite=overwrite)
     summary = write_summary(out)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -35,7 +35,7 @@ from tinytelem.records import PowerBlock, PowerGap, Record
 
 __all__ = ["MAX_RATE_HZ", "PowerStatistics", "SimulatedPowerSensor"]
 
-MAX_RATE_HZ = 1_000_000.0
+MAX_RATE_HZ = 2_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,8 @@ class SimulatedPowerSensor:
 
         Args:
             waveform: Source of the true current.
-            rate_hz: Nominal sample rate, up to 1 MS/s.
+            rate_hz: Nominal sample rate, up to :data:`MAX_RATE_HZ` (2 MS/s, Joulescope JS220
+                class).
             voltage_v: Supply voltage reported in every block.
             drift_ppm: Crystal error; the true rate is ``rate_hz * (1 + drift_ppm * 1e-6)``.
             noise_a: Standard deviation of gaussian current noise (amperes).
@@ -123,7 +124,8 @@ class SimulatedPowerSensor:
             sleep_until: Waits until ``clock()`` reaches a deadline; default sleeps in trio.
         """
         if not 0 < rate_hz <= MAX_RATE_HZ:
-            raise ConfigError(f"sensor rate must be in (0, 1e6] Hz, got {rate_hz}")
+            raise ConfigError(f"sensor rate {rate_hz:g} Hz is outside (0, 2 MS/s], the rate the "
+                              "recording pipeline is measured to sustain; lower --sensor-rate")
         if not abs(drift_ppm) < 1e5:
             raise ConfigError(f"sensor drift {drift_ppm} ppm is not a crystal error")
         if (

@@ -113,14 +113,20 @@ class ReportData:
 
 
 def load_report_data(path: str | Path, run_id: int | None = None) -> ReportData:
-    """Read and analyse one trace for reporting."""
+    """Read and analyse one trace for reporting; the name of a rotated recording (``record
+    --rotate --out NAME.h5``, which leaves ``NAME-0001.h5``, ...) reads its segments as one."""
     from tinytelem.analysis.loader import load_run_data
-    from tinytelem.trace.reader import open_trace
+    from tinytelem.trace.reader import open_trace, segment_paths
 
-    data = load_run_data(path)
-    with open_trace(path) as tr:
-        events = tr.events
-        link_stats = dict(tr.link_stats)
+    segments = [] if Path(path).exists() else segment_paths(Path(path))
+    data = load_run_data(segments or path)
+    events_parts = []
+    link_stats: dict[str, Any] = {}
+    for one in segments or [Path(path)]:
+        with open_trace(one) as tr:
+            events_parts.append(tr.events)
+            link_stats = dict(tr.link_stats)  # the session's: in the last segment
+    events = np.concatenate(events_parts)
     metrics = compute_metrics(data, run_id)
     summary = build_summary(metrics)
     itl = np.concatenate([r.itl_s for r in metrics.runs]) if metrics.runs else np.zeros(0)

@@ -322,12 +322,18 @@ def store_device_facts(writer: Any, hello: Any, power: PowerSource | None, calib
         record_sensor(writer, power, calibration)
 
 
-def write_summary(trace_path: Path, summary_path: Path | None = None) -> dict[str, Any]:
-    """Compute the summary of a finished trace; store it in the trace and in ``summary_path``."""
+def write_summary(
+    trace_path: Path, summary_path: Path | None = None, segments: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """Compute the summary of a finished trace; store it in the trace and in ``summary_path``.
+
+    With ``segments`` (a rotated recording, ``trace_path`` its last segment) the summary covers
+    every segment, read as one.
+    """
     from tinytelem.analysis.loader import summary_of_trace
     from tinytelem.trace.store import store_summary
 
-    summary = summary_of_trace(trace_path)
+    summary = summary_of_trace(list(segments) if segments else trace_path)
     store_summary(trace_path, summary)
     if summary_path is not None:
         summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
@@ -390,13 +396,15 @@ async def run_session(
             trace_out.parent.mkdir(parents=True, exist_ok=True)
             attrs = _trace_attrs(options, handle, host_t0, calibration, request is not None)
             tables = summary_tables() if power else None
+            keep_samples = options.power_store != "stats"
             if outputs.rotation is None:
                 writer = TraceWriter.create(trace_out, overwrite=outputs.overwrite, attrs=attrs,
-                                            extra_tables=tables)
+                                            extra_tables=tables, power_samples=keep_samples)
             else:
                 writer, raw = _rotating_outputs(outputs, trace_out, attrs, tables, create_raw,
                                                 lambda w: store_device_facts(
-                                                    w, recorder.hello, power, calibration))
+                                                    w, recorder.hello, power, calibration),
+                                                keep_samples)
             if power is not None:
                 extensions.append(PowerSummaryRecorder(writer))
         if outputs.raw is not None and raw is None:
@@ -429,8 +437,9 @@ async def run_session(
                     raw.close()
     if outputs.trace is None:
         return outcome, None
-    last = outputs.segments[-1] if outputs.rotation is not None else outputs.trace
-    return outcome, write_summary(last, outputs.summary)
+    if outputs.rotation is not None:
+        return outcome, write_summary(outputs.segments[-1], outputs.summary, outputs.segments)
+    return outcome, write_summary(outputs.trace, outputs.summary)
 
 
 def _raw_beside(trace: Path) -> Path:
@@ -439,7 +448,8 @@ def _raw_beside(trace: Path) -> Path:
 
 def _rotating_outputs(outputs: SessionOutputs, out: Path, attrs: dict[str, Any],
                       tables: Any, create_raw: Callable[[Path], Any],
-                      on_segment_end: Callable[[Any], None]) -> tuple[Any, Any]:
+                      on_segment_end: Callable[[Any], None],
+                      power_samples: bool = True) -> tuple[Any, Any]:
     """The segment writer (and raw capture) of ``record --rotate``."""
     from tinytelem.session.rotate import RotatingRaw, RotatingSink, segment_path
     from tinytelem.trace.writer import TraceWriter
@@ -447,7 +457,7 @@ def _rotating_outputs(outputs: SessionOutputs, out: Path, attrs: dict[str, Any],
     def create_trace(path: Path) -> Any:
         return TraceWriter.create(path, overwrite=outputs.overwrite, attrs={
             **attrs, "segment": len(outputs.segments) + 1, "segment_of": out.name,
-        }, extra_tables=tables)
+        }, extra_tables=tables, power_samples=power_samples)
 
     raw = (RotatingRaw(create_raw, _raw_beside(segment_path(out, 1)))
            if outputs.raw is not None else None)

@@ -43,6 +43,9 @@ class SessionOptions:
     run_timeout_s: float = 300.0
     calibration: Path | None = None
     """Per-unit calibration file (TOML) applied to a real sensor's samples."""
+    power_store: str = "all"
+    """``all``: every power sample plus the summaries; ``stats``: only the summaries
+    (/power/summary: min, mean, max, std per 1 ms ... 1 s), for long recordings at high rates."""
 
 
 @dataclass(kw_only=True)

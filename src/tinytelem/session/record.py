@@ -107,16 +107,19 @@ def _schedule(options: RecordOptions) -> RunRequest | RunSchedule:
     return RunSchedule(runs(), options.interval_s)
 
 
-def store_rolling(trace: Path, options: RecordOptions, summary: dict[str, Any]) -> dict[str, Any]:
+def store_rolling(trace: Path, options: RecordOptions, summary: dict[str, Any],
+                  segments: Sequence[Path] = ()) -> dict[str, Any]:
     """Compute the rolling summary of the trace's runs and store it, with the schedule, in
-    ``/schedule``; return it."""
+    ``/schedule``; return it. With ``segments`` (a rotated recording, ``trace`` its last) the
+    runs of every segment count."""
     from tinytelem.analysis.rolling import rolling_summary
     from tinytelem.trace.reader import open_trace
     from tinytelem.trace.store import store_group_attrs
 
-    with open_trace(trace) as tr:
-        runs = tr.runs
-        begin = {int(r["run_id"]): float(r["begin_s"]) for r in runs}
+    begin: dict[int, float] = {}
+    for path in segments or [trace]:
+        with open_trace(path) as tr:
+            begin.update({int(r["run_id"]): float(r["begin_s"]) for r in tr.runs})
     rolling = rolling_summary(summary.get("runs", []), begin)
     store_group_attrs(trace, SCHEDULE_GROUP, {
         "repeat": "forever" if options.repeat is None else options.repeat,
@@ -193,7 +196,8 @@ async def run_record(
     assert summary is not None
     last = outputs.segments[-1] if outputs.segments else options.out
     if isinstance(request, RunSchedule):
-        summary = {**summary, "rolling": store_rolling(last, options, summary)}
+        summary = {**summary,
+                   "rolling": store_rolling(last, options, summary, outputs.segments)}
     if outputs.segments:
         summary = {**summary, "segments": [str(p) for p in outputs.segments]}
     return outcome, summary

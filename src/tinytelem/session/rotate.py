@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 
 from tinytelem.errors import ConfigError
+from tinytelem.trace.reader import segment_path, segment_paths
 
-__all__ = ["RotatingRaw", "RotatingSink", "Rotation", "parse_rotate", "segment_path"]
+__all__ = [
+    "RotatingRaw", "RotatingSink", "Rotation", "parse_rotate", "segment_path", "segment_paths",
+]
 
 _UNITS_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _UNITS_B = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -51,11 +54,6 @@ def parse_rotate(text: str) -> Rotation:
     if unit in _UNITS_S:
         return Rotation(every_s=value * _UNITS_S[unit])
     return Rotation(max_bytes=int(value * _UNITS_B[unit]))
-
-
-def segment_path(out: Path, index: int) -> Path:
-    """The ``index``-th segment of ``out``: ``run.h5`` -> ``run-0001.h5``."""
-    return out.with_name(f"{out.stem}-{index:04d}{out.suffix}")
 
 
 class RotatingRaw:
