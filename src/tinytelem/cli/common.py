@@ -14,10 +14,13 @@ if sys.version_info < (3, 11):  # pragma: no cover
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def device_option(default: str | None = None) -> Callable[[F], F]:
-    """``--device URL`` with the accepted forms in its help."""
+def device_option(default: str | None = None, required: bool | None = None
+                  ) -> Callable[[F], F]:
+    """``--device URL`` with the accepted forms in its help (required when it has no default,
+    unless ``required`` says otherwise)."""
     return click.option(
-        "--device", default=default, required=default is None, show_default=True,
+        "--device", default=default, required=default is None if required is None else required,
+        show_default=True,
         help="Device URL: emu:<platform> (device twin), qemu:<target> (real firmware under "
              "QEMU), native: (firmware built for this host), tcp://host:port, "
              "serial:///dev/ttyACM0?baud=921600, exec:<command>.",

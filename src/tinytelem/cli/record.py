@@ -18,9 +18,15 @@ from tinytelem.cli.serve import stream_server_options
 
 
 @click.command("record")
-@device_option()
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Trace file to write (HDF5); the raw capture goes beside it as .ttraw.zst.")
+@device_option(required=False)
+@click.option("--session", "session_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A lab session file (TOML; docs/lab.md) naming many devices and the sensors "
+                   "that measure them, recorded at once instead of --device/--sensor; --out "
+                   "is then a directory that gets one trace per device, OUT/<device id>.h5.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Trace file to write (HDF5); the raw capture goes beside it as .ttraw.zst. "
+                   "With --session: the directory for the traces.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None,
               help="Stop after this many TOKEN frames.")
 @click.option("--duration", type=click.FloatRange(0.0, min_open=True), default=None,
@@ -53,7 +59,8 @@ from tinytelem.cli.serve import stream_server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @stream_server_options(listen_flag="--serve")
 def record(
-    device: str, out: Path, max_tokens: int | None, duration: float | None, start_run: bool,
+    device: str | None, session_file: Path | None, out: Path, max_tokens: int | None,
+    duration: float | None, start_run: bool,
     repeat: str, interval: float, prompts_file: Path | None, run: dict[str, Any],
     sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, rotate: str | None,
     overwrite: bool, as_json: bool,
@@ -73,14 +80,25 @@ def record(
     from tinytelem.session.options import RecordOptions
     from tinytelem.session.record import load_prompts, one_sensor, run_record
 
+    if (device is None) == (session_file is None):
+        raise click.UsageError("give --device URL (one device) or --session FILE (a lab)")
+    if session_file is not None and sensors:
+        raise click.UsageError("with --session the sensors come from the session file "
+                               "([sensors.NAME] with spec and measures); drop --sensor")
     options = RecordOptions(
-        device=device, out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
+        device=device or "", out=out, max_tokens=max_tokens, duration_s=duration, run=start_run,
         overwrite=overwrite, sensor=one_sensor(sensors), sensor_rate_hz=sensor_rate,
         calibration=calibration, repeat=_parse_repeat(repeat), interval_s=interval,
         prompts=load_prompts(prompts_file) if prompts_file is not None else None,
         rotate=rotate, **run,
     )
     console = Console(stderr=True)
+    if session_file is not None:
+        from tinytelem.session.lab import load_lab
+
+        _record_lab(load_lab(session_file), options, console, as_json, listen, token,
+                    tls_cert, tls_key)
+        return
     extra: list[Any] = []
     if listen is not None:  # --serve: stream live while recording (docs/streaming.md)
         from tinytelem.session.serve import make_streamer
@@ -139,3 +157,55 @@ def _parse_repeat(text: str) -> int | None:
         raise click.BadParameter(f"{text!r}: give a count (1, 2, ...) or forever",
                                  param_hint="--repeat") from None
 
+
+
+def _record_lab(lab: Any, options: Any, console: Any, as_json: bool, listen: str | None,
+                token: str | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """``record --session``: every device of the lab at once, one trace each."""
+    import json
+
+    import trio
+
+    from tinytelem.session.lab import LAB_REPORT, lab_devices, run_lab
+
+    out_dir = options.out
+    if out_dir.suffix == ".h5":
+        raise click.UsageError(f"with --session, --out is a directory (got {out_dir}); the "
+                               "traces go into it as <device id>.h5")
+    outlets: list[Any] = []
+    if listen is not None:
+        from tinytelem.session.serve import make_streamer
+
+        outlets.append(make_streamer(
+            listen, token, tls_cert, tls_key,
+            session={"lab": lab.name, "devices": {d.id: d.url for d in lab.devices},
+                     "out": str(out_dir)},
+            on_listening=lambda url: console.print(f"streaming lab {lab.name} on {url}")))
+    devices = lab_devices(lab, options, out_dir)
+
+    async def main() -> Any:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signals, stop, console.print,
+                               "stopping: finishing the traces ...")
+            results = await run_lab(
+                devices, stop, outlets=outlets, report=out_dir / LAB_REPORT,
+                on_ready=lambda i, h: console.print(f"recording {i}: {h.url} -> "
+                                                    f"{out_dir / (i + '.h5')}"),
+                on_device_end=lambda r: console.print(
+                    f"{r.device_id}: " + ("done" if r.ok else f"[red]FAILED[/red]: {r.error}")))
+            nursery.cancel_scope.cancel()
+        return results
+
+    results = run_trio(main)
+    table = {r.device_id: {"url": r.url, "trace": str(r.trace), "ok": r.ok, "error": r.error,
+                           "summary": r.summary} for r in results}
+    if as_json:
+        click.echo(json.dumps({"lab": lab.name, "devices": table}, indent=2))
+    else:
+        for r in results:
+            runs = r.summary.get("runs", []) if r.summary else []
+            click.echo(f"{r.device_id:<16} {'ok' if r.ok else 'FAILED':<7} {r.trace}"
+                       + (f"  {len(runs)} run(s)" if r.ok else f"  {r.error}"))
+    if not any(r.ok for r in results):
+        raise SystemExit(1)
