@@ -13,7 +13,8 @@
     │   ├── LinkBroken         the world broke it (cause in __cause__)
     │   │   └── StreamBroken   ... a transport stream (also trio.BrokenResourceError;
     │   │                      transports/base.py)
-    │   └── StreamRefused      a live-stream server refused the client (live/client.py)
+    │   ├── StreamRefused      a live-stream server refused the client (live/client.py)
+    │   └── BrokerRefused      an MQTT broker refused the connection (live/mqtt.py)
     ├── ProtocolError          bytes that are not protocol v1
     │   └── FrameRejected      a frame failed a check; its kind says which
     │                          (protocol/codec.py)

@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from tinytelem.cli.common import (
+    broker_config,
     device_option,
+    publish_options,
     run_options,
     run_trio,
     sensor_setting_options,
@@ -58,6 +60,7 @@ from tinytelem.cli.serve import stream_server_options
 @click.option("--overwrite", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @stream_server_options(listen_flag="--serve")
+@publish_options()
 def record(
     device: str | None, session_file: Path | None, out: Path, max_tokens: int | None,
     duration: float | None, start_run: bool,
@@ -65,6 +68,7 @@ def record(
     sensors: tuple[str, ...], calibration: Path | None, sensor_rate: float, rotate: str | None,
     overwrite: bool, as_json: bool,
     listen: str | None, token: str | None, tls_cert: Path | None, tls_key: Path | None,
+    publish: dict[str, Any] | None,
 ) -> None:
     """Record everything a device sends into an HDF5 trace (Ctrl-C stops cleanly).
 
@@ -93,11 +97,36 @@ def record(
         rotate=rotate, **run,
     )
     console = Console(stderr=True)
-    if session_file is not None:
-        from tinytelem.session.lab import load_lab
+    publisher = None
+    if publish is not None:
+        from tinytelem.live.publish import Publisher
 
-        _record_lab(load_lab(session_file), options, console, as_json, listen, token,
-                    tls_cert, tls_key)
+        publisher = Publisher(broker_config(publish["publish"], publish),
+                              host=publish["fleet_host"], codec=publish["publish_format"])
+    if session_file is not None:
+        from tinytelem.session.lab import lab_devices, load_lab
+
+        lab = load_lab(session_file)
+        if options.out.suffix == ".h5":
+            raise click.UsageError(f"with --session, --out is a directory (got {options.out}); "
+                                   "the traces go into it as <device id>.h5")
+        streamer = None
+        if listen is not None:
+            from tinytelem.session.serve import make_streamer
+
+            streamer = make_streamer(
+                listen, token, tls_cert, tls_key,
+                session={"lab": lab.name, "devices": {d.id: d.url for d in lab.devices},
+                         "out": str(options.out)},
+                on_listening=lambda url: console.print(f"streaming lab {lab.name} on {url}"))
+        _record_lab(lab.name, lab_devices(lab, options, options.out), options.out,
+                    [o for o in (streamer, publisher) if o is not None], console, as_json)
+        return
+    if publisher is not None:  # one device through the lab runner, for its outlet
+        if listen is not None:
+            raise click.UsageError("--serve with --publish needs --session (a lab of one "
+                                   "device is fine)")
+        _record_lab(out.stem, [(out.stem, options)], out.parent, [publisher], console, as_json)
         return
     extra: list[Any] = []
     if listen is not None:  # --serve: stream live while recording (docs/streaming.md)
@@ -159,29 +188,16 @@ def _parse_repeat(text: str) -> int | None:
 
 
 
-def _record_lab(lab: Any, options: Any, console: Any, as_json: bool, listen: str | None,
-                token: str | None, tls_cert: Path | None, tls_key: Path | None) -> None:
-    """``record --session``: every device of the lab at once, one trace each."""
+
+def _record_lab(name: str, devices: list[tuple[str, Any]], out_dir: Path, outlets: list[Any],
+                console: Any, as_json: bool) -> None:
+    """``record --session`` (and ``record --publish``): the devices at once, one trace each,
+    the outlets riding along."""
     import json
 
     import trio
 
-    from tinytelem.session.lab import LAB_REPORT, lab_devices, run_lab
-
-    out_dir = options.out
-    if out_dir.suffix == ".h5":
-        raise click.UsageError(f"with --session, --out is a directory (got {out_dir}); the "
-                               "traces go into it as <device id>.h5")
-    outlets: list[Any] = []
-    if listen is not None:
-        from tinytelem.session.serve import make_streamer
-
-        outlets.append(make_streamer(
-            listen, token, tls_cert, tls_key,
-            session={"lab": lab.name, "devices": {d.id: d.url for d in lab.devices},
-                     "out": str(out_dir)},
-            on_listening=lambda url: console.print(f"streaming lab {lab.name} on {url}")))
-    devices = lab_devices(lab, options, out_dir)
+    from tinytelem.session.lab import LAB_REPORT, run_lab
 
     async def main() -> Any:
         stop = trio.Event()
@@ -189,9 +205,12 @@ def _record_lab(lab: Any, options: Any, console: Any, as_json: bool, listen: str
             nursery.start_soon(stop_on_signals, stop, console.print,
                                "stopping: finishing the traces ...")
             results = await run_lab(
-                devices, stop, outlets=outlets, report=out_dir / LAB_REPORT,
-                on_ready=lambda i, h: console.print(f"recording {i}: {h.url} -> "
-                                                    f"{out_dir / (i + '.h5')}"),
+                devices, stop, outlets=outlets,
+                report=out_dir / LAB_REPORT if len(devices) > 1 or name != devices[0][0]
+                else None,
+                host=next((o.host for o in outlets if hasattr(o, "host")), None),
+                on_ready=lambda i, h: console.print(
+                    f"recording {i}: {h.url} -> {dict(devices)[i].out} (Ctrl-C stops)"),
                 on_device_end=lambda r: console.print(
                     f"{r.device_id}: " + ("done" if r.ok else f"[red]FAILED[/red]: {r.error}")))
             nursery.cancel_scope.cancel()
@@ -199,9 +218,9 @@ def _record_lab(lab: Any, options: Any, console: Any, as_json: bool, listen: str
 
     results = run_trio(main)
     table = {r.device_id: {"url": r.url, "trace": str(r.trace), "ok": r.ok, "error": r.error,
-                           "summary": r.summary} for r in results}
+                           "run_uid": r.run_uid, "summary": r.summary} for r in results}
     if as_json:
-        click.echo(json.dumps({"lab": lab.name, "devices": table}, indent=2))
+        click.echo(json.dumps({"lab": name, "devices": table}, indent=2))
     else:
         for r in results:
             runs = r.summary.get("runs", []) if r.summary else []

@@ -158,7 +158,7 @@ class Streamer:
         """The (first) device's power summaries (None before its first power block)."""
         return self._default().summary
 
-    def feed_actor(self, device_id: str) -> Callable[..., Awaitable[None]]:
+    def feed_actor(self, device_id: str, run_uid: str = "") -> Callable[..., Awaitable[None]]:
         """The extra actor that streams one lab device's hub (``attach`` under its id)."""
         self.add_feed(device_id)
 
@@ -176,6 +176,10 @@ class Streamer:
     async def device_done(self, result: Any) -> None:
         """The lab's outlet interface: a device ended (see :meth:`abandon`)."""
         await self.abandon(result.device_id)
+
+    async def drain(self) -> bool:
+        """The lab's outlet interface: nothing to wait for (the ``bye`` waited already)."""
+        return True
 
     async def abandon(self, device_id: str) -> None:
         """A lab device ended without streaming (it failed to open): count it as finished."""

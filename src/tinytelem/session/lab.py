@@ -198,11 +198,14 @@ class LabOutlet(Protocol):
     async def serve(self, task_status: trio.TaskStatus[None] = ...) -> None:
         """Run until cancelled (listen, hold a broker connection...)."""
 
-    def feed_actor(self, device_id: str) -> ExtraActor:
+    def feed_actor(self, device_id: str, run_uid: str = "") -> ExtraActor:
         """The extra actor that takes one device's hub."""
 
     async def device_done(self, result: DeviceResult) -> None:
         """One device's recording ended (its summary, or its error)."""
+
+    async def drain(self) -> bool:
+        """Every device ended: send what is still queued (False: some was not)."""
 
 
 async def run_lab(
@@ -239,7 +242,8 @@ async def run_lab(
                               run_uid=f"{host}-{device_id}-{time.time_ns()}")
         try:
             result.outcome, result.summary = await run_record(
-                options, stop, extra_actors=[o.feed_actor(device_id) for o in outlets],
+                options, stop,
+                extra_actors=[o.feed_actor(device_id, result.run_uid) for o in outlets],
                 on_ready=(lambda h: on_ready(device_id, h)) if on_ready else None)
         except Exception as exc:  # the bulkhead: this device ends, the others go on
             error = first_error(exc)
@@ -261,6 +265,10 @@ async def run_lab(
         async with trio.open_nursery() as recordings:
             for device_id, options in devices:
                 recordings.start_soon(one, device_id, options)
+        for outlet in outlets:
+            if not await outlet.drain():
+                log.warning("%s: some messages were not delivered before giving up",
+                            type(outlet).__name__)
         nursery.cancel_scope.cancel()
     results.sort(key=lambda r: ids.index(r.device_id))
     if report is not None:
