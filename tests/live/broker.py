@@ -6,6 +6,7 @@ Tests that need it skip with a reason when the ``mosquitto`` binary is missing
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,8 @@ class Broker:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         lines = [f"listener {self.port} 127.0.0.1", "persistence false",
+                 # As root, mosquitto would switch to its own user, who cannot read our files.
+                 f"user {getpass.getuser()}",
                  "log_dest stderr", "log_type error", "log_type warning"]
         if users:
             passwd = workdir / "passwd"

@@ -98,17 +98,17 @@ async def test_lab_records_each_device_streams_all_and_survives_a_dead_one(
 
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
+            await nursery.start(streamer.listen)  # the lab's serve() then only waits
             ready = trio.Event()
             nursery.start_soon(watch, ready)
-
-            async def lab() -> None:
-                results = await run_lab(devices, stop, outlets=[streamer],
-                                        report=tmp_path / "runs" / "lab.json", host="hostA")
-                assert [r.ok for r in results] == [True, True, False]
-
-            # Start the lab once the watcher could connect: the streamer listens first.
-            nursery.start_soon(lab)
             await ready.wait()
+            await streamer.wait_subscribed(1)  # so the client sees every device from the start
+            results = await run_lab(devices, stop, outlets=[streamer],
+                                    report=tmp_path / "runs" / "lab.json", host="hostA")
+            assert [r.ok for r in results] == [True, True, False]
+            while not got or not isinstance(got[-1], ByeMessage):
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
     report = json.loads((tmp_path / "runs" / "lab.json").read_text())
     assert report["host"] == "hostA"
     assert {d["id"]: d["ok"] for d in report["devices"]} == {"esp": True, "rp": True,

@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import ssl
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from tinytelem.errors import ConfigError, LinkError
 
@@ -177,6 +181,9 @@ class _Lost(Exception):
     """The connection ended (broken socket, keepalive, broker closed it)."""
 
 
+_RETRIED = (_Lost, OSError, ssl.SSLError, trio.TooSlowError)
+
+
 class MqttConnection:
     """A broker connection that publishes an outbox and delivers subscriptions (see module
     docstring). :meth:`run` until cancelled; :meth:`offer` never blocks."""
@@ -253,7 +260,7 @@ class MqttConnection:
                 if not self.ever_connected:
                     raise
                 log.error("broker %s refused the connection; retrying", self.config.display())
-            except (_Lost, OSError, ssl.SSLError, trio.TooSlowError) as exc:
+            except _RETRIED as exc:
                 log.info("broker %s: %s; retrying in %.1f s", self.config.display(),
                          type(exc).__name__ if not str(exc) else exc, delay)
             self._requeue_inflight()
@@ -306,24 +313,38 @@ class MqttConnection:
             await trio.to_thread.run_sync(client.reconnect, abandon_on_cancel=True)
         sock = client.socket()
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader, client, sock)
-                nursery.start_soon(self._misc, client)
-                with trio.fail_after(CONNECT_TIMEOUT_S):
-                    while self._connack is None:
-                        await self._flush(client, sock)
-                        await trio.sleep(0.005)
-                if self._connack.is_failure:
-                    raise BrokerRefused(self._refusal(self._connack))
-                for topic, qos in self._subscriptions:
-                    client.subscribe(topic, qos)
-                self.connected = self.ever_connected = True
-                self._connects += 1
-                self.connected_event.set()
-                log.info("connected to broker %s", self.config.display())
-                await self._writer(client, sock)
+            await self._session(client, sock)
+        except BaseExceptionGroup as group:
+            # The session's tasks fail one at a time: raise the reason itself, unless the
+            # group also carries a cancellation (then it belongs to whoever cancelled).
+            cancelled, _ = group.split(trio.Cancelled)
+            reason, _ = group.split((*_RETRIED, BrokerRefused))
+            if cancelled is None and reason is not None:
+                leaf: BaseException = reason
+                while isinstance(leaf, BaseExceptionGroup):
+                    leaf = leaf.exceptions[0]
+                raise leaf from group
+            raise
         finally:
             sock.close()  # this client is dropped; the next connection makes a new one
+
+    async def _session(self, client: Any, sock: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reader, client, sock)
+            nursery.start_soon(self._misc, client)
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                while self._connack is None:
+                    await self._flush(client, sock)
+                    await trio.sleep(0.005)
+            if self._connack.is_failure:
+                raise BrokerRefused(self._refusal(self._connack))
+            for topic, qos in self._subscriptions:
+                client.subscribe(topic, qos)
+            self.connected = self.ever_connected = True
+            self._connects += 1
+            self.connected_event.set()
+            log.info("connected to broker %s", self.config.display())
+            await self._writer(client, sock)
 
     def _refusal(self, reason: Any) -> str:
         where = self.config.display()
@@ -340,6 +361,8 @@ class MqttConnection:
         while True:
             await trio.lowlevel.wait_readable(sock)
             if client.loop_read() != 0:
+                if self._connack is not None and self._connack.is_failure:
+                    raise BrokerRefused(self._refusal(self._connack))
                 raise _Lost("connection lost")
             self._lot.unpark_all()  # a PUBACK may have freed room; paho may want to write
 

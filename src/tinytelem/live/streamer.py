@@ -170,7 +170,11 @@ class Streamer:
 
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        """The lab's outlet interface: listen until cancelled (:meth:`listen`)."""
+        """The lab's outlet interface: listen until cancelled (:meth:`listen`; when it runs
+        already, just wait)."""
+        if self.listening:
+            task_status.started()
+            await trio.sleep_forever()
         await self.listen(task_status=task_status)
 
     async def device_done(self, result: Any) -> None:
@@ -402,7 +406,9 @@ class Streamer:
     # ------------------------------------------------------------------ connections
 
     def _hello_map(self) -> dict[str, Any]:
-        first = self._default()
+        # Not _default(): a client may come before any device is attached, and must not
+        # create a feed that nothing would ever finish.
+        first = next(iter(self._feeds.values()), None) or Feed(None)
         levels = first.summary.levels if first.summary is not None else None
         lab = first.device_id is not None
         return {
