@@ -41,7 +41,10 @@ class Broker:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false",
+        # Persistence: a restarted broker keeps persistent sessions (the collector's) and
+        # their queued QoS 1 messages, as a production broker would.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true",
+                 f"persistence_location {workdir}/", "autosave_interval 1",
                  # As root, mosquitto would switch to its own user, who cannot read our files.
                  f"user {getpass.getuser()}",
                  "log_dest stderr", "log_type error", "log_type warning"]

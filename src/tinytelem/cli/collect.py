@@ -31,9 +31,13 @@ from tinytelem.cli.common import broker_config, run_trio, stop_on_signals
               help="Client certificate (PEM) for an mqtts:// broker.")
 @click.option("--mqtt-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Key of --mqtt-cert (PEM).")
+@click.option("--client-id", metavar="ID",
+              help="MQTT client id of this collector [default: derived from the host name and "
+                   "--out]. The broker keeps its subscriptions, and the summaries published "
+                   "while it is away, under this id (a persistent session).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON at the end.")
-def collect(broker: str, out: Path, power: bool, duration: float | None, as_json: bool,
-            **mqtt: Any) -> None:
+def collect(broker: str, out: Path, power: bool, duration: float | None, client_id: str | None,
+            as_json: bool, **mqtt: Any) -> None:
     """Subscribe to a fleet and keep every run's summary exactly once (QoS 1 may deliver a
     message twice: summaries are keyed by host, device and run id).
 
@@ -52,8 +56,15 @@ def collect(broker: str, out: Path, power: bool, duration: float | None, as_json
 
     config = broker_config(broker, mqtt)
     collector = Collector(out, prefix=config.prefix, power=power)
+    if client_id is None:
+        import hashlib
+        import socket
+
+        where = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+        client_id = f"tinytelem-collect-{socket.gethostname()}-{where}"
     connection = MqttConnection(config, subscriptions=collector.subscriptions,
-                                on_message=collector.handle)
+                                on_message=collector.handle, client_id=client_id,
+                                clean_session=False)
     console = Console(stderr=True)
 
     async def main() -> None:

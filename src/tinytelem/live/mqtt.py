@@ -186,13 +186,18 @@ _RETRIED = (_Lost, OSError, ssl.SSLError, trio.TooSlowError)
 
 class MqttConnection:
     """A broker connection that publishes an outbox and delivers subscriptions (see module
-    docstring). :meth:`run` until cancelled; :meth:`offer` never blocks."""
+    docstring). :meth:`run` until cancelled; :meth:`offer` never blocks.
+
+    ``clean_session=False`` with a stable ``client_id`` (the collector) asks the broker to keep
+    the subscriptions, and the QoS 1 messages for them, while this client is away.
+    """
 
     def __init__(
         self, config: BrokerConfig, *, client_id: str | None = None,
         bulk_queue: int = 10000, kept_queue: int = 100_000,
         subscriptions: tuple[tuple[str, int], ...] = (),
         on_message: Callable[[str, bytes], None] | None = None,
+        clean_session: bool = True,
     ) -> None:
         self.config = config
         self.client_id = client_id or f"tinytelem-{secrets.token_hex(6)}"
@@ -201,6 +206,7 @@ class MqttConnection:
         self._bulk_max = bulk_queue
         self._kept_max = kept_queue
         self._subscriptions = subscriptions
+        self._clean_session = clean_session
         self._on_message = on_message
         self._inflight: dict[int, OutMessage] = {}
         self._lot = trio.lowlevel.ParkingLot()
@@ -275,7 +281,8 @@ class MqttConnection:
         from paho.mqtt.enums import CallbackAPIVersion
 
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=paho.MQTTv311, clean_session=True)
+                             protocol=paho.MQTTv311,
+                             clean_session=self._clean_session)
         client.max_inflight_messages_set(PAHO_BATCH)
         client.max_queued_messages_set(0)
         client.connect_timeout = CONNECT_TIMEOUT_S
