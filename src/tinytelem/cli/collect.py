@@ -31,13 +31,15 @@ from tinytelem.cli.common import broker_config, run_trio, stop_on_signals
               help="Client certificate (PEM) for an mqtts:// broker.")
 @click.option("--mqtt-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Key of --mqtt-cert (PEM).")
+@click.option("--sessions", type=click.IntRange(1), default=None, metavar="N",
+              help="Stop once N recordings' session summaries are kept (scripts, CI).")
 @click.option("--client-id", metavar="ID",
               help="MQTT client id of this collector [default: derived from the host name and "
                    "--out]. The broker keeps its subscriptions, and the summaries published "
                    "while it is away, under this id (a persistent session).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON at the end.")
-def collect(broker: str, out: Path, power: bool, duration: float | None, client_id: str | None,
-            as_json: bool, **mqtt: Any) -> None:
+def collect(broker: str, out: Path, power: bool, duration: float | None, sessions: int | None,
+            client_id: str | None, as_json: bool, **mqtt: Any) -> None:
     """Subscribe to a fleet and keep every run's summary exactly once (QoS 1 may deliver a
     message twice: summaries are keyed by host, device and run id).
 
@@ -74,7 +76,11 @@ def collect(broker: str, out: Path, power: bool, duration: float | None, client_
             await nursery.start(connection.run)
             console.print(f"collecting {config.display()} -> {out} (Ctrl-C stops)")
             with trio.move_on_after(duration if duration is not None else math.inf):
-                await stop.wait()
+                while not stop.is_set():
+                    if sessions is not None and collector.statistics().sessions >= sessions:
+                        break
+                    with trio.move_on_after(0.1):
+                        await stop.wait()
             nursery.cancel_scope.cancel()
 
     out.mkdir(parents=True, exist_ok=True)
