@@ -75,12 +75,10 @@ def record(
     The trace is flushed at least twice a second: if the recorder is killed, the file still
     opens with everything up to the last flush.
     """
-    import json
 
     import trio
     from rich.console import Console
 
-    from tinytelem.analysis.summary import render_table
     from tinytelem.session.options import RecordOptions
     from tinytelem.session.record import load_prompts, one_sensor, run_record
 
@@ -161,20 +159,30 @@ def record(
         return result
 
     _outcome, summary = run_trio(main)
+    _show_summary(summary, as_json)
+
+
+def _show_summary(summary: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    from rich.console import Console
+
+    from tinytelem.analysis.summary import render_table
+
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-    else:
-        shown = Console()
-        shown.print(render_table(summary))
-        for warning in summary.get("warnings", []):
-            shown.print(f"[yellow]warning:[/yellow] {warning}")
-        if "segments" in summary:
-            shown.print(f"{len(summary['segments'])} segments: {summary['segments'][0]} .. "
-                        f"{summary['segments'][-1]} (the summary is the last one's)")
-        if "rolling" in summary:
-            from tinytelem.analysis.rolling import render_rolling
+        return
+    shown = Console()
+    shown.print(render_table(summary))
+    for warning in summary.get("warnings", []):
+        shown.print(f"[yellow]warning:[/yellow] {warning}")
+    if "segments" in summary:
+        shown.print(f"{len(summary['segments'])} segments: {summary['segments'][0]} .. "
+                    f"{summary['segments'][-1]} (the summary is the last one's)")
+    if "rolling" in summary:
+        from tinytelem.analysis.rolling import render_rolling
 
-            shown.print(render_rolling(summary["rolling"]))
+        shown.print(render_rolling(summary["rolling"]))
 
 
 def _parse_repeat(text: str) -> int | None:
@@ -217,6 +225,9 @@ def _record_lab(name: str, devices: list[tuple[str, Any]], out_dir: Path, outlet
         return results
 
     results = run_trio(main)
+    if len(results) == 1 and results[0].device_id == name and results[0].summary is not None:
+        _show_summary(results[0].summary, as_json)  # record --device --publish: as ever
+        return
     table = {r.device_id: {"url": r.url, "trace": str(r.trace), "ok": r.ok, "error": r.error,
                            "run_uid": r.run_uid, "summary": r.summary} for r in results}
     if as_json:

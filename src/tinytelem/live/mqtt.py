@@ -217,6 +217,8 @@ class MqttConnection:
         self._resent = self._received = 0
         self._dropped: dict[str, int] = {}
         self.connected_event = trio.Event()
+        self.first_attempt = trio.Event()
+        """Set once the first connection attempt succeeded or failed."""
 
     # ------------------------------------------------------------------ outbox
 
@@ -267,6 +269,7 @@ class MqttConnection:
                     raise
                 log.error("broker %s refused the connection; retrying", self.config.display())
             except _RETRIED as exc:
+                self.first_attempt.set()
                 log.info("broker %s: %s; retrying in %.1f s", self.config.display(),
                          type(exc).__name__ if not str(exc) else exc, delay)
             self._requeue_inflight()
@@ -350,6 +353,7 @@ class MqttConnection:
             self.connected = self.ever_connected = True
             self._connects += 1
             self.connected_event.set()
+            self.first_attempt.set()
             log.info("connected to broker %s", self.config.display())
             await self._writer(client, sock)
 

@@ -134,7 +134,7 @@ class Publisher:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.connection.run)
             with trio.move_on_after(8.0):
-                await self.connection.connected_event.wait()
+                await self.connection.first_attempt.wait()
             task_status.started()
             await trio.sleep_forever()
 
