@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: QEMU and cross compilers (firmware), Chromium (report
-# screenshots), Node.js (the non-Python streaming consumer). Installs only what is missing.
+# screenshots), Node.js (the non-Python streaming consumer), Mosquitto (the MQTT fleet tests). Installs only what is missing.
 # Needs root (or sudo); without either it prints the command and goes on, and the tests that
 # need a missing tool skip with the same command in their reason.
 set -euo pipefail
@@ -12,6 +12,7 @@ PACKAGES=(
     gcc-riscv64-unknown-elf    # RISC-V cross compiler (rv32 via -march)
     chromium                   # headless screenshots of HTML reports
     nodejs                     # examples/ websocket consumer
+    mosquitto                  # MQTT broker the fleet tests start on a free port (never a service)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -27,3 +28,9 @@ echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The tests run their own broker with a generated config; the package must not leave one
+# running as a system service.
+if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null \
+        && [ -d /run/systemd/system ]; then
+    "${SUDO[@]}" systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
+fi

@@ -14,8 +14,9 @@
     │   │   └── StreamBroken   ... a transport stream (also trio.BrokenResourceError;
     │   │                      transports/base.py)
     │   ├── StreamRefused      a live-stream server refused the client (live/client.py)
-    │   └── RunTimeout         a run's INFER_END did not come within --run-timeout
-    │                          (actors/supervisor.py)
+    │   ├── RunTimeout         a run's INFER_END did not come within --run-timeout
+    │   │                      (actors/supervisor.py)
+    │   └── BrokerRefused      an MQTT broker refused the connection (live/mqtt.py)
     ├── ProtocolError          bytes that are not protocol v1
     │   └── FrameRejected      a frame failed a check; its kind says which
     │                          (protocol/codec.py)

@@ -228,3 +228,25 @@ def test_rotated_segments_each_read_on_their_own(tmp_path: Path) -> None:
         "record", "--device", "emu:esp32s3", "--run", "--duration", "1", "--rotate", "1h",
         "--out", str(out)])
     assert isinstance(again.exception, ConfigError) and "seg-0001" in str(again.exception)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--device", "emu:esp32s3", "--session", "LAB"], "--device URL (one device) or --session"),
+    (["--out", "x"], "--device URL (one device) or --session"),
+    (["--session", "LAB", "--sensor", "sim"], "drop --sensor"),
+    (["--session", "LAB", "--out", "runs.h5"], "--out is a directory"),
+    (["--device", "emu:esp32s3", "--publish", "http://h/x"], "mqtt://host"),
+    (["--device", "emu:esp32s3", "--publish", "mqtt://h/x", "--serve", "ws://127.0.0.1:0"],
+     "needs --session"),
+])
+def test_lab_and_publish_options_are_checked_before_anything_starts(
+        tmp_path: Path, args: list[str], words: str) -> None:
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[devices.a]\nurl = "emu:esp32s3"\n')
+    argv = ["record", *[str(lab) if a == "LAB" else a for a in args]]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code != 0
+    assert words in (result.output + str(result.exception)), result.output
+    assert not (tmp_path / "runs").exists()

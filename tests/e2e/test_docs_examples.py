@@ -57,7 +57,9 @@ def test_examples_run(doc: Path, tmp_path: Path) -> None:
     (bindir / "tinytelem").write_text(f"#!/bin/sh\nexec {sys.executable} -c '{main}' \"$@\"\n")
     (bindir / "tinytelem").chmod(0o755)
     (bindir / "python").symlink_to(sys.executable)
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+    # Debian installs daemons (mosquitto, for docs/lab.md) in sbin, often not on a user's PATH.
+    path = os.pathsep.join([str(bindir), os.environ["PATH"], "/usr/local/sbin", "/usr/sbin"])
+    env = {**os.environ, "PATH": path,
            "TINYTELEM_DOCS_TEST": "1"}
     for kind, text in examples(doc):
         if kind == "python":

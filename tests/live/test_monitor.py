@@ -74,3 +74,35 @@ def test_monitor_400_tokens_with_spans_gets_every_token_and_json_summary() -> No
     assert summary["complete"] is True and summary["run"]["status"].endswith("(ok)")
     # Spans are droppable, tokens are not: whatever the streamer had to drop was spans.
     assert set(summary["dropped"]["server_by_class"]) <= {"span"}
+
+
+def test_a_lab_stream_is_shown_per_device() -> None:
+    from tinytelem.live.monitor import FleetMonitorState
+    from tinytelem.live.schema import parse_message
+
+    s = FleetMonitorState()
+    s.update(parse_message({"type": "hello", "schema": "tinytelem.stream/1", "session": {},
+                            "levels": [], "level_seconds": [], "sample_rate_hz": None}))
+    for device_id, n in (("esp", 3), ("rp", 2)):
+        s.update(parse_message({"type": "run", "event": "begin", "host_s": 0.0,
+                                "device_s": 0.0, "run_id": 1, "n_prompt": 0, "n_tokens": n,
+                                "device_id": device_id}))
+        for i in range(n):
+            s.update(parse_message({"type": "token", "host_s": 0.0, "device_s": 0.1 * (i + 1),
+                                    "index": i, "token_id": 5, "phase": 1,
+                                    "device_id": device_id}))
+        s.update(parse_message({"type": "run", "event": "end", "host_s": 1.0, "device_s": 1.0,
+                                "run_id": 1, "n_generated": n, "status": 0,
+                                "device_id": device_id}))
+    s.update(parse_message({"type": "bye", "reason": "done"}))
+    summary = s.summary(1.0)
+    devices = summary["devices"]
+    assert isinstance(devices, dict) and set(devices) == {"esp", "rp"}
+    assert devices["esp"]["tokens"]["decode"] == 3 and devices["rp"]["tokens"]["decode"] == 2
+    assert devices["esp"]["complete"] is True and summary["bye"] is True
+    lines = s.line(1.0).splitlines()
+    assert [x.split()[0] for x in lines] == ["[esp]", "[rp]"] and "ended (ok)" in lines[0]
+    single = FleetMonitorState()
+    single.update(parse_message({"type": "bye", "reason": "done"}))
+    assert single.summary(1.0)["schema"] == "tinytelem.monitor/1" and "devices" not in \
+        single.summary(1.0)

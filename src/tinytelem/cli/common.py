@@ -14,10 +14,13 @@ if sys.version_info < (3, 11):  # pragma: no cover
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def device_option(default: str | None = None) -> Callable[[F], F]:
-    """``--device URL`` with the accepted forms in its help."""
+def device_option(default: str | None = None, required: bool | None = None
+                  ) -> Callable[[F], F]:
+    """``--device URL`` with the accepted forms in its help (required when it has no default,
+    unless ``required`` says otherwise)."""
     return click.option(
-        "--device", default=default, required=default is None, show_default=True,
+        "--device", default=default, required=default is None if required is None else required,
+        show_default=True,
         help="Device URL: emu:<platform> (device twin), qemu:<target> (real firmware under "
              "QEMU), native: (firmware built for this host), tcp://host:port, "
              "serial:///dev/ttyACM0?baud=921600, exec:<command>.",
@@ -166,3 +169,54 @@ def run_options(tokens_help: str = "Tokens to generate.") -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def publish_options() -> Callable[[F], F]:
+    """``--publish mqtt://...`` and its settings (record); the command receives them as one
+    ``publish`` dict (None without ``--publish``)."""
+    import functools
+    from pathlib import Path
+
+    names = ("publish", "publish_format", "fleet_host", "mqtt_password_file", "mqtt_ca",
+             "mqtt_cert", "mqtt_key")
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {k: kwargs.pop(k) for k in names}
+            return fn(*args, publish=values if values["publish"] else None, **kwargs)
+
+        file_type = click.Path(exists=True, dir_okay=False, path_type=Path)
+        options = [
+            click.option("--publish", metavar="mqtt[s]://[USER@]HOST[:PORT]/PREFIX",
+                         help="Also publish the live stream, run summaries and the session "
+                              "summary to an MQTT broker, under PREFIX/<host>/<device>/<class> "
+                              "(docs/lab.md). Password: TINYTELEM_MQTT_PASSWORD or "
+                              "--mqtt-password-file (not the URL: command lines are visible).")
+            ,
+            click.option("--publish-format", type=click.Choice(["msgpack", "json"]),
+                         default="msgpack", show_default=True, help="MQTT payload encoding."),
+            click.option("--host", "fleet_host", metavar="NAME",
+                         help="This host's name in MQTT topics [default: the hostname]."),
+            click.option("--mqtt-password-file", type=file_type,
+                         help="File whose first line is the MQTT password."),
+            click.option("--mqtt-ca", type=file_type,
+                         help="CA certificate (PEM) to verify an mqtts:// broker with."),
+            click.option("--mqtt-cert", type=file_type,
+                         help="Client certificate (PEM) for an mqtts:// broker."),
+            click.option("--mqtt-key", type=file_type, help="Key of --mqtt-cert (PEM)."),
+        ]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def broker_config(url: str, values: dict[str, Any]) -> Any:
+    """The :class:`~tinytelem.live.mqtt.BrokerConfig` of a broker URL and the mqtt options."""
+    from tinytelem.live.mqtt import parse_broker_url
+
+    return parse_broker_url(url, password_file=values.get("mqtt_password_file"),
+                            cafile=values.get("mqtt_ca"), certfile=values.get("mqtt_cert"),
+                            keyfile=values.get("mqtt_key"))

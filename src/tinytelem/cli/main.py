@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "monitor": ("tinytelem.cli.monitor", "monitor", "Live terminal view of a stream or device."),
     "report": ("tinytelem.cli.report", "report", "HTML / CSV / JSON / Perfetto reports."),
     "compare": ("tinytelem.cli.compare", "compare", "Compare runs side by side."),
+    "collect": ("tinytelem.cli.collect", "collect",
+                "Keep a fleet's run summaries from an MQTT broker."),
     "recommend": ("tinytelem.cli.recommend", "recommend", "Rank platform x quantization."),
 }
 

@@ -65,7 +65,9 @@ class ClientConnection:
         self.spans = "layers"
         self.subscribed = False
         self.bad_requests = 0
-        self.summary_rows: list[np.ndarray] = []
+        self.summary_rows: dict[str | None, list[np.ndarray]] = {}
+        """Power buckets waiting for the next ``summary`` message, per device (a lab streams
+        several; a single-device stream keys them under None)."""
         self.summary_count = 0
         self.next_summary = 0.0
         self.connected = True
@@ -82,12 +84,13 @@ class ClientConnection:
             return self.raw
         return True
 
-    def add_summary(self, rows: np.ndarray) -> None:
-        self.summary_rows.append(rows)
+    def add_summary(self, rows: np.ndarray, device_id: str | None = None) -> None:
+        pending = self.summary_rows.setdefault(device_id, [])
+        pending.append(rows)
         self.summary_count += int(rows.shape[0])
         # Bounded too: a client that stopped reading loses its oldest buckets (counted).
-        while self.summary_count > self.summary_max and len(self.summary_rows) > 1:
-            lost = self.summary_rows.pop(0)
+        while self.summary_count > self.summary_max and len(pending) > 1:
+            lost = pending.pop(0)
             self.summary_count -= int(lost.shape[0])
             self.box.count_lost("summary", 1)
         self.box.lot.unpark_all()
@@ -116,12 +119,12 @@ class ClientConnection:
             pass
         scope.cancel()
 
-    async def send(self, summary_map: Callable[[ClientConnection], dict[str, Any] | None]
+    async def send(self, summary_map: Callable[[ClientConnection], list[dict[str, Any]]]
                    ) -> None:
         """Send this client's messages until bye or its connection ends (then return).
 
-        ``summary_map(self)`` turns the buckets waiting for this client into one ``summary``
-        message (sent at the client's rate, between other messages).
+        ``summary_map(self)`` turns the buckets waiting for this client into ``summary``
+        messages, one per device (sent at the client's rate, between other messages).
         """
         from trio_websocket import ConnectionClosed
 
@@ -130,7 +133,7 @@ class ClientConnection:
         except ConnectionClosed:
             return
 
-    async def _send_loop(self, summary_map: Callable[[ClientConnection], dict[str, Any] | None]
+    async def _send_loop(self, summary_map: Callable[[ClientConnection], list[dict[str, Any]]]
                          ) -> None:
         client = self
         ws = client.ws
@@ -142,8 +145,7 @@ class ClientConnection:
                     await box.lot.park()
             if client.summary_rows and trio.current_time() >= client.next_summary:
                 client.next_summary = trio.current_time() + 1.0 / client.rate_hz
-                message = summary_map(client)
-                if message is not None:
+                for message in summary_map(client):
                     await ws.send_message(encode(message, client.codec))
                     client.sent += 1
             notice = box.drop_notice()

@@ -37,7 +37,7 @@ from tinytelem.live.schema import (
     TokenMessage,
 )
 
-__all__ = ["MonitorState", "sparkline"]
+__all__ = ["FleetMonitorState", "MonitorState", "sparkline"]
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -352,3 +352,67 @@ class MonitorState:
         if self.last_error:
             parts.append(f"[yellow]last error: {self.last_error}[/yellow]")
         return Panel(Group(*parts), title=title, subtitle=f"{elapsed_s:.1f} s")
+
+
+class FleetMonitorState:
+    """:class:`MonitorState` per device of a lab stream (messages with a ``device_id``).
+
+    Messages without one (``hello``, ``bye``, this connection's ``dropped`` notices) reach
+    every device's state. A single-device stream has no ids: everything then is one state and
+    every rendering is exactly :class:`MonitorState`'s.
+    """
+
+    SHARED = ("hello", "bye", "dropped")
+
+    def __init__(self, history: int = 240) -> None:
+        self.history = history
+        self.shared = MonitorState(history)
+        self.devices: dict[str, MonitorState] = {}
+        self._shared_messages: list[StreamMessage] = []
+
+    def update(self, m: StreamMessage) -> None:
+        """Route one message to its device's state (or to every state)."""
+        device_id = getattr(m, "device_id", None)
+        if device_id is None:
+            self.shared.update(m)
+            if isinstance(m, HelloMessage | ByeMessage | DroppedMessage):
+                self._shared_messages.append(m)
+                for state in self.devices.values():
+                    state.update(m)
+            return
+        if device_id not in self.devices:
+            state = self.devices[device_id] = MonitorState(self.history)
+            for earlier in self._shared_messages:  # the hello, drops told so far
+                state.update(earlier)
+        self.devices[device_id].update(m)
+
+    @property
+    def ended(self) -> bool:
+        return self.shared.ended
+
+    def line(self, elapsed_s: float) -> str:
+        """One plain line per device (``[id] ...``), or the single device's line."""
+        if not self.devices:
+            return self.shared.line(elapsed_s)
+        return "\n".join(f"[{d}] {s.line(elapsed_s)}" for d, s in sorted(self.devices.items()))
+
+    def summary(self, elapsed_s: float) -> dict[str, object]:
+        """``monitor --json``: the single device's summary, or ``devices`` (id -> summary)."""
+        if not self.devices:
+            return self.shared.summary(elapsed_s)
+        return {"schema": "tinytelem.monitor/1", "elapsed_s": elapsed_s,
+                "devices": {d: s.summary(elapsed_s) for d, s in sorted(self.devices.items())},
+                "bye": self.shared.ended}
+
+    def renderable(self, elapsed_s: float, width: int = 80) -> Any:
+        """The single device's panel, or one titled panel per device."""
+        if not self.devices:
+            return self.shared.renderable(elapsed_s, width)
+        from rich.console import Group
+
+        panels = []
+        for device_id, state in sorted(self.devices.items()):
+            panel = state.renderable(elapsed_s, width)
+            panel.title = f"{device_id} · {panel.title}"
+            panels.append(panel)
+        return Group(*panels)

@@ -16,6 +16,7 @@ change gets ``tinytelem.v2.*``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ class DeviceInfo:
     flash_bytes: int
     psram_bytes: int
     capabilities: int
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> DeviceInfo:
@@ -166,6 +169,8 @@ class HelloMessage:
     level_seconds: tuple[float, ...]
     sample_rate_hz: float
     queue: int
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,8 @@ class SummaryMessage:
     std: tuple[float, ...]
     min: tuple[float, ...]
     max: tuple[float, ...]
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
     def times_s(self) -> list[float]:
         """Sensor-clock start time of each bucket."""
@@ -201,6 +208,8 @@ class RawPowerMessage:
     voltage_v: float
     current_a: npt.NDArray[np.float32] = field(compare=False)
     live: bool
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +221,8 @@ class TokenMessage:
     index: int
     token_id: int
     phase: int
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +234,8 @@ class SpanMessage:
     layer: int
     op: int
     op_name: str
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +257,8 @@ class LayersMessage:
     op_name: tuple[str, ...]
     op_s: tuple[float, ...]
     op_count: tuple[int, ...]
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +271,8 @@ class MemoryMessage:
     stack_peak: int
     arena_bytes: int
     kv_bytes: int
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +287,8 @@ class RunMessage:
     n_tokens: int
     n_generated: int
     status: int
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +298,8 @@ class LinkMessage:
     host_s: float
     up: bool
     reason: str
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +309,8 @@ class LogMessage:
     device_s: float
     level: int
     text: str
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +319,8 @@ class ErrorMessage:
 
     host_s: float
     text: str
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +329,8 @@ class PowerGapMessage:
 
     first_index: int
     n_missing: int
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +352,8 @@ class StatsMessage:
     power_gaps: int
     device_tx_dropped: int
     dropped_by_class: dict[str, int] = field(default_factory=dict, compare=False)
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
     """``dropped`` per stream class (``{"span": 120}``)."""
 
 
@@ -343,6 +372,8 @@ class DroppedMessage:
     classes: dict[str, int] = field(default_factory=dict, compare=False)
     totals: dict[str, int] = field(default_factory=dict, compare=False)
     server: bool = False
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +381,8 @@ class ByeMessage:
     """The server is ending the stream (the recording finished, or it is shutting down)."""
 
     reason: str
+    device_id: str | None = None
+    """In a lab stream: the device the message is about (docs/lab.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +419,11 @@ def parse_message(m: dict[str, Any]) -> StreamMessage:
     """
     kind = m["type"]
     try:
-        return _PARSERS[kind](m) if kind in _PARSERS else UnknownMessage(kind, m)
+        message = _PARSERS[kind](m) if kind in _PARSERS else UnknownMessage(kind, m)
+        device_id = m.get("device_id")
+        if isinstance(device_id, str) and not isinstance(message, UnknownMessage):
+            message = dataclasses.replace(message, device_id=device_id)
+        return message
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"malformed {kind!r} stream message: {exc!r}") from exc
 

@@ -24,6 +24,10 @@ Each client connection is a bulkhead: its tasks catch their own connection's clo
 breakage (and any other failure, which is logged), so one client never ends the session or
 the recording. Client messages are validated (:mod:`tinytelem.live.requests`).
 
+One streamer serves one device or, in a lab, many (one :class:`~tinytelem.live.feed.Feed`
+each, every message stamped with its ``device_id``; the ``bye`` follows the last device). The
+module is over 500 lines and one idea: the listener, the feeds and the fan-out to clients.
+
 Messages are encoded at most once per codec however many clients want them
 (:class:`_Prepared`). Power summaries are per client: each chooses a level and a rate in a
 ``subscribe`` message; its sender batches the buckets of that level and sends them at that rate.
@@ -32,10 +36,9 @@ Messages are encoded at most once per codec however many clients want them
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -50,6 +53,7 @@ from tinytelem.live.connection import (
     serve_connection,
 )
 from tinytelem.live.convert import RecordConverter
+from tinytelem.live.feed import Feed
 from tinytelem.live.mailbox import Prepared
 from tinytelem.live.requests import (
     MAX_CLIENT_MESSAGE_BYTES,
@@ -111,23 +115,17 @@ class Streamer:
         self.config = config
         self.port: int | None = None
         self.url: str | None = None
-        self.converter = RecordConverter()
-        self.summary: MultiLevelSummary | None = None
-        self.ring: PowerRing | None = None
-        self.voltage_v = math.nan
-        self.sample_rate_hz = math.nan
+        self._feeds: dict[str | None, Feed] = {}
         self._clients: list[ClientConnection] = []
         self._clients_total = 0
         self._gone: deque[ClientStatistics] = deque(maxlen=GONE_CLIENTS_KEPT)
         """Final counters of clients that left (the newest; their mailboxes are freed)."""
-        self._sub: LiveSubscription | None = None
         self._records_in = 0
         self._messages = 0
         self._offered: dict[str, int] = {}
         self._rejected = 0
         self._closed_for_errors = 0
         self._max_offer_s = 0.0
-        self._server_dropped_told = (0, 0)
         self._finished = False
         self._changed = trio.lowlevel.ParkingLot()
         self._level_names = [level_name(s) for s in config.levels_s]
@@ -136,6 +134,67 @@ class Streamer:
                               f"{', '.join(self._level_names)}")
         self.ready = trio.Event()
         self.listening = False
+
+    # ------------------------------------------------------------------ feeds
+
+    def add_feed(self, device_id: str | None) -> Feed:
+        """Register a device before it starts; the ``bye`` waits until every feed finished."""
+        if device_id in self._feeds:
+            raise ConfigError(f"device id {device_id!r} is streamed twice; give each device "
+                              "its own id")
+        feed = self._feeds[device_id] = Feed(device_id)
+        return feed
+
+    def _default(self) -> Feed:
+        return next(iter(self._feeds.values())) if self._feeds else self.add_feed(None)
+
+    @property
+    def converter(self) -> RecordConverter:
+        """The (first) device's record converter."""
+        return self._default().converter
+
+    @property
+    def summary(self) -> MultiLevelSummary | None:
+        """The (first) device's power summaries (None before its first power block)."""
+        return self._default().summary
+
+    def feed_actor(self, device_id: str, run_uid: str = "") -> Callable[..., Awaitable[None]]:
+        """The extra actor that streams one lab device's hub (``attach`` under its id)."""
+        self.add_feed(device_id)
+
+        async def actor(hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+            await self.attach(hub, task_status=task_status, device_id=device_id)
+
+        return actor
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """The lab's outlet interface: listen until cancelled (:meth:`listen`; when it runs
+        already, just wait)."""
+        if self.listening:
+            task_status.started()
+            await trio.sleep_forever()
+        await self.listen(task_status=task_status)
+
+    async def device_done(self, result: Any) -> None:
+        """The lab's outlet interface: a device ended (see :meth:`abandon`)."""
+        await self.abandon(result.device_id)
+
+    async def drain(self) -> bool:
+        """The lab's outlet interface: nothing to wait for (the ``bye`` waited already)."""
+        return True
+
+    async def abandon(self, device_id: str) -> None:
+        """A lab device ended without streaming (it failed to open): count it as finished."""
+        feed = self._feeds.get(device_id)
+        if feed is not None and not feed.finished:
+            await self._feed_finished(feed)
+
+    async def _feed_finished(self, feed: Feed) -> None:
+        feed.finished = True
+        if all(f.finished for f in self._feeds.values()):
+            await self._say_bye("recording finished")
 
     # ------------------------------------------------------------------ actor
 
@@ -191,19 +250,22 @@ class Streamer:
             self._closed_for_errors += 1
 
     async def attach(
-        self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        device_id: str | None = None,
     ) -> None:
-        """Subscribe to ``hub`` and stream its records until it finishes, then say bye."""
+        """Subscribe to ``hub`` and stream its records until it finishes, then say bye (in a
+        lab: once every device's feed finished)."""
+        feed = self._feeds.get(device_id) or self.add_feed(device_id)
         sub = hub.subscribe_live("streamer", self.config.hub_queue, keep=is_kept_record,
                                  max_kept=4 * self.config.hub_queue)
-        self._sub = sub
+        feed.sub = sub
         with redact_logs(self.config.token):
             async with trio.open_nursery() as nursery:
                 task_status.started()
-                nursery.start_soon(self._stats_loop)
+                nursery.start_soon(self._stats_loop, feed)
                 async with sub:
-                    await self._pump(sub)
-                await self._say_bye("recording finished")
+                    await self._pump(feed, sub)
+                await self._feed_finished(feed)
                 nursery.cancel_scope.cancel()
 
     def subscribed_clients(self) -> int:
@@ -223,17 +285,17 @@ class Streamer:
                 return
             await self._changed.park()
 
-    async def _pump(self, sub: LiveSubscription) -> None:
+    async def _pump(self, feed: Feed, sub: LiveSubscription) -> None:
         while True:
             try:
                 records, lost = await sub.receive_batch(PUMP_BATCH)
             except trio.EndOfChannel:
                 return
             if lost:
-                self._tell_server_drops(sub)
+                self._tell_server_drops(feed, sub)
             t0 = time.perf_counter()
             for record in records:
-                self._dispatch(record)
+                self._dispatch(feed, record)
             self._records_in += len(records)
             self._max_offer_s = max(self._max_offer_s,
                                     (time.perf_counter() - t0) / len(records))
@@ -241,15 +303,15 @@ class Streamer:
     def feed(self, record: Record) -> None:
         """Convert and offer one record synchronously (what the pump does for each record)."""
         self._records_in += 1
-        self._dispatch(record)
+        self._dispatch(self._default(), record)
 
-    def _tell_server_drops(self, sub: LiveSubscription) -> None:
-        spans_told, kept_told = self._server_dropped_told
+    def _tell_server_drops(self, feed: Feed, sub: LiveSubscription) -> None:
+        spans_told, kept_told = feed.server_dropped_told
         kept = sub.kept_dropped
         spans = sub.dropped - kept
         classes = {k: v for k, v in (("span", spans - spans_told), ("records", kept - kept_told))
                    if v}
-        self._server_dropped_told = (spans, kept)
+        feed.server_dropped_told = (spans, kept)
         if not classes:
             return
         # Once at WARNING (every client is told each time, in its stream).
@@ -257,36 +319,36 @@ class Streamer:
             "streamer fell behind: dropped %s records (clients are told)", classes)
         self._broadcast({"type": "dropped", "server": True, "count": sum(classes.values()),
                          "total": sub.dropped, "classes": classes,
-                         "totals": {"span": spans, "records": kept}})
+                         "totals": {"span": spans, "records": kept}}, feed)
 
-    def _dispatch(self, record: Record) -> None:
+    def _dispatch(self, feed: Feed, record: Record) -> None:
         if isinstance(record, PowerBlock):
-            self._power(record)
-        for message in self.converter.convert(record):
-            self._broadcast(message)
+            self._power(feed, record)
+        for message in feed.converter.convert(record):
+            self._broadcast(message, feed)
 
-    def _power(self, block: PowerBlock) -> None:
-        if self.summary is None:
-            self.sample_rate_hz = block.sample_rate_hz
-            self.summary = MultiLevelSummary(block.sample_rate_hz, self.config.levels_s)
-            self.ring = PowerRing(max(1, int(self.config.ring_seconds * block.sample_rate_hz)))
-        assert self.ring is not None
-        self.voltage_v = block.voltage_v
-        self.ring.push(block.first_index, block.current_a)
-        per_level = self.summary.add_block(block.first_index, block.current_a)
+    def _power(self, feed: Feed, block: PowerBlock) -> None:
+        if feed.summary is None:
+            feed.sample_rate_hz = block.sample_rate_hz
+            feed.summary = MultiLevelSummary(block.sample_rate_hz, self.config.levels_s)
+            feed.ring = PowerRing(max(1, int(self.config.ring_seconds * block.sample_rate_hz)))
+        assert feed.ring is not None
+        feed.voltage_v = block.voltage_v
+        feed.ring.push(block.first_index, block.current_a)
+        per_level = feed.summary.add_block(block.first_index, block.current_a)
         for client in self._clients:
             rows = per_level[client.level]
             if rows.shape[0]:
-                client.add_summary(rows)
+                client.add_summary(rows, feed.device_id)
         if any(c.raw for c in self._clients):
             self._broadcast({
                 "type": "raw", "live": True, "first_index": int(block.first_index),
                 "sample_rate_hz": block.sample_rate_hz, "voltage_v": block.voltage_v,
                 "current_a": np.asarray(block.current_a, dtype="<f4").tobytes(),
-            })
+            }, feed)
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
-        prepared = Prepared(message)
+    def _broadcast(self, message: dict[str, Any], feed: Feed | None = None) -> None:
+        prepared = Prepared(feed.stamp(message) if feed is not None else message)
         self._messages += 1
         kind = message["type"]
         self._offered[kind] = self._offered.get(kind, 0) + 1
@@ -294,32 +356,33 @@ class Streamer:
             if client.wants(prepared):
                 client.box.offer(prepared)
 
-    async def _stats_loop(self) -> None:
+    async def _stats_loop(self, feed: Feed) -> None:
         while not self._finished:  # nothing after the bye
             await trio.sleep(self.config.stats_interval_s)
             for client in self._clients if not self._finished else ():
-                client.box.offer(Prepared(self._stats_map(client)))
+                client.box.offer(Prepared(self._stats_map(client, feed)))
 
-    def _stats_map(self, client: ClientConnection) -> dict[str, Any]:
-        c = self.converter
-        return {
+    def _stats_map(self, client: ClientConnection, feed: Feed) -> dict[str, Any]:
+        c = feed.converter
+        return feed.stamp({
             "type": "stats", "host_s": time.monotonic(), "records_in": self._records_in,
-            "server_dropped": self._sub.dropped if self._sub is not None else 0,
+            "server_dropped": feed.dropped,
             "sent": client.sent, "dropped": client.box.dropped,
             "dropped_by_class": dict(client.box.dropped_by_class),
             "clients": len(self._clients),
             "link_up": c.link_up, "link_outages": c.link_outages,
             "decode_errors": c.decode_errors, "power_samples": c.power_samples,
             "power_gaps": c.power_gaps, "device_tx_dropped": c.device_tx_dropped,
-        }
+        })
 
     async def _say_bye(self, reason: str) -> None:
         self._finished = True
-        if self.summary is not None:  # the last, partly filled buckets
-            per_level = self.summary.finish()
-            for client in self._clients:
-                if per_level[client.level].shape[0]:
-                    client.add_summary(per_level[client.level])
+        for feed in self._feeds.values():
+            if feed.summary is not None:  # the last, partly filled buckets
+                per_level = feed.summary.finish()
+                for client in self._clients:
+                    if per_level[client.level].shape[0]:
+                        client.add_summary(per_level[client.level], feed.device_id)
         for client in self._clients:
             self._flush_summary(client)
             client.box.offer(Prepared({"type": "bye", "reason": reason}))
@@ -343,16 +406,22 @@ class Streamer:
     # ------------------------------------------------------------------ connections
 
     def _hello_map(self) -> dict[str, Any]:
-        levels = self.summary.levels if self.summary is not None else None
+        # Not _default(): a client may come before any device is attached, and must not
+        # create a feed that nothing would ever finish.
+        first = next(iter(self._feeds.values()), None) or Feed(None)
+        levels = first.summary.levels if first.summary is not None else None
+        lab = first.device_id is not None
         return {
             "type": "hello", "schema": SCHEMA, "version": 1,
             "server": f"tinytelem {tinytelem.__version__}",
             "session": dict(self.config.session),
-            "device": self.converter.device,
+            "device": None if lab else first.converter.device,
+            **({"devices": {f.device_id: f.converter.device for f in self._feeds.values()}}
+               if lab else {}),
             "levels": [lv.name for lv in levels] if levels else self._level_names,
             "level_seconds": ([lv.seconds for lv in levels] if levels
                               else list(self.config.levels_s)),
-            "sample_rate_hz": self.sample_rate_hz, "queue": self.config.client_queue,
+            "sample_rate_hz": first.sample_rate_hz, "queue": self.config.client_queue,
             "kept_queue": self.config.kept_queue,
         }
 
@@ -413,23 +482,27 @@ class Streamer:
                      client.box.dropped)
 
     def _flush_summary(self, client: ClientConnection) -> None:
-        message = self._flush_summary_map(client)
-        if message is not None:
+        for message in self._flush_summary_map(client):
             client.box.offer(Prepared(message))
 
-    def _flush_summary_map(self, client: ClientConnection) -> dict[str, Any] | None:
-        if not client.summary_rows or self.summary is None:
-            return None
-        rows = np.concatenate(client.summary_rows)
+    def _flush_summary_map(self, client: ClientConnection) -> list[dict[str, Any]]:
+        """One ``summary`` message per device with buckets waiting for ``client``."""
+        messages = []
+        for device_id, pending in client.summary_rows.items():
+            feed = self._feeds.get(device_id)
+            if not pending or feed is None or feed.summary is None:
+                continue
+            rows = np.concatenate(pending)
+            level = feed.summary.levels[client.level]
+            messages.append(feed.stamp({
+                "type": "summary", "level": level.name, "level_s": level.seconds,
+                "sample_rate_hz": feed.sample_rate_hz, "voltage_v": feed.voltage_v,
+                **{name: rows[name].tolist() for name in ("first_index", "n", "mean", "std",
+                                                           "min", "max")},
+            }))
         client.summary_rows.clear()
         client.summary_count = 0
-        level = self.summary.levels[client.level]
-        return {
-            "type": "summary", "level": level.name, "level_s": level.seconds,
-            "sample_rate_hz": self.sample_rate_hz, "voltage_v": self.voltage_v,
-            **{name: rows[name].tolist() for name in ("first_index", "n", "mean", "std", "min",
-                                                       "max")},
-        }
+        return messages
 
     def handle_payload(self, client: ClientConnection, payload: bytes | str) -> bool:
         """Apply one client message (sans I/O). A bad one is answered with an ``error``
@@ -461,33 +534,38 @@ class Streamer:
                 client.events = request.events
             if request.spans is not None:
                 client.spans = request.spans
-            self.converter.raw_spans = any(c.spans == "raw" for c in self._clients)
+            raw_spans = any(c.spans == "raw" for c in self._clients)
+            for feed in self._feeds.values():
+                feed.converter.raw_spans = raw_spans
             if not client.subscribed:
                 client.subscribed = True
                 self._changed.unpark_all()
             return
-        if self.ring is None:
+        feeds = [f for f in self._feeds.values() if f.ring is not None]
+        if not feeds:
             raise ConfigError("no power samples yet; ask again once power is streaming")
-        n = int(request.seconds * self.sample_rate_hz)
-        first, samples = self.ring.latest(min(n, MAX_RAW_SAMPLES))
-        client.box.offer(Prepared({
-            "type": "raw", "live": False, "first_index": first,
-            "sample_rate_hz": self.sample_rate_hz, "voltage_v": self.voltage_v,
-            "current_a": samples.astype("<f4").tobytes(),
-        }))
+        for feed in feeds:  # in a lab: one answer per device with power
+            assert feed.ring is not None
+            n = int(request.seconds * feed.sample_rate_hz)
+            first, samples = feed.ring.latest(min(n, MAX_RAW_SAMPLES))
+            client.box.offer(Prepared(feed.stamp({
+                "type": "raw", "live": False, "first_index": first,
+                "sample_rate_hz": feed.sample_rate_hz, "voltage_v": feed.voltage_v,
+                "current_a": samples.astype("<f4").tobytes(),
+            })))
 
     def statistics(self) -> StreamerStatistics:
         """Counters (immutable snapshot)."""
         return StreamerStatistics(
             records_in=self._records_in,
-            server_dropped=self._sub.dropped if self._sub is not None else 0,
+            server_dropped=sum(f.dropped for f in self._feeds.values()),
             messages=self._messages,
             clients_total=self._clients_total,
             clients_connected=len(self._clients),
             rejected=self._rejected,
             max_offer_s=self._max_offer_s,
             clients=(*self._gone, *(c.statistics() for c in self._clients)),
-            server_dropped_kept=self._sub.kept_dropped if self._sub is not None else 0,
+            server_dropped_kept=sum(f.kept_dropped for f in self._feeds.values()),
             closed_for_errors=self._closed_for_errors,
             offered_by_type=dict(self._offered),
         )

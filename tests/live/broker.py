@@ -1,0 +1,103 @@
+"""A private Mosquitto broker for tests: a free loopback port, a generated config, no service.
+
+Tests that need it skip with a reason when the ``mosquitto`` binary is missing
+(``scripts/setup-system.sh`` installs the Debian package).
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SEARCH = "/usr/sbin:/usr/local/sbin:/usr/bin:/usr/local/bin"
+
+
+def mosquitto_binary() -> str:
+    """The broker's path, or skip the test naming the remedy."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path=SEARCH)
+    if found is None:
+        pytest.skip("mosquitto not installed: run scripts/setup-system.sh "
+                    "(apt-get install mosquitto)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """One mosquitto process on ``port``; :meth:`stop` and :meth:`start` keep the port."""
+
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+        self.binary = mosquitto_binary()
+        self.port = free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        # Persistence: a restarted broker keeps persistent sessions (the collector's) and
+        # their queued QoS 1 messages, as a production broker would.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true",
+                 f"persistence_location {workdir}/", "autosave_interval 1",
+                 # As root, mosquitto would switch to its own user, who cannot read our files.
+                 f"user {getpass.getuser()}",
+                 "log_dest stderr", "log_type error", "log_type warning"]
+        if users:
+            passwd = workdir / "passwd"
+            tool = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd",
+                                                                    path=SEARCH)
+            if tool is None:
+                pytest.skip("mosquitto_passwd not installed: run scripts/setup-system.sh")
+            passwd.touch()
+            for user, password in users.items():
+                subprocess.run([tool, "-b", str(passwd), user, password], check=True,
+                               capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
