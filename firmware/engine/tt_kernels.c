@@ -327,8 +327,8 @@ static inline float f16_to_f32(uint32_t h)
  * DSP, whose scalar loop wants the levels as they are). */
 static uint32_t block_for(const tt_tensor *t)
 {
-    if (t->bits == 8u) return TT_DSP ? 4u : 1u;
-    if (t->bits == 2u) return (t->group % 16u) == 0u ? 16u : 1u;
+    if (TT_HAS(TT_K_B8) && t->bits == 8u) return TT_DSP ? 4u : 1u;
+    if (TT_HAS(TT_K_B2) && t->bits == 2u) return (t->group % 16u) == 0u ? 16u : 1u;
     return 8u; /* 3-bit chunks and 4-bit words hold 8 fields */
 }
 
@@ -606,7 +606,7 @@ static inline __attribute__((always_inline)) void rows_s32_(const tt_tensor *t, 
 
 static void rows_s32(const tt_tensor *t, float *y, const tt_qact *a, int add)
 {
-    if (t->bits == 4u)
+    if (!TT_HAS(TT_K_B8) || (TT_HAS(TT_K_B4) && t->bits == 4u))
         rows_s32_(t, y, a, add, 4u);
     else
         rows_s32_(t, y, a, add, 8u);
@@ -709,11 +709,11 @@ static int32_t dot_any(const tt_tensor *t, const uint8_t *d, const int8_t *xq, u
     uint32_t k, bits = t->bits;
     for (k = 0; k < g; k++) {
         int32_t f;
-        if (bits == 8u) {
+        if (TT_HAS(TT_K_B8) && bits == 8u) {
             f = (t->code & 0xF0u) == TT_TLM_SYM ? (int32_t)(int8_t)d[k] : (int32_t)d[k];
-        } else if (bits == 4u) {
+        } else if (TT_HAS(TT_K_B4) && bits == 4u) {
             f = (d[k / 2u] >> (4u * (k & 1u))) & 0xF;
-        } else if (bits == 2u) {
+        } else if (TT_HAS(TT_K_B2) && bits == 2u) {
             f = (d[k / 4u] >> (2u * (k & 3u))) & 0x3;
         } else {
             f = (int32_t)(ld24(d + 3u * (k / 8u)) >> (3u * (k & 7u))) & 0x7;
@@ -746,9 +746,9 @@ static int32_t dot_any(const tt_tensor *t, const uint8_t *d, const int8_t *xq, u
 
 static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
 {
-    uint32_t r, g = t->group, G = t->cols / g, bits = t->bits, block = a->block;
-    uint32_t gbytes = g * bits / 8u, rowbytes = G * gbytes;
-    int sym = (t->code & 0xF0u) == TT_TLM_SYM;
+    uint32_t r, g = TT_HAS(TT_K_GANY) ? t->group : 32u, G = t->cols / g, bits = t->bits;
+    uint32_t block = a->block, gbytes = g * bits / 8u, rowbytes = G * gbytes;
+    int sym = !TT_HAS(TT_K_ASYM) || (t->code & 0xF0u) == TT_TLM_SYM;
     /* level = field - z: z = 2^(bits-1) for symmetric 2/3/4-bit, 0 for symmetric 8-bit (the
      * stored byte is the level), the group's zero point when asymmetric (zs = 1 walks them). */
     const uint8_t off8 = (uint8_t)(sym ? (bits == 8u ? 0 : 1 << (bits - 1u)) : 0);
@@ -756,9 +756,11 @@ static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
     const int32_t off = off8;
     (void)off;
 #define TT_Z ((int32_t)*zp)
-    if (block == 1u) {
+    /* plain int8 levels (block_for): 8-bit on cores without DSP, 2-bit in odd groups */
+    if (((TT_HAS(TT_K_B8) && !TT_DSP) || (TT_HAS(TT_K_B2) && TT_HAS(TT_K_GANY))) &&
+        block == 1u) {
 #if !TT_DSP
-        if (bits == 8u) {
+        if (TT_HAS(TT_K_B8) && bits == 8u) {
             TT_ROWS((w += g, xq += g, dot_q8(w - g, xq - g, g, sym)), TT_Z)
             return;
         }
@@ -767,21 +769,23 @@ static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
         return;
     }
 #if TT_DSP
-    if ((bits == 4u || bits == 8u) && sym && g == 32u) {
+    if (((TT_HAS(TT_K_B4) && bits == 4u) || (TT_HAS(TT_K_B8) && bits == 8u)) && sym &&
+        g == 32u) {
         rows_s32(t, y, a, add);
-    } else if (bits == 8u) {
+    } else if (TT_HAS(TT_K_B8) && bits == 8u) {
         TT_ROWS(dot_q8(&w, &xe, g, sym), TT_Z)
     }
 #else
-    if (bits == 4u && sym && g == 32u) {
+    if (TT_HAS(TT_K_B4) && bits == 4u && sym && g == 32u) {
         TT_ROWS(dot_q4(&w, &xe, 32u), off) /* the common case, unrolled */
     }
 #endif
-    else if (bits == 4u) {
+    /* the general kernels: only what the build's model needs (TT_KERNELS, tt_tlm.h) */
+    else if (TT_HAS(TT_K_B4) && bits == 4u && (TT_HAS(TT_K_GANY) || TT_HAS(TT_K_ASYM))) {
         TT_ROWS(dot_q4(&w, &xe, g), TT_Z)
-    } else if (bits == 2u) {
+    } else if (TT_HAS(TT_K_B2) && bits == 2u) {
         TT_ROWS(dot_q2(&w, &xe, g), TT_Z)
-    } else {
+    } else if (TT_HAS(TT_K_B3) && bits == 3u) {
         TT_ROWS(dot_q3(&w, &xe, g), TT_Z)
     }
 #undef TT_Z
@@ -790,11 +794,11 @@ static void matvec_q(const tt_tensor *t, float *y, const tt_qact *a, int add)
 void tt_row(const tt_tensor *t, uint32_t r, float *out, uint32_t n)
 {
     uint32_t c, k, G, j;
-    if (t->code == TT_TLM_F32) {
+    if (TT_HAS(TT_K_F32) && t->code == TT_TLM_F32) {
         for (c = 0; c < n; c++) out[c] = tt_ldf(t->data + 4u * ((uint32_t)r * t->cols + c));
         return;
     }
-    if (t->code == TT_TLM_F16) {
+    if (TT_HAS(TT_K_F16) && t->code == TT_TLM_F16) {
         for (c = 0; c < n; c++) out[c] = tt_f16((uint16_t)(t->data[2u * (r * t->cols + c)] |
                                                            t->data[2u * (r * t->cols + c) + 1u] << 8));
         return;
@@ -812,11 +816,11 @@ void tt_row(const tt_tensor *t, uint32_t r, float *out, uint32_t n)
             for (k = 0; k < t->group && j * t->group + k < n; k++) {
                 uint32_t i = j * t->group + k;
                 int32_t f;
-                if (t->bits == 8u)
+                if (TT_HAS(TT_K_B8) && t->bits == 8u)
                     f = sym ? (int32_t)(int8_t)row[i] : (int32_t)row[i];
-                else if (t->bits == 4u)
+                else if (TT_HAS(TT_K_B4) && t->bits == 4u)
                     f = (row[i / 2u] >> (4u * (i & 1u))) & 0xF;
-                else if (t->bits == 2u)
+                else if (TT_HAS(TT_K_B2) && t->bits == 2u)
                     f = (row[i / 4u] >> (2u * (i & 3u))) & 0x3;
                 else
                     f = (int32_t)(((uint32_t)row[3u * (i / 8u)] | (uint32_t)row[3u * (i / 8u) + 1u] << 8 |
@@ -830,7 +834,7 @@ void tt_row(const tt_tensor *t, uint32_t r, float *out, uint32_t n)
 void tt_matvec(const tt_tensor *t, const float *x, float *y, tt_qact *a, int add)
 {
     uint32_t r, c;
-    if (t->code == TT_TLM_F32) {
+    if (TT_HAS(TT_K_F32) && t->code == TT_TLM_F32) {
         for (r = 0; r < t->rows; r++) {
             const uint8_t *w = t->data + 4u * r * t->cols;
             float acc = 0.0f;
@@ -839,7 +843,7 @@ void tt_matvec(const tt_tensor *t, const float *x, float *y, tt_qact *a, int add
         }
         return;
     }
-    if (t->code == TT_TLM_F16) {
+    if (TT_HAS(TT_K_F16) && t->code == TT_TLM_F16) {
         for (r = 0; r < t->rows; r++) {
             const uint8_t *w = t->data + 2u * r * t->cols;
             float acc = 0.0f;

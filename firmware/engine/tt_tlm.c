@@ -28,12 +28,15 @@ static int sizes(uint8_t code, uint32_t ndim, const uint32_t *shape, uint32_t gr
     uint32_t n = 1, i, bits = code & 0x0Fu, kind = code & 0xF0u;
     for (i = 0; i < ndim; i++) n *= shape[i];
     *ss = *zs = 0;
-    if (code == TT_TLM_F32) { *ds = 4u * n; return 0; }
-    if (code == TT_TLM_F16) { *ds = 2u * n; return 0; }
+    if (code == TT_TLM_F32) { *ds = 4u * n; return TT_HAS(TT_K_F32) ? 0 : -2; }
+    if (code == TT_TLM_F16) { *ds = 2u * n; return TT_HAS(TT_K_F16) ? 0 : -2; }
     if ((bits != 2 && bits != 3 && bits != 4 && bits != 8) ||
         (kind != TT_TLM_SYM && kind != TT_TLM_ASYM))
         return -1;
     if (ndim != 2 || group == 0 || group % 8u || shape[1] % group) return -1;
+    if (!TT_HAS(bits == 2 ? TT_K_B2 : bits == 3 ? TT_K_B3 : bits == 4 ? TT_K_B4 : TT_K_B8) ||
+        (kind == TT_TLM_ASYM && !TT_HAS(TT_K_ASYM)) || (group != 32u && !TT_HAS(TT_K_GANY)))
+        return -2;
     *ds = n * bits / 8u;
     *ss = 2u * (n / group);
     *zs = kind == TT_TLM_ASYM ? n / group : 0;
@@ -100,9 +103,14 @@ int tt_tlm_open(tt_tlm *m, const uint8_t *p, uint32_t size, const char **why)
                 *why = "model image: tensor with an absurd shape";
                 return -9;
             }
-        if (sizes(e[32], ndim, shape, rd16(e + 34), &want[0], &want[1], &want[2]) != 0) {
+        r = (uint32_t)-sizes(e[32], ndim, shape, rd16(e + 34), &want[0], &want[1], &want[2]);
+        if (r == 1u) {
             *why = "model image: unknown tensor type or bad group size";
             return -10;
+        }
+        if (r == 2u) {
+            *why = "model image: a tensor kind not built in (build for this model)";
+            return -13;
         }
         for (r = 0; r < 3; r++) {
             uint32_t off = rd32(e + 52 + 8 * r), sz = rd32(e + 56 + 8 * r);

@@ -14,6 +14,24 @@
 #define TT_TLM_SYM 0x10u
 #define TT_TLM_ASYM 0x20u
 
+/* The tensor kinds whose kernels are compiled in. A build that links one model passes the
+ * kinds that model holds (firmware/Makefile KERNELS, computed by the host build from the
+ * .tlm), so kernels the model never calls cost no flash; without it every kernel is built.
+ * tt_tlm_open refuses a tensor whose kernel is missing. */
+#define TT_K_F32 0x001u
+#define TT_K_F16 0x002u
+#define TT_K_B2 0x004u
+#define TT_K_B3 0x008u
+#define TT_K_B4 0x010u
+#define TT_K_B8 0x020u
+#define TT_K_ASYM 0x040u   /* asymmetric groups (a zero point per group) */
+#define TT_K_GANY 0x080u   /* quantized groups of other than 32 columns */
+#define TT_K_ALL 0x0FFu
+#ifndef TT_KERNELS
+#define TT_KERNELS TT_K_ALL
+#endif
+#define TT_HAS(k) ((TT_KERNELS & (k)) != 0u)
+
 typedef struct tt_tensor {
     uint8_t code;              /* type code: 0x00 f32, 0x01 f16, 0x1b / 0x2b quantized */
     uint8_t bits;              /* 2, 3, 4, 8 (quantized), 0 otherwise */

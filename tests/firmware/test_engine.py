@@ -330,6 +330,40 @@ def test_c_reader_validates_like_the_python_reader(probe: Path, work: Path, stor
     assert "version" in check(bytes(body) + zlib.crc32(body).to_bytes(4, "little"))
 
 
+def test_kernel_mask_names_what_each_model_needs(work: Path, stories260k: Path) -> None:
+    """A build links only the kernels its model calls (TT_K_* in firmware/engine/tt_tlm.h)."""
+    F32, B2, B3, B4, B8, ASYM, GANY = 0x1, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80  # F16 0x2: none
+    want = {"q4": F32 | B4 | B8, "q2": F32 | B2 | B8, "q3": F32 | B3 | B8,
+            "q4a": F32 | B4 | B8 | ASYM, "q8a": F32 | B8 | ASYM | GANY,
+            "mixed": F32 | B2 | B3 | B4 | B8 | GANY, "f32": F32}
+    target = get_target("native")
+    for variant, mask in want.items():
+        got = plan_model(target, _tlm(work, stories260k, variant)).kernels
+        assert got == mask, f"{variant}: 0x{got:03x} != 0x{mask:03x}"
+
+
+def test_a_reader_built_without_a_kernel_refuses_its_tensors(work: Path, stories260k: Path
+                                                             ) -> None:
+    """Built for 4-bit models (float, 4- and 8-bit kernels), the reader opens a 4-bit model
+    and refuses a 2-bit one with a reason, instead of running a kernel that is not there."""
+    src = work / "engine_probe.c"
+    src.write_text(PROBE)
+    engine = FIRMWARE / "engine"
+    narrow = compile_c([src, engine / "tt_kernels.c", engine / "tt_tlm.c"],
+                       work / "engine_probe_q4", [engine, FIRMWARE / "telemetry"],
+                       ["-O2", "-DTT_KERNELS=0x031u"])
+    if not narrow.is_file():
+        pytest.skip("probe not built")
+
+    def check(variant: str) -> str:
+        return subprocess.run([str(narrow), "tlm", str(_tlm(work, stories260k, variant))],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    assert check("q4").splitlines()[0] == "0 ok"
+    assert check("q2").splitlines() == ["-13 model image: a tensor kind not built in "
+                                        "(build for this model)"]
+
+
 # ---- under QEMU ----------------------------------------------------------------------------
 
 QEMU_CASES = [("cortex-m4", "q4"), ("cortex-m4", "q8"), ("riscv32", "q4"), ("riscv32", "q8"),

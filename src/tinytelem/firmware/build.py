@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,28 @@ class ModelPlan:
     context: int
     arena_bytes: int
     n_layers: int
+    kernels: int = 0xFF
+
+
+# The kinds of tensor whose kernels the engine compiles in (TT_K_* in firmware/engine/tt_tlm.h).
+_K_F32, _K_F16, _K_ASYM, _K_GANY = 0x001, 0x002, 0x040, 0x080
+_K_BITS = {2: 0x004, 3: 0x008, 4: 0x010, 8: 0x020}
+
+
+def kernel_mask(type_codes: Iterable[tuple[int, int]]) -> int:
+    """The TT_KERNELS mask for a model's (type code, group size) pairs: a firmware linking one
+    model carries only the kernels that model calls."""
+    mask = 0
+    for code, group in type_codes:
+        if code == 0x00:
+            mask |= _K_F32
+        elif code == 0x01:
+            mask |= _K_F16
+        else:
+            mask |= _K_BITS.get(code & 0x0F, 0)
+            mask |= _K_ASYM if code & 0xF0 == 0x20 else 0
+            mask |= _K_GANY if group != 32 else 0
+    return mask
 
 
 def _up8(n: int) -> int:
@@ -135,7 +158,8 @@ def plan_model(target: Target, model_path: Path, max_context: int | None = None,
         if arena(ctx) > budget:
             raise ConfigError(f"the model needs {arena(ctx)} B of arena even at {ctx} positions; "
                               f"{target.name} has {budget} B of RAM for it")
-    return ModelPlan(image, hashlib.sha256(image).hexdigest(), ctx, arena(ctx), c.n_layers)
+    return ModelPlan(image, hashlib.sha256(image).hexdigest(), ctx, arena(ctx), c.n_layers,
+                     kernel_mask((i.type_code, i.group_size) for i in infos))
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -214,7 +238,7 @@ def build(target: str | Target, model_path: Path | None = None, *,
     if plan is not None:
         argv += ["ENGINE=llama", f"MODEL_C={write_model_source(plan, out_dir)}",
                  f"ARENA_BYTES={plan.arena_bytes}", f"MAX_SEQ={plan.context}",
-                 f"MAX_LAYERS={plan.n_layers}"]
+                 f"MAX_LAYERS={plan.n_layers}", f"KERNELS=0x{plan.kernels:03x}"]
     if baud:
         argv += [f"LINK_BAUD={baud}", f"TX_POLICY={tx_policy}"]
     if extra_cflags:
