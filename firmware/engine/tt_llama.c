@@ -75,10 +75,6 @@ static int fail(const char *why)
     return -1;
 }
 
-/* Runs once at boot: optimised for size (GCC and Clang: cold), like the other boot code. */
-#if defined(__GNUC__)
-__attribute__((cold))
-#endif
 int tt_engine_init(void)
 {
     char name[32];

@@ -7,10 +7,12 @@
 #define TT_HOT_INLINE static inline __attribute__((always_inline))
 #define TT_NOINLINE __attribute__((noinline))
 #define TT_COLD static TT_NOINLINE
+#define TT_RARE __attribute__((cold)) /* once per boot or per command: optimised for size */
 #else
 #define TT_HOT_INLINE static inline
 #define TT_NOINLINE
 #define TT_COLD static
+#define TT_RARE
 #endif
 
 /* Nibble table: 64 bytes of flash, 2 lookups per byte; a full 1 KiB table buys little for
@@ -72,7 +74,7 @@ size_t tt_cobs_write(const uint8_t *src, size_t n, const tt_sink *sink)
     return o;
 }
 
-long tt_cobs_decode(const uint8_t *src, size_t n, uint8_t *dst)
+TT_RARE long tt_cobs_decode(const uint8_t *src, size_t n, uint8_t *dst)
 {
     size_t i = 0, out = 0;
     while (i < n) {
@@ -180,7 +182,7 @@ size_t tt_frame_write(uint8_t *work, uint8_t type, uint16_t seq, uint32_t ticks,
     return out;
 }
 
-size_t tt_pack_hello(uint8_t *p, const tt_hello *h)
+TT_RARE size_t tt_pack_hello(uint8_t *p, const tt_hello *h)
 {
     uint8_t *q = p;
     q = put32(q, h->cpu_hz); q = put32(q, h->tick_hz); q = put32(q, h->ram_bytes);
@@ -265,7 +267,7 @@ size_t tt_pack_marker(uint8_t *p, uint16_t marker_id, uint32_t value)
     return 6;
 }
 
-size_t tt_pack_log(uint8_t *p, uint8_t level, const char *text, size_t len)
+TT_RARE size_t tt_pack_log(uint8_t *p, uint8_t level, const char *text, size_t len)
 {
     if (len > TT_MAX_PAYLOAD - 1u) len = TT_MAX_PAYLOAD - 1u;
     p[0] = level;
@@ -273,7 +275,7 @@ size_t tt_pack_log(uint8_t *p, uint8_t level, const char *text, size_t len)
     return 1u + len;
 }
 
-size_t tt_pack_error(uint8_t *p, uint16_t code, const char *text, size_t len)
+TT_RARE size_t tt_pack_error(uint8_t *p, uint16_t code, const char *text, size_t len)
 {
     if (len > TT_MAX_PAYLOAD - 2u) len = TT_MAX_PAYLOAD - 2u;
     put16(p, code);
@@ -407,7 +409,7 @@ void tt_span(tt_link *l, uint8_t tag, uint16_t layer)
     if (TT_WANTS_SPANS(l)) tt_span_at(l, tag, layer, l->now ? l->now() : 0u);
 }
 
-void tt_send_hello(tt_link *l, const tt_hello *h)
+TT_RARE void tt_send_hello(tt_link *l, const tt_hello *h)
 {
     tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_HELLO, PAYLOAD(l), tt_pack_hello(PAYLOAD(l), h));
@@ -460,13 +462,13 @@ void tt_send_marker(tt_link *l, uint16_t marker_id, uint32_t value)
     tt_send(l, TT_MARKER, PAYLOAD(l), tt_pack_marker(PAYLOAD(l), marker_id, value));
 }
 
-void tt_send_log(tt_link *l, uint8_t level, const char *text)
+TT_RARE void tt_send_log(tt_link *l, uint8_t level, const char *text)
 {
     tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_LOG, PAYLOAD(l), tt_pack_log(PAYLOAD(l), level, text, strlen(text)));
 }
 
-void tt_send_error(tt_link *l, uint16_t code, const char *text)
+TT_RARE void tt_send_error(tt_link *l, uint16_t code, const char *text)
 {
     tt_span_flush(l); /* a long payload: the pending batch must leave first */
     tt_send(l, TT_ERROR, PAYLOAD(l), tt_pack_error(PAYLOAD(l), code, text, strlen(text)));
@@ -486,7 +488,7 @@ void tt_send_pong(tt_link *l, uint32_t nonce, uint32_t ticks)
 
 void tt_rx_init(tt_rx *rx) { memset(rx, 0, sizeof *rx); }
 
-int tt_decode_frame(const uint8_t *f, size_t n, tt_cmd *cmd)
+TT_RARE int tt_decode_frame(const uint8_t *f, size_t n, tt_cmd *cmd)
 {
     size_t plen;
     const uint8_t *p;
@@ -529,7 +531,7 @@ int tt_decode_frame(const uint8_t *f, size_t n, tt_cmd *cmd)
     }
 }
 
-int tt_rx_byte(tt_rx *rx, uint8_t byte, tt_cmd *cmd)
+TT_RARE int tt_rx_byte(tt_rx *rx, uint8_t byte, tt_cmd *cmd)
 {
     long n;
     int r;
