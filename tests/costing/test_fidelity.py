@@ -62,12 +62,27 @@ def test_leave_one_out_refits_without_the_point() -> None:
 
 def test_a_harness_that_sleeps_a_tick_per_token_rounds_each_token_up() -> None:
     point = next(p for p in load_points() if p.id == "k210-llm-embedded")
+    point = dataclasses.replace(point, run_positions=128)  # every token under one tick at 1.0
     free, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=0.0), 1.0)
     ticked, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=100.0), 1.0)
     assert free > 100.0  # under one 10 ms tick per token without the sleep...
     assert ticked == pytest.approx(100.0)  # ...so every token takes exactly one tick with it
     fine, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=1e6), 1.0)
     assert fine == pytest.approx(free, rel=1e-3)
+
+
+def test_the_prediction_averages_the_positions_the_run_timed() -> None:
+    point = next(p for p in load_points() if p.id == "rpi4-llm-embedded")
+    assert point.run_positions == 256
+    default, _ = predict_tok_s(dataclasses.replace(point, run_positions=0), 1.0)
+    full, _ = predict_tok_s(point, 1.0)
+    short, _ = predict_tok_s(dataclasses.replace(point, run_positions=64), 1.0)
+    assert default == pytest.approx(full)  # an unstated run is llama2.c's default 256 steps
+    assert short > full  # later positions read a longer KV cache: a shorter run is faster
+    # Capped at the context: stories15M has 256 positions, so a longer stated run changes nothing.
+    story = next(p for p in load_points() if p.model == "stories15M")
+    assert predict_tok_s(dataclasses.replace(story, run_positions=1000), 1.0)[0] == (
+        pytest.approx(predict_tok_s(story, 1.0)[0]))
 
 
 def test_two_cores_share_the_memory_bus() -> None:

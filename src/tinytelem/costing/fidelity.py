@@ -13,7 +13,12 @@ compute time divided by ``cores_used`` (ideal scaling: an upper bound on what tw
 and its external-memory waits not divided (the cores share one PSRAM/flash bus). A published
 harness that sleeps one RTOS tick per token inside its timed loop (``harness_tick_hz``:
 FreeRTOS ``vTaskDelay(1)`` wakes at the next tick) is predicted the same way: each token's
-time rounded up to whole ticks. ``bench/twin_fidelity.py`` prints the table.
+time rounded up to whole ticks. The published rate is an average over the run's positions, and
+a token's cost grows with its position (attention reads the whole KV cache), so the prediction
+averages the same positions: llama2.c's generate loop starts its timer after the first token and
+stops at BOS or after its steps, so positions 1 to ``run_positions - 1`` (llama2.c's default 256
+steps when the source does not pin the run down, capped at the model's context).
+``bench/twin_fidelity.py`` prints the table.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ PUBLISHED_SHAPES: dict[str, LlamaConfig] = {
     "stories15M": LlamaConfig(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6,
                               vocab_size=32000, seq_len=256, shared_classifier=True),
 }
-DECODE_POSITIONS = 128
-"""Tok/s is averaged over the first 128 positions (llama2.c's default run generates 256)."""
+DECODE_POSITIONS = 256
+"""Positions of a published run whose length the source does not state: llama2.c's default 256
+steps (every llama2.c port in calibration/published.toml sets ``steps = 256``)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class Point:
     harness_tick_hz: float = 0.0
     """The published loop sleeps until the next RTOS tick after every token, inside the timed
     region (0: it does not)."""
+    run_positions: int = 0
+    """Positions the published run went through (it stops at BOS or after its steps); its timer
+    covers positions 1 to run_positions - 1. 0: not stated, DECODE_POSITIONS."""
 
 
 def published_path() -> Path:
@@ -127,10 +136,11 @@ def predict_tok_s(point: Point, efficiency: float | None = None) -> tuple[float,
     cfg = PUBLISHED_SHAPES[point.model]
     cm = CostModel(_platform(point, efficiency), cfg,
                    WeightBits(point.precision, point.embedding_bits), TraceLevel.OFF)
-    n = min(DECODE_POSITIONS, cm.context)
-    step = max(1, n // 32)
+    n = min(point.run_positions or DECODE_POSITIONS, cm.context)
+    first = 1 if n > 1 else 0  # llama2.c starts its timer after the first token
+    step = max(1, (n - first) // 32)
     times = []
-    for pos in range(0, n, step):
+    for pos in range(first, n, step):
         ops = cm.forward_ops(pos)
         compute = sum(o.compute_s for o in ops)
         times.append(cm.token_seconds(pos) - compute * (1.0 - 1.0 / point.cores_used))
