@@ -69,7 +69,9 @@ async def test_slow_client_gets_drop_counts_and_nobody_else_loses_anything() -> 
     assert len(h.recorded) == n_records
     assert stats.server_dropped == 0
     assert stats.records_in == n_records
-    assert stats.max_offer_s < 0.05
+    # An offer that waited for the slow client would take seconds (it reads one message per
+    # 20 ms); 0.25 s leaves room for a loaded machine (0.055 s seen while QEMU builds ran).
+    assert stats.max_offer_s < 0.25
     assert elapsed < 20
     for name in ("c0", "c1", "c2"):
         got = results[name]
