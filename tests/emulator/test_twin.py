@@ -8,7 +8,7 @@ import math
 import pytest
 
 from tinytelem.emulator.schedule import SpanDraft, energy_between
-from tinytelem.emulator.twin import ERR_BAD_RUN, ERR_BUSY, LOOKAHEAD_S, TwinDevice
+from tinytelem.emulator.twin import ERR_BAD_RUN, ERR_BUSY, LOOKAHEAD_S, RUN_HISTORY, TwinDevice
 from tinytelem.protocol.codec import Frame, FrameDecoder
 from tinytelem.protocol.commands import Config, Ping, Run, Stop
 from tinytelem.protocol.messages import (
@@ -72,6 +72,17 @@ def test_temperature_sampling_depends_on_seed() -> None:
     again.advance(math.inf)
     assert again.truths[1].token_ids == ids[1]
     assert len(set(ids.values())) > 1
+
+
+def test_run_history_is_bounded() -> None:
+    """A twin that runs for days keeps the plans of its last RUN_HISTORY runs only."""
+    d = device()
+    runs = RUN_HISTORY + 5
+    for run_id in range(1, runs + 1):
+        frames = run_all(d, Run(run_id, 1, 0.0, 2, PROMPT), t0=float(run_id))
+        assert any(isinstance(f.message, InferEnd) for f in frames)
+    assert len(d.plans) == len(d.truths) == RUN_HISTORY
+    assert sorted(d.plans) == list(range(runs - RUN_HISTORY + 1, runs + 1))
 
 
 def test_truth_matches_schedule() -> None:

@@ -80,6 +80,9 @@ DEFAULT_SAMPLER_SEED = 42
 
 HEARTBEAT_PERIOD_S = 1.0
 
+RUN_HISTORY = 32
+"""How many finished runs' plans and truths a twin keeps (the oldest are forgotten)."""
+
 LOOKAHEAD_S = 0.25
 """How far ahead of the present a run is computed and laid out (seconds of device time): far
 enough that frames are ready when due, near enough that a STOP wastes few forward passes."""
@@ -162,6 +165,7 @@ class TwinDevice:
         self._cycles = 0
         self.tx_dropped = 0
         self.truths: dict[int, RunTruth] = {}
+        """The ground truth of the last :data:`RUN_HISTORY` runs (for tests and fidelity checks)."""
         self.plans: dict[int, RunPlan] = {}
 
     # -- clock and identity ------------------------------------------------------------------
@@ -355,8 +359,22 @@ class TwinDevice:
             self._power_frontier = power[-1].end_s
         if a.layout.done:
             a.final = a.layout.plan()
-            self.plans[a.run_id] = a.final
-            self.truths[a.run_id] = a.final.truth
+            self._remember(a.run_id, a.final)
+
+    def _remember(self, run_id: int, plan: RunPlan) -> None:
+        """Keep ``plan`` and its truth; forget the oldest beyond :data:`RUN_HISTORY` runs.
+
+        A twin that runs for days (``record --repeat forever``) makes thousands of runs; each
+        plan holds every frame and power segment of its run, so an unbounded history is a leak.
+        """
+        self.plans.pop(run_id, None)
+        self.truths.pop(run_id, None)
+        self.plans[run_id] = plan
+        self.truths[run_id] = plan.truth
+        while len(self.plans) > RUN_HISTORY:
+            oldest = next(iter(self.plans))
+            del self.plans[oldest]
+            self.truths.pop(oldest, None)
 
     def stop(self, t: float) -> None:
         """STOP at ``t``: cut the active run's future and end it with INFER_END(STOPPED)."""
@@ -373,8 +391,7 @@ class TwinDevice:
         )
         a.final = cut
         a.finished = True
-        self.plans[run_id] = cut
-        self.truths[run_id] = cut.truth
+        self._remember(run_id, cut)
         laid_out = {id(f) for f in plan.frames}
         for f in cut.frames:  # INFER_END, after the spans of a batch that was still to be sent
             if id(f) not in laid_out:
