@@ -93,3 +93,25 @@ def test_segments_switch_on_size(tmp_path: Path) -> None:
     assert len(sink.segments) >= 3
     for path in sink.segments[:-1]:
         assert path.stat().st_size >= 200_000
+
+
+def test_a_switch_due_at_the_last_flush_opens_no_empty_segment(tmp_path: Path) -> None:
+    """The recorder's final flush writes its last rows and attributes, then flushes: a switch
+    due then waits for a next write that never comes, so the recording ends in the segment that
+    holds them (an empty trailing segment hid the summary levels' description from readers)."""
+    now = [0.0]
+    sink = RotatingSink(lambda p: TraceWriter.create(p, attrs={}), tmp_path / "r.h5",
+                        Rotation(every_s=10.0), clock=lambda: now[0])
+    ev = np.zeros(1, EVENT_DTYPE)
+    sink.add_events(ev)
+    now[0] = 11.0
+    sink.flush()
+    assert sink.segments == [segment_path(tmp_path / "r.h5", 1)]
+    sink.add_events(ev)  # a write after the due flush starts the next segment
+    assert sink.segments == [segment_path(tmp_path / "r.h5", k) for k in (1, 2)]
+    now[0] = 30.0
+    sink.flush()  # due again, but nothing follows
+    sink.close()
+    assert segment_paths(tmp_path / "r.h5") == sink.segments
+    with open_trace(sink.segments[-1]) as tr:
+        assert tr.events.size == 1

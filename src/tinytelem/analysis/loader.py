@@ -60,14 +60,16 @@ def load_run_data(path: str | Path | Sequence[str | Path]) -> RunData:
 
 
 def _described_buckets(paths: list[str | Path], parts: list[RunData]) -> list[RunData]:
-    """Give the earlier segments of a stats-only recording their buckets: only the last
-    segment describes the summary levels (they are described when the recorder finishes)."""
+    """Give the other segments of a stats-only recording their buckets: one segment describes
+    the summary levels (they are described when the recorder finishes), the last one, or the
+    one before it in recordings whose final flush still opened an empty segment."""
     from tinytelem.trace.reader import open_trace
 
-    spb = parts[-1].power_bucket_samples
-    if spb <= 0 or all(p.power_buckets is not None for p in parts):
+    described = [i for i, p in enumerate(parts) if p.power_bucket_samples > 0]
+    if not described or all(p.power_buckets is not None for p in parts):
         return parts
-    with open_trace(paths[-1]) as tr:
+    spb = parts[described[-1]].power_bucket_samples
+    with open_trace(paths[described[-1]]) as tr:
         finest = str(tr.group_attrs("power/summary")["levels"]).split(",")[0]
     out = []
     for path, part in zip(paths, parts, strict=True):

@@ -120,49 +120,58 @@ class RotatingSink:
         self.writer = create(self.path)
         self.segments.append(self.path)
         self._started = clock()
+        self._switch_pending = False
 
     # The recorder's TraceSink calls, forwarded to the current segment.
     def add_events(self, rows: np.ndarray) -> None:
-        self.writer.add_events(rows)
+        self._current().add_events(rows)
 
     def add_tokens(self, rows: np.ndarray) -> None:
-        self.writer.add_tokens(rows)
+        self._current().add_tokens(rows)
 
     def add_spans(self, rows: np.ndarray) -> None:
-        self.writer.add_spans(rows)
+        self._current().add_spans(rows)
 
     def add_memory(self, rows: np.ndarray) -> None:
-        self.writer.add_memory(rows)
+        self._current().add_memory(rows)
 
     def add_pings(self, rows: np.ndarray) -> None:
-        self.writer.add_pings(rows)
+        self._current().add_pings(rows)
 
     def add_runs(self, rows: np.ndarray) -> None:
-        self.writer.add_runs(rows)
+        self._current().add_runs(rows)
 
     def add_power(self, first_index: int, current_a: np.ndarray, host_s: float) -> None:
-        self.writer.add_power(first_index, current_a, host_s)
+        self._current().add_power(first_index, current_a, host_s)
 
     def add_power_gap(self, first_index: int, n_missing: int, host_s: float) -> None:
-        self.writer.add_power_gap(first_index, n_missing, host_s)
+        self._current().add_power_gap(first_index, n_missing, host_s)
 
     def add_link_gap(self, lost_host_s: float, restored_host_s: float) -> None:
-        self.writer.add_link_gap(lost_host_s, restored_host_s)
+        self._current().add_link_gap(lost_host_s, restored_host_s)
 
     def add_text(self, table: Any, host_s: float, device_s: float, code: int, text: str) -> None:
-        self.writer.add_text(table, host_s, device_s, code, text)
+        self._current().add_text(table, host_s, device_s, code, text)
 
     def add_rows(self, dpath: str, rows: np.ndarray) -> None:
-        self.writer.add_rows(dpath, rows)
+        self._current().add_rows(dpath, rows)
 
     def set_attrs(self, group: str, attrs: dict[str, Any]) -> None:
-        self.writer.set_attrs(group, attrs)
+        self._current().set_attrs(group, attrs)
 
     def flush(self) -> None:
-        """Flush the current segment; switch to the next when it is due."""
+        """Flush the current segment; when a switch is due, the next write starts the next
+        segment (not this flush: the recorder's final flush must not leave an empty segment
+        behind the one that got the recording's last rows and attributes)."""
         self.writer.flush()
         if self._due():
+            self._switch_pending = True
+
+    def _current(self) -> Any:
+        """The writer of the segment the next rows go to (switching first when due)."""
+        if self._switch_pending:
             self.rotate()
+        return self.writer
 
     def _due(self) -> bool:
         r = self.rotation
@@ -172,6 +181,7 @@ class RotatingSink:
 
     def rotate(self) -> None:
         """Close the current segment (and raw capture) and continue in the next."""
+        self._switch_pending = False
         if self._on_segment_end is not None:
             self._on_segment_end(self.writer)
         self.writer.close()
