@@ -4,8 +4,10 @@
 
     TinyTelemError
     ├── ConfigError            bad user input: URLs, options, platform names
-    │   └── ConstraintError    a constraint or battery string that does not parse
-    │                          (analysis/recommend.py)
+    │   ├── ConstraintError    a constraint or battery string that does not parse
+    │   │                      (analysis/recommend.py)
+    │   └── TracesNeeded       collected summaries given where traces are needed;
+    │                          names where they are (analysis/fleet.py)
     ├── LinkError              the device link
     │   ├── LinkClosed         we closed it
     │   │   └── StreamClosed   ... a transport stream (also trio.ClosedResourceError;

@@ -13,17 +13,8 @@ from click.testing import CliRunner
 from tinytelem.cli.main import cli
 from tinytelem.trace.reader import open_trace
 
-TWO_TWINS = """
-name = "bench"
-[devices.esp]
-url = "emu:esp32s3"
-[devices.rp]
-url = "emu:rp2040"
-[sensors.esp-power]
-spec = "sim"
-measures = "esp"
-rate = 20000
-"""
+from ..session.helpers import TWO_TWINS
+
 FAST = ["--tokens", "4", "--trace-level", "tokens"]
 
 

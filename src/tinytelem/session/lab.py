@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import trio
 
 from tinytelem.actors.supervisor import ExtraActor, SessionOutcome
+from tinytelem.analysis.fleet import LAB_REPORT
 from tinytelem.errors import ConfigError, first_error
 from tinytelem.session.options import ProfileOptions, RecordOptions
 
@@ -51,13 +52,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DeviceResult", "Lab", "LabDevice", "LabOutlet", "lab_devices", "lab_profiles",
-           "load_lab", "parse_lab", "run_lab", "trace_path"]
+__all__ = ["LAB_REPORT", "DeviceResult", "Lab", "LabDevice", "LabOutlet", "lab_devices",
+           "lab_profiles", "load_lab", "parse_lab", "run_lab", "trace_path"]
 
 log = logging.getLogger("tinytelem.lab")
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-LAB_REPORT = "lab.json"
 
 
 @dataclass(frozen=True)
