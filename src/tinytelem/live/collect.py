@@ -14,9 +14,8 @@ message                       kept as                            key
 
 ``summary.json`` is the trace's summary as the recorder computed it (``tinytelem.summary/1``),
 so ``tinytelem compare OUT`` compares runs from every host (analysis/fleet.py reads the
-layout). Keys already on disk count as
-seen, so a restarted collector does not write a summary twice. Files are written whole
-(temporary name, then rename).
+layout). Keys already on disk count as seen, so a restarted collector does not write a summary
+twice. Files are written whole (temporary name, then rename).
 """
 
 from __future__ import annotations
