@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinytelem.cli.main import cli
-from tinytelem.live.mqtt import BrokerTLSError
+from tinytelem.live.mqtt import BrokerTLSError, MqttConnection, parse_broker_url
 
 from .broker import Broker, Certs, free_port, make_certs, tls_listener
 
@@ -109,6 +109,10 @@ def test_client_certificates_are_presented_and_their_absence_is_refused(
     assert isinstance(refused.exception, BrokerTLSError), refused.output
     assert "requires a client certificate" in str(refused.exception)
     assert "--mqtt-cert" in str(refused.exception) and not out.exists()
+    # The broker's reason, read without writing first (what a connection that met a bare EOF
+    # where the alert was asks it, before it gives up).
+    probe = MqttConnection(parse_broker_url(url, cafile=certs.ca))._probe_tls()
+    assert probe is not None and "certificate required" in probe
     collect = _collect(url, tmp_path / "fleet", *client)
     record = CliRunner().invoke(cli, [*RECORD, "--out", str(tmp_path / "a.h5"), "--publish",
                                       url, "--host", "tls-host", *client])

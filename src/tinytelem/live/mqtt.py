@@ -350,7 +350,7 @@ class MqttConnection:
         """A failed paho read or write: a TLS refusal when the socket error was one."""
         error, self._socket_error = self._socket_error, None
         refusal = self._tls_refusal(error) if error else None
-        return refusal if refusal is not None else _Lost(what)
+        return refusal if refusal is not None else _Lost(f"{what} ({error})" if error else what)
 
     def _acked_cb(self, client: Any, userdata: Any, mid: int, reason: Any,
                   properties: Any) -> None:
@@ -363,6 +363,37 @@ class MqttConnection:
             self._on_message(str(message.topic), bytes(message.payload))
 
     async def _connection(self) -> None:
+        try:
+            await self._connect_and_serve()
+        except _Lost as exc:
+            # TLS 1.3 brokers refuse a missing client certificate after the handshake; paho may
+            # then meet a bare EOF where the broker's alert was (it writes CONNECT first). Ask
+            # the broker again, reading only, so the first connection fails with the reason.
+            if self.config.tls and not self.ever_connected and self._connack is None:
+                reason = await trio.to_thread.run_sync(self._probe_tls, abandon_on_cancel=True)
+                refusal = self._tls_refusal(reason) if reason else None
+                if refusal is not None:
+                    raise refusal from exc
+            raise
+
+    def _probe_tls(self) -> str | None:
+        """Shake hands with the broker and read: the TLS alert it answers with, if any."""
+        import socket
+
+        try:
+            with socket.create_connection((self.config.host, self.config.port),
+                                          timeout=CONNECT_TIMEOUT_S) as raw, \
+                    self.config.ssl_context().wrap_socket(
+                        raw, server_hostname=self.config.host) as tls:
+                tls.settimeout(2.0)
+                tls.recv(1)
+        except ssl.SSLError as exc:
+            return str(exc)
+        except (OSError, ConfigError):
+            return None
+        return None
+
+    async def _connect_and_serve(self) -> None:
         client = self._client()
         self._connack = None
         self._inflight.clear()
