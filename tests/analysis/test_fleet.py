@@ -100,3 +100,21 @@ def test_report_of_collected_summaries_is_refused_naming_the_remedy(
     assert f"a {fmt} report needs the trace itself" in text
     assert "esp.h5 on host h1" in text and f"tinytelem compare {collected}" in text
     assert not out.exists()
+
+
+def test_a_rotated_lab_is_compared_by_its_last_segment_and_reported_whole(
+        tmp_path: Path) -> None:
+    (tmp_path / "lab.toml").write_text(TWO_TWINS)
+    out = tmp_path / "runs"
+    recorded = CliRunner().invoke(cli, [
+        "record", "--session", str(tmp_path / "lab.toml"), "--out", str(out), "--run",
+        "--tokens", "8", "--trace-level", "tokens", "--rotate", "0.5s"])
+    assert recorded.exit_code == 0, recorded.output
+    runs = fleet_runs([out])
+    assert [(r.device, r.trace) for r in runs] == [("esp", out / "esp.h5"), ("rp", out / "rp.h5")]
+    assert all(r.path.name.startswith(f"{r.device}-0") for r in runs)  # a segment
+    assert [r["device"] for r in compare_runs([out]).rows] == ["esp", "rp"]
+    result = CliRunner().invoke(cli, ["report", str(out), "--format", "json", "--out",
+                                      str(tmp_path / "r.json"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["traces"] == [str(out / "esp.h5"), str(out / "rp.h5")]

@@ -63,14 +63,23 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _lab_runs(lab_dir: Path) -> list[FleetRun]:
-    """The traces of a lab's devices that succeeded (lab.json says why the others did not)."""
+    """The traces of a lab's devices that succeeded (lab.json says why the others did not).
+
+    A rotated recording (``--rotate``) is compared by its last segment, whose summary covers
+    them all, and reported by its name (the segments read as one)."""
+    from tinytelem.trace.reader import segment_paths
+
     doc = _read_json(lab_dir / LAB_REPORT)
     host = doc.get("host")
     runs = []
     for entry in doc.get("devices", []):
         trace = lab_dir / str(entry.get("trace", ""))
-        if entry.get("ok") and trace.is_file():
+        if not entry.get("ok"):
+            continue
+        if trace.is_file():
             runs.append(FleetRun(trace, host, str(entry.get("id")), trace))
+        elif segments := segment_paths(trace):
+            runs.append(FleetRun(segments[-1], host, str(entry.get("id")), trace))
     if not runs:
         raise ConfigError(f"{lab_dir}: no device of this lab has a trace (see "
                           f"{lab_dir / LAB_REPORT} for each device's error)")
@@ -123,7 +132,7 @@ def report_traces(path: Path, fmt: str) -> list[Path] | None:
     if not path.is_dir():
         return None
     if (path / LAB_REPORT).is_file():
-        return [r.path for r in _lab_runs(path)]
+        return [r.trace for r in _lab_runs(path) if r.trace is not None]
     if (path / "trace.h5").is_file():
         return None
     metas = _collected_metas(path)
