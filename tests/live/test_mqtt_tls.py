@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ RECORD = ["record", "--device", "emu:rp2040", "--run", "--tokens", "4", "--trace
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> tuple[Broker, Certs, int, int]:
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, Certs, int, int]]:
     """A broker with a TLS listener and a client-certificate one: (broker, certs, tls port,
     mutual-TLS port)."""
     certs = make_certs(tmp_path / "certs")
@@ -34,7 +35,7 @@ def tls_broker(tmp_path: Path) -> tuple[Broker, Certs, int, int]:
     broker = Broker(tmp_path / "broker", extra=[
         *tls_listener(tls, certs), *tls_listener(mtls, certs, require_certificate=True)])
     broker.start()
-    yield broker, certs, tls, mtls  # type: ignore[misc]
+    yield broker, certs, tls, mtls
     broker.stop()
 
 

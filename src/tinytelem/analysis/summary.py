@@ -296,7 +296,9 @@ def render_devices_table(devices: Sequence[tuple[str, Mapping[str, Any] | None, 
                          title: str = "devices") -> Table:
     """One row per device (id, summary or None, error or None): the headline figures of
     :func:`render_table`, each marked as it marks them (a twin's are predicted)."""
-    figures = (("TTFT", "latency", "ttft_s", "s"), ("decode", "latency", "decode_tok_s", "tok/s"),
+    figures = (("TTFT", "latency", "ttft_s", "s"),
+               ("prefill", "latency", "prefill_tok_s", "tok/s"),
+               ("decode", "latency", "decode_tok_s", "tok/s"),
                ("energy/token", "power", "energy_per_token_j", "J"),
                ("peak heap", "memory", "peak_heap_bytes", "B"))
     table = Table(title=title)

@@ -147,7 +147,7 @@ def _profile_lab(session_file: Path, base: Any, as_json: bool) -> None:
     else:
         shown = Console()
         shown.print(render_devices_table([(r.device_id, r.summary, r.error) for r in results],
-                                         title=f"lab {lab.name}"))
+                                         title=f"{lab.name}: {len(results)} devices"))
         shown.print(f"traces and summaries in {base.out_dir}, devices in "
                     f"{base.out_dir / LAB_REPORT}")
     if not all(r.ok for r in results):
