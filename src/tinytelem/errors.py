@@ -4,8 +4,10 @@
 
     TinyTelemError
     ├── ConfigError            bad user input: URLs, options, platform names
-    │   └── ConstraintError    a constraint or battery string that does not parse
-    │                          (analysis/recommend.py)
+    │   ├── ConstraintError    a constraint or battery string that does not parse
+    │   │                      (analysis/recommend.py)
+    │   └── TracesNeeded       collected summaries given where traces are needed;
+    │                          names where they are (analysis/fleet.py)
     ├── LinkError              the device link
     │   ├── LinkClosed         we closed it
     │   │   └── StreamClosed   ... a transport stream (also trio.ClosedResourceError;
@@ -17,6 +19,8 @@
     │   ├── RunTimeout         a run's INFER_END did not come within --run-timeout
     │   │                      (actors/supervisor.py)
     │   └── BrokerRefused      an MQTT broker refused the connection (live/mqtt.py)
+    │       └── BrokerTLSError ... its TLS certificate is not trusted (--mqtt-ca), or it
+    │                          wants a client certificate (--mqtt-cert; live/mqtt.py)
     ├── ProtocolError          bytes that are not protocol v1
     │   └── FrameRejected      a frame failed a check; its kind says which
     │                          (protocol/codec.py)

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,8 @@ def free_port() -> int:
 class Broker:
     """One mosquitto process on ``port``; :meth:`stop` and :meth:`start` keep the port."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.binary = mosquitto_binary()
         self.port = free_port()
         self.workdir = workdir
@@ -61,6 +64,7 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {passwd}"]
         else:
             lines.append("allow_anonymous true")
+        lines += extra  # more listeners (TLS), each followed by its own settings
         self.config = workdir / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -101,3 +105,51 @@ class Broker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A test CA, a broker certificate it signed (for 127.0.0.1), a client certificate it
+    signed, and a second CA that signed neither."""
+
+    ca: Path
+    server: Path
+    server_key: Path
+    client: Path
+    client_key: Path
+    other_ca: Path
+
+
+def make_certs(where: Path) -> Certs:
+    """Make the certificates with the ``openssl`` command line (EC keys: fast)."""
+    tool = shutil.which("openssl")
+    if tool is None:
+        pytest.skip("openssl not installed (apt-get install openssl)")
+    where.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([tool, *args], cwd=where, check=True, capture_output=True)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+            "-subj", f"/CN=tinytelem test {ca}")
+    usage = {"server": "serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost",
+             "client": "clientAuth"}
+    for name, ext in usage.items():
+        (where / f"{name}.ext").write_text(
+            "basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid,issuer\n"
+            f"keyUsage=digitalSignature\nextendedKeyUsage={ext}\n")
+        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj",
+            f"/CN=tinytelem test {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return Certs(where / "ca.pem", where / "server.pem", where / "server.key",
+                 where / "client.pem", where / "client.key", where / "other-ca.pem")
+
+
+def tls_listener(port: int, certs: Certs, *, require_certificate: bool = False) -> list[str]:
+    """Config lines of a TLS listener on ``port`` (for ``Broker(extra=...)``)."""
+    lines = [f"listener {port} 127.0.0.1", f"cafile {certs.ca}", f"certfile {certs.server}",
+             f"keyfile {certs.server_key}"]
+    return lines + (["require_certificate true"] if require_certificate else [])

@@ -1,9 +1,12 @@
 """Runs side by side: latency, throughput, memory, energy and accuracy, best value marked.
 
-Each input is a trace (``.h5``), a ``summary.json``, or a directory written by ``tinytelem
-profile`` (holding both). Accuracy comes from evaluation results (``--eval``), matched to runs
-by model name or SHA-256 prefix and, when given, by weight width. Two shapes are accepted
-(docs/reports.md): the output of ``tinytelem model eval --json`` as it is::
+Each input is a trace (``.h5``), a ``summary.json``, a directory written by ``tinytelem
+profile`` (holding both), or a fleet's directory (analysis/fleet.py): a lab's (``record`` or
+``profile --session``: every device's trace) or a collector's (every run summary collected
+over MQTT); rows then say whose run they are (host and device). Accuracy comes from
+evaluation results (``--eval``), matched to runs by model name or SHA-256 prefix and, when
+given, by weight width. Two shapes are accepted (docs/reports.md): the output of ``tinytelem
+model eval --json`` as it is::
 
     {"reference": "stories260K.bin", "results": [{"label": "4-bit g32", "ppl": 5.93,
      "top1": 0.82, "kld_mean": 0.11, "bits_per_weight": 5.19, ...}]}
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinytelem.analysis.fleet import FleetRun, fleet_runs
 from tinytelem.errors import ConfigError, TraceError
 
 __all__ = ["METRICS", "Comparison", "Metric", "compare_runs", "load_eval", "load_run_summary"]
@@ -101,7 +105,8 @@ def load_run_summary(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         summary_file = p / "summary.json" if (p / "summary.json").is_file() else None
         if trace is None and summary_file is None:
             raise ConfigError(f"{p} holds neither trace.h5 nor summary.json; pass a run directory "
-                              "written by 'tinytelem profile', a trace or a summary file")
+                              "written by 'tinytelem profile', a lab's --out (lab.json), a "
+                              "'collect --out' directory, a trace or a summary file")
     elif p.suffix == ".json":
         summary_file = p
     else:
@@ -189,15 +194,17 @@ def _eval_for(row: Mapping[str, Any], evals: Sequence[Mapping[str, Any]]) -> dic
     return loose
 
 
-def _row(path: str | Path, summary: Mapping[str, Any], attrs: Mapping[str, Any]) -> dict[str, Any]:
+def _row(run: FleetRun, summary: Mapping[str, Any], attrs: Mapping[str, Any]) -> dict[str, Any]:
     lat, mem, pw = summary["latency"], summary["memory"], summary["power"]
     heap, stack = mem.get("peak_heap_bytes"), mem.get("stack_peak_bytes")
     bits = attrs.get("weight_bits")
     model = summary["model"].get("name")
-    label = " · ".join(str(x) for x in (summary.get("platform"), model,
+    who = "/".join(x for x in (run.host, run.device) if x)
+    label = " · ".join(str(x) for x in (who, summary.get("platform"), model,
                                         f"{bits}-bit" if bits else None) if x)
     return {
-        "label": label, "path": str(path), "platform": summary.get("platform"),
+        "label": label, "path": str(run.path), "host": run.host, "device": run.device,
+        "platform": summary.get("platform"),
         "model": model, "model_sha256": summary["model"].get("sha256"),
         "weight_bits": int(bits) if bits else None,
         "ttft_s": lat.get("ttft_s"), "itl_p50_s": lat["itl_s"].get("p50"),
@@ -211,11 +218,12 @@ def _row(path: str | Path, summary: Mapping[str, Any], attrs: Mapping[str, Any])
 
 def compare_runs(paths: Sequence[str | Path], evals: Sequence[Mapping[str, Any]] = ()
                  ) -> Comparison:
-    """Load every run and find the best value per metric."""
+    """Load every run (a fleet's directory stands for its runs) and find the best value per
+    metric."""
     rows = []
-    for p in paths:
-        summary, attrs = load_run_summary(p)
-        row = _row(p, summary, attrs)
+    for run in fleet_runs(paths):
+        summary, attrs = load_run_summary(run.path)
+        row = _row(run, summary, attrs)
         row.update({k: v for k, v in _eval_for(row, evals).items() if v is not None})
         rows.append(row)
     labels = [r["label"] for r in rows]

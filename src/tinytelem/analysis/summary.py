@@ -8,7 +8,7 @@ JSON cannot hold. docs/summary-format.md is the normative description; keep the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,8 @@ from tinytelem.analysis.rundata import RunData
 from tinytelem.errors import TraceError
 from tinytelem.units import si
 
-__all__ = ["SUMMARY_SCHEMA", "build_summary", "render_table", "validate_summary"]
+__all__ = ["SUMMARY_SCHEMA", "build_summary", "figure_mark", "render_devices_table", "render_table",
+           "validate_summary"]
 
 SUMMARY_SCHEMA = "tinytelem.summary/1"
 
@@ -270,6 +271,53 @@ def validate_summary(d: Mapping[str, Any]) -> None:
 
 _fmt = si
 
+TWIN_PREDICTED = frozenset({
+    "TTFT", "end-to-end", "prefill", "decode", "ITL mean / p50", "ITL p90 / p99 / max",
+    "avg power", "energy", "energy/token", "idle power", "peak heap", "peak arena", "KV cache",
+    "stack peak"})
+"""The figures of a twin's (``emu:``) run that are its cost model's prediction."""
+QEMU_VIRTUAL = frozenset({"TTFT", "end-to-end", "prefill", "decode", "ITL mean / p50",
+                          "ITL p90 / p99 / max"})
+"""The figures of a ``qemu:`` run timed by the virtual clock."""
+
+
+def figure_mark(summary: Mapping[str, Any], figure: str) -> str:
+    """What a figure (a :func:`render_table` row name) is when it was not measured on a board:
+    `` (predicted)`` for the twin, `` (virtual clock)`` under QEMU, else empty."""
+    source = (summary.get("prediction") or {}).get("source")
+    if source == "twin" and figure in TWIN_PREDICTED:
+        return " (predicted)"
+    if source == "qemu" and figure in QEMU_VIRTUAL:
+        return " (virtual clock)"
+    return ""
+
+
+def render_devices_table(devices: Sequence[tuple[str, Mapping[str, Any] | None, str | None]],
+                         title: str = "devices") -> Table:
+    """One row per device (id, summary or None, error or None): the headline figures of
+    :func:`render_table`, each marked as it marks them (a twin's are predicted)."""
+    figures = (("TTFT", "latency", "ttft_s", "s"),
+               ("prefill", "latency", "prefill_tok_s", "tok/s"),
+               ("decode", "latency", "decode_tok_s", "tok/s"),
+               ("energy/token", "power", "energy_per_token_j", "J"),
+               ("peak heap", "memory", "peak_heap_bytes", "B"))
+    table = Table(title=title)
+    table.add_column("device", style="bold")
+    table.add_column("platform")
+    for name, *_ in figures:
+        table.add_column(name, justify="right")
+    table.add_column("status")
+    for device_id, summary, error in devices:
+        if summary is None:
+            table.add_row(device_id, "", *[""] * len(figures), f"[red]FAILED[/red]: {error}")
+            continue
+        values = [(name, summary[group][key], unit) for name, group, key, unit in figures]
+        cells = [_fmt(v, unit) + (figure_mark(summary, name) if v is not None else "")
+                 for name, v, unit in values]
+        table.add_row(device_id, str(summary.get("platform") or ""), *cells,
+                      "ok" if error is None else f"[red]FAILED[/red]: {error}")
+    return table
+
 
 def render_table(summary: Mapping[str, Any]) -> Table:
     """A two-column rich table of the headline figures, with units."""
@@ -311,18 +359,12 @@ def render_table(summary: Mapping[str, Any]) -> Table:
         ("dropped samples", _fmt(link["dropped_samples"], "")),
     ]
     pred = summary.get("prediction") or {}
+    rows = [(f"{n}{figure_mark(summary, n)}", v) for n, v in rows]
     if pred.get("source") == "twin":
         table.title = f"{table.title} (predicted by the device twin)"
-        timed = {"TTFT", "end-to-end", "prefill", "decode", "ITL mean / p50",
-                 "ITL p90 / p99 / max", "avg power", "energy", "energy/token", "idle power",
-                 "peak heap", "peak arena", "KV cache", "stack peak"}
-        rows = [(f"{n} (predicted)" if n in timed else n, v) for n, v in rows]
         rows += [("prediction band", band_text(pred.get("band"))),
                  ("calibration", str(pred.get("calibration")))]
     elif pred.get("source") == "qemu":
-        virtual = {"TTFT", "end-to-end", "prefill", "decode", "ITL mean / p50",
-                   "ITL p90 / p99 / max"}
-        rows = [(f"{n} (virtual clock)" if n in virtual else n, v) for n, v in rows]
         rows.insert(1, ("instructions/token (measured)",
                         _fmt(pred.get("instructions_per_token"), "")))
         if pred.get("board_decode_tok_s"):

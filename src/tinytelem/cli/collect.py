@@ -45,7 +45,7 @@ def collect(broker: str, out: Path, power: bool, duration: float | None, session
 
     \b
     Then compare runs from every host:
-      tinytelem compare OUT/*/*/*
+      tinytelem compare OUT --csv summaries.csv
     """
     import dataclasses
     import math

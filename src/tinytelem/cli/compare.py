@@ -12,7 +12,8 @@ import click
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Evaluation results JSON (accuracy / perplexity per model and weight width).")
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Also write a CSV.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path),
+              help="Also write the table as CSV (one row per run, with host and device).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Also write an HTML page with bar charts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
@@ -20,7 +21,10 @@ def compare(runs: tuple[Path, ...], eval_path: Path | None, csv_path: Path | Non
             html_path: Path | None, as_json: bool) -> None:
     """Compare runs (traces, summary.json files or profile directories) side by side.
 
-    The best value of each metric is marked (★ in the table, green in HTML).
+    A lab's --out directory (record/profile --session) stands for every device's trace, a
+    'collect --out' directory (or any folder of it) for every run summary collected there;
+    their rows are labelled host/device. The best value of each metric is marked (★ in the
+    table, green in HTML).
     """
     from rich.console import Console
     from rich.table import Table

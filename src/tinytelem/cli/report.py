@@ -11,13 +11,19 @@ import click
 _SUFFIX = {"html": ".html", "json": ".json", "perfetto": ".perfetto.json", "csv": ""}
 
 
-def _trace_paths(items: tuple[Path, ...]) -> list[Path]:
-    """Trace files; a directory stands for the trace.h5 that ``tinytelem profile`` left in it,
-    and the name given to ``record --rotate`` for its segments, read as one."""
+def _trace_paths(items: tuple[Path, ...], fmt: str) -> list[Path]:
+    """Trace files; a directory stands for the trace.h5 that ``tinytelem profile`` left in it
+    (a lab's --out for every device's trace), and the name given to ``record --rotate`` for
+    its segments, read as one. A collect directory (summaries only) raises TracesNeeded."""
+    from tinytelem.analysis.fleet import report_traces
     from tinytelem.trace.reader import segment_paths
 
     out = []
     for p in items:
+        lab = report_traces(p, fmt)
+        if lab is not None:
+            out.extend(lab)
+            continue
         if not p.exists():
             if not segment_paths(p):
                 raise click.BadParameter(
@@ -40,8 +46,10 @@ def _trace_paths(items: tuple[Path, ...]) -> list[Path]:
               help="Output file (html/json/perfetto), or directory / .zip for csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def report(traces: tuple[Path, ...], fmt: str, out: Path, as_json: bool) -> None:
-    """Write a report of one or more traces (a trace file, a profile output directory, or the
-    --out name of a rotated recording, whose segments are reported as one).
+    """Write a report of one or more traces (a trace file, a profile output directory, a lab's
+    --out directory -- every device's trace --, or the --out name of a rotated recording, whose
+    segments are reported as one). A 'collect --out' directory holds summaries, not traces: it
+    is refused (compare reads it).
 
     \b
     Formats:
@@ -55,7 +63,7 @@ def report(traces: tuple[Path, ...], fmt: str, out: Path, as_json: bool) -> None
 
     from tinytelem.report.writers import write_report
 
-    paths = _trace_paths(traces)
+    paths = _trace_paths(traces, fmt)
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True,

@@ -13,9 +13,9 @@ message                       kept as                            key
 ============================  =================================  ==========================
 
 ``summary.json`` is the trace's summary as the recorder computed it (``tinytelem.summary/1``),
-so ``tinytelem compare OUT/*/*/*`` compares runs from every host. Keys already on disk count as
-seen, so a restarted collector does not write a summary twice. Files are written whole
-(temporary name, then rename).
+so ``tinytelem compare OUT`` compares runs from every host (analysis/fleet.py reads the
+layout). Keys already on disk count as seen, so a restarted collector does not write a summary
+twice. Files are written whole (temporary name, then rename).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinytelem.analysis.fleet import COLLECTED_META, COLLECTED_SUMMARY
 from tinytelem.errors import TinyTelemError
 from tinytelem.live.publish import payload_codec
 from tinytelem.live.schema import decode
@@ -102,13 +103,13 @@ class Collector:
             log.warning("ignored a malformed message on %s: %s", topic, exc)
 
     def _keep_session(self, where: Path, m: dict[str, Any]) -> None:
-        target = where / "meta.json"
+        target = where / COLLECTED_META
         if target.exists():
             self._dup += 1
             return
         where.mkdir(parents=True, exist_ok=True)
         if isinstance(m.get("summary"), dict):
-            _write(where / "summary.json", m["summary"])
+            _write(where / COLLECTED_SUMMARY, m["summary"])
         meta = {k: v for k, v in m.items() if k != "summary"}
         _write(target, meta)  # last: its presence means the session is complete
         self._sessions += 1

@@ -20,7 +20,9 @@ flight when the connection breaks go back to the front of the kept queue and are
 (the broker may then see one twice: receivers dedupe). QoS 0 messages wait in a bounded queue
 and the oldest are dropped and counted when it is full, so a broker outage never blocks the
 producer. A broker that refuses the credentials raises :class:`BrokerRefused` on the first
-connection (a configuration mistake, reported at once) and is retried afterwards.
+connection (a configuration mistake, reported at once) and is retried afterwards; so does a
+TLS handshake that fails for want of trust (:class:`BrokerTLSError`: the broker's certificate
+is not signed by a CA we trust, or the broker wants a client certificate we did not give).
 
 Credentials never reach logs or messages: :class:`BrokerConfig` hides the password in its
 ``repr`` and :meth:`BrokerConfig.display` drops the userinfo from the URL.
@@ -47,8 +49,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from tinytelem.errors import ConfigError, LinkError
 
-__all__ = ["BrokerConfig", "BrokerRefused", "MqttConnection", "MqttStatistics",
-           "OutMessage", "parse_broker_url"]
+__all__ = ["BrokerConfig", "BrokerRefused", "BrokerTLSError", "MqttConnection",
+           "MqttStatistics", "OutMessage", "parse_broker_url"]
 
 log = logging.getLogger("tinytelem.mqtt")
 
@@ -66,6 +68,17 @@ paho's own buffer stays bounded and our outbox is where waiting (and dropping) h
 class BrokerRefused(LinkError):
     """The MQTT broker refused the connection (credentials, authorisation); the message names
     the remedy and never the password."""
+
+
+class BrokerTLSError(BrokerRefused):
+    """The TLS handshake with an ``mqtts://`` broker failed for want of trust: its certificate
+    is not signed by a CA we trust (remedy: ``--mqtt-ca``), or it asks for a client
+    certificate we did not give or it does not accept (``--mqtt-cert``/``--mqtt-key``)."""
+
+
+_NOT_TRUSTED = ("certificate_verify_failed", "certificate verify failed")
+_CLIENT_CERT = ("certificate required", "certificate_required", "handshake failure",
+                "unknown ca", "bad certificate", "certificate unknown", "peer did not return")
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,7 @@ class MqttConnection:
         self._inflight: dict[int, OutMessage] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._connack: Any = None
+        self._socket_error: str | None = None
         self.connected = False
         self.ever_connected = False
         self._connects = self._outages = self._published = self._acked = 0
@@ -294,6 +308,7 @@ class MqttConnection:
         if self.config.tls:
             client.tls_set_context(self.config.ssl_context())
         client.on_connect = self._connected
+        client.on_log = self._log_cb
         client.on_publish = self._acked_cb
         client.on_message = self._message_cb
         client.connect_async(self.config.host, self.config.port, keepalive=KEEPALIVE_S)
@@ -302,6 +317,40 @@ class MqttConnection:
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
         self._connack = reason
+
+    def _log_cb(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        import paho.mqtt.client as paho
+
+        if level == paho.MQTT_LOG_ERR:  # a socket error paho turned into a return code
+            self._socket_error = text
+
+    def _tls_refusal(self, reason: str) -> BrokerTLSError | None:
+        """The TLS failure in ``reason`` (an SSL error's text) as a typed error naming the
+        remedy; None when it is no TLS trust failure (then the connection is retried)."""
+        if not self.config.tls:
+            return None
+        where, low = self.config.display(), reason.lower()
+        if any(k in low for k in _NOT_TRUSTED):
+            return BrokerTLSError(
+                f"broker {where}: its TLS certificate is not trusted ({reason}). Pass the CA "
+                "certificate that signed it with --mqtt-ca ca.pem (or add it to this "
+                "machine's CAs), and connect by the name or address the certificate holds")
+        if any(k in low for k in _CLIENT_CERT):
+            if self.config.certfile is None:
+                return BrokerTLSError(
+                    f"broker {where} requires a client certificate ({reason}). Pass "
+                    "--mqtt-cert cert.pem --mqtt-key key.pem: a certificate signed by a CA "
+                    "the broker trusts, and its key")
+            return BrokerTLSError(
+                f"broker {where} did not accept the client certificate of --mqtt-cert "
+                f"({reason}). Give one signed by a CA the broker trusts (its cafile)")
+        return None
+
+    def _lost(self, what: str) -> Exception:
+        """A failed paho read or write: a TLS refusal when the socket error was one."""
+        error, self._socket_error = self._socket_error, None
+        refusal = self._tls_refusal(error) if error else None
+        return refusal if refusal is not None else _Lost(f"{what} ({error})" if error else what)
 
     def _acked_cb(self, client: Any, userdata: Any, mid: int, reason: Any,
                   properties: Any) -> None:
@@ -314,14 +363,54 @@ class MqttConnection:
             self._on_message(str(message.topic), bytes(message.payload))
 
     async def _connection(self) -> None:
+        try:
+            await self._connect_and_serve()
+        except _Lost as exc:
+            # TLS 1.3 brokers refuse a missing client certificate after the handshake; paho may
+            # then meet a bare EOF where the broker's alert was (it writes CONNECT first). Ask
+            # the broker again, reading only, so the first connection fails with the reason.
+            if self.config.tls and not self.ever_connected and self._connack is None:
+                reason = await trio.to_thread.run_sync(self._probe_tls, abandon_on_cancel=True)
+                refusal = self._tls_refusal(reason) if reason else None
+                if refusal is not None:
+                    raise refusal from exc
+            raise
+
+    def _probe_tls(self) -> str | None:
+        """Shake hands with the broker and read: the TLS alert it answers with, if any."""
+        import socket
+
+        try:
+            with socket.create_connection((self.config.host, self.config.port),
+                                          timeout=CONNECT_TIMEOUT_S) as raw, \
+                    self.config.ssl_context().wrap_socket(
+                        raw, server_hostname=self.config.host) as tls:
+                tls.settimeout(2.0)
+                tls.recv(1)
+        except ssl.SSLError as exc:
+            return str(exc)
+        except (OSError, ConfigError):
+            return None
+        return None
+
+    async def _connect_and_serve(self) -> None:
         client = self._client()
         self._connack = None
         self._inflight.clear()
+        self._socket_error = None
         with trio.fail_after(CONNECT_TIMEOUT_S + 1):
             # paho connects (and shakes hands) with blocking calls: a worker thread waits for
             # them, and nothing else touches this client until it returns.
-            await trio.to_thread.run_sync(client.reconnect, abandon_on_cancel=True)
+            try:
+                await trio.to_thread.run_sync(client.reconnect, abandon_on_cancel=True)
+            except ssl.SSLError as exc:
+                refusal = self._tls_refusal(str(exc))
+                if refusal is not None:
+                    raise refusal from exc
+                raise
         sock = client.socket()
+        if sock is None:  # paho gave up after the handshake (a TLS alert) and closed it
+            raise self._lost("connection closed while connecting")
         try:
             await self._session(client, sock)
         except BaseExceptionGroup as group:
@@ -374,7 +463,7 @@ class MqttConnection:
             if client.loop_read() != 0:
                 if self._connack is not None and self._connack.is_failure:
                     raise BrokerRefused(self._refusal(self._connack))
-                raise _Lost("connection lost")
+                raise self._lost("connection lost")
             self._lot.unpark_all()  # a PUBACK may have freed room; paho may want to write
 
     async def _misc(self, client: Any) -> None:
@@ -388,7 +477,7 @@ class MqttConnection:
         while client.want_write():
             await trio.lowlevel.wait_writable(sock)
             if client.loop_write() != 0:
-                raise _Lost("connection lost while writing")
+                raise self._lost("connection lost while writing")
 
     async def _writer(self, client: Any, sock: Any) -> None:
         while True:

@@ -39,13 +39,15 @@ def compare_html(comp: Comparison) -> str:
 
 
 def compare_csv(comp: Comparison) -> str:
-    """One row per run: every metric, then a ``best_<metric>`` flag per metric."""
+    """One row per run (host and device empty when unknown): every metric, then a
+    ``best_<metric>`` flag per metric."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", "path", "platform", "model", "weight_bits"]
+    w.writerow(["label", "host", "device", "path", "platform", "model", "weight_bits"]
                + [m.key for m in comp.metrics] + [f"best_{m.key}" for m in comp.metrics])
     for i, r in enumerate(comp.rows):
-        w.writerow([r["label"], r["path"], r["platform"], r["model"], r["weight_bits"]]
+        w.writerow([r["label"], r["host"] or "", r["device"] or "", r["path"], r["platform"],
+                    r["model"], r["weight_bits"]]
                    + ["" if r[m.key] is None else r[m.key] for m in comp.metrics]
                    + [int(comp.best[m.key] == i) for m in comp.metrics])
     return buf.getvalue()

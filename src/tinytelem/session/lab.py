@@ -19,7 +19,9 @@ A session file names the devices (URLs as ``--device`` takes them), the sensors 
 Each device is recorded by :func:`~tinytelem.session.record.run_record` -- the very code a
 single ``record`` runs, its own actor tree (link, decoder, hub, recorder, power source) -- all
 under one nursery here, into ``OUT/<device id>.h5`` (raw capture ``OUT/<device id>.ttraw.zst``
-beside it). Each device is a bulkhead: a device that fails is logged and reported in
+beside it); ``profile --session`` gives :class:`ProfileOptions` instead, and each device is
+profiled by :func:`~tinytelem.session.profile.run_profile` (``OUT/<device id>.summary.json``
+too). Each device is a bulkhead: a device that fails is logged and reported in
 ``OUT/lab.json``, and the other recordings go on. Outlets (the websocket streamer, the MQTT
 publisher) ride along: one for the whole lab, fed by one extra actor per device.
 """
@@ -41,21 +43,21 @@ from typing import Any, Protocol
 import trio
 
 from tinytelem.actors.supervisor import ExtraActor, SessionOutcome
+from tinytelem.analysis.fleet import LAB_REPORT
 from tinytelem.errors import ConfigError, first_error
-from tinytelem.session.options import RecordOptions
+from tinytelem.session.options import ProfileOptions, RecordOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DeviceResult", "Lab", "LabDevice", "LabOutlet", "lab_devices", "load_lab",
-           "parse_lab", "run_lab", "trace_path"]
+__all__ = ["LAB_REPORT", "DeviceResult", "Lab", "LabDevice", "LabOutlet", "lab_devices",
+           "lab_profiles", "load_lab", "parse_lab", "run_lab", "trace_path"]
 
 log = logging.getLogger("tinytelem.lab")
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-LAB_REPORT = "lab.json"
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,24 @@ def lab_devices(lab: Lab, base: RecordOptions, out_dir: Path) -> list[tuple[str,
         sensor_rate_hz=d.sensor_rate_hz or base.sensor_rate_hz)) for d in lab.devices]
 
 
+def lab_profiles(lab: Lab, base: ProfileOptions, out_dir: Path
+                 ) -> list[tuple[str, ProfileOptions]]:
+    """Each device's profile options (``profile --session``): ``base`` with its URL, its sensor
+    (``none`` without one) and its files ``OUT/<device id>.*``."""
+    return [(d.id, dataclasses.replace(
+        base, device=d.url, out_dir=out_dir, stem=d.id, sensor=d.sensor,
+        sensor_rate_hz=d.sensor_rate_hz or base.sensor_rate_hz)) for d in lab.devices]
+
+
+def _outputs(options: RecordOptions | ProfileOptions) -> tuple[Path, ...]:
+    """The files a device's session writes: trace first."""
+    if isinstance(options, ProfileOptions):
+        from tinytelem.session.profile import profile_paths
+
+        return profile_paths(options)
+    return options.out, options.out.with_suffix(".ttraw.zst")
+
+
 @dataclass
 class DeviceResult:
     """How one device's recording ended."""
@@ -186,6 +206,8 @@ class DeviceResult:
     error: str | None = None
     run_uid: str = ""
     """Unique per recording (``<host>-<device>-<start ns>``): what a collector dedupes by."""
+    summary_path: Path | None = None
+    """``profile --session``: the device's ``<id>.summary.json``."""
 
     @property
     def ok(self) -> bool:
@@ -209,7 +231,7 @@ class LabOutlet(Protocol):
 
 
 async def run_lab(
-    devices: Sequence[tuple[str, RecordOptions]],
+    devices: Sequence[tuple[str, RecordOptions]] | Sequence[tuple[str, ProfileOptions]],
     stop: trio.Event,
     *,
     outlets: Sequence[LabOutlet] = (),
@@ -218,33 +240,47 @@ async def run_lab(
     on_ready: Callable[[str, Any], None] | None = None,
     on_device_end: Callable[[DeviceResult], Awaitable[None] | None] | None = None,
 ) -> list[DeviceResult]:
-    """Record every device at once until each ends (``stop``, ``duration_s``, its runs).
+    """Record every device at once until each ends (``stop``, ``duration_s``, its runs), or
+    with :class:`ProfileOptions` profile each one's inference.
 
     A device that fails ends alone (its error is logged and in its result). ``report``: write
     the results there as JSON (``OUT/lab.json``).
     """
+    from tinytelem.session.profile import run_profile
     from tinytelem.session.record import run_record
 
     ids = [device_id for device_id, _ in devices]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"device ids must differ: {', '.join(ids)}")
     for _, options in devices:  # refuse before anything starts, not one device later
-        existing = [p for p in (options.out, options.out.with_suffix(".ttraw.zst"))
-                    if p.exists()]
+        existing = [p for p in _outputs(options) if p.exists()]
         if existing and not options.overwrite:
             raise ConfigError(f"{existing[0]} already exists; pass --overwrite or choose "
                               "another --out")
+    for _, options in devices:  # before any device starts (one failing removes none of it)
+        where = _outputs(options)[0].parent
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create output directory {where}: "
+                              f"{exc.strerror or exc}") from exc
     host = host or socket.gethostname()
     results: list[DeviceResult] = []
 
-    async def one(device_id: str, options: RecordOptions) -> None:
-        result = DeviceResult(device_id, options.device, options.out,
+    async def one(device_id: str, options: RecordOptions | ProfileOptions) -> None:
+        files = _outputs(options)
+        result = DeviceResult(device_id, options.device, files[0],
                               run_uid=f"{host}-{device_id}-{time.time_ns()}")
+        extra = [o.feed_actor(device_id, result.run_uid) for o in outlets]
+        ready = (lambda h: on_ready(device_id, h)) if on_ready else None
         try:
-            result.outcome, result.summary = await run_record(
-                options, stop,
-                extra_actors=[o.feed_actor(device_id, result.run_uid) for o in outlets],
-                on_ready=(lambda h: on_ready(device_id, h)) if on_ready else None)
+            if isinstance(options, ProfileOptions):
+                profiled = await run_profile(options, on_ready=ready, extra_actors=extra)
+                result.outcome, result.summary = profiled.outcome, profiled.summary
+                result.summary_path = profiled.summary_path
+            else:
+                result.outcome, result.summary = await run_record(
+                    options, stop, extra_actors=extra, on_ready=ready)
         except Exception as exc:  # the bulkhead: this device ends, the others go on
             error = first_error(exc)
             result.error = str(error) if error is not None else repr(exc)
@@ -277,7 +313,8 @@ async def run_lab(
             "host": host,
             "devices": [{"id": r.device_id, "url": r.url, "trace": r.trace.name,
                          "run_uid": r.run_uid, "ok": r.ok, "error": r.error,
-                         "runs_done": r.outcome.runs_done if r.outcome else 0}
+                         "runs_done": r.outcome.runs_done if r.outcome else 0,
+                         **({"summary": r.summary_path.name} if r.summary_path else {})}
                         for r in results],
         }, indent=2) + "\n")
     return results

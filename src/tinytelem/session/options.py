@@ -53,6 +53,9 @@ class ProfileOptions(SessionOptions):
     """``tinytelem profile``: one inference into a directory."""
 
     out_dir: Path
+    stem: str | None = None
+    """Name the files ``<stem>.h5``, ``<stem>.ttraw.zst`` and ``<stem>.summary.json`` (a lab's
+    device, ``profile --session``); None: ``trace.h5``, ``raw.ttraw.zst``, ``summary.json``."""
 
 
 @dataclass(kw_only=True)

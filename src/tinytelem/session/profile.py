@@ -24,7 +24,7 @@ from tinytelem.session.options import ProfileOptions
 
 __all__ = [
     "LEGACY_RAW_NAME", "RAW_NAME", "SUMMARY_NAME", "TRACE_NAME", "ProfileResult",
-    "remove_empty_outputs", "run_profile",
+    "profile_paths", "remove_empty_outputs", "run_profile",
 ]
 
 TRACE_NAME = "trace.h5"
@@ -47,9 +47,17 @@ class ProfileResult:
     text: str | None
 
 
+def profile_paths(options: ProfileOptions) -> tuple[Path, Path, Path]:
+    """The trace, summary and raw capture a profile writes (``<stem>.*`` for a lab device)."""
+    out, stem = options.out_dir, options.stem
+    if stem is None:
+        return out / TRACE_NAME, out / SUMMARY_NAME, out / RAW_NAME
+    return out / f"{stem}.h5", out / f"{stem}.{SUMMARY_NAME}", out / f"{stem}.ttraw.zst"
+
+
 def _prepare_out(options: ProfileOptions) -> tuple[Path, Path, Path]:
     out = options.out_dir
-    paths = (out / TRACE_NAME, out / SUMMARY_NAME, out / RAW_NAME)
+    paths = profile_paths(options)
     existing = [p for p in paths if p.exists()]
     if existing and not options.overwrite:
         raise ConfigError(
@@ -59,7 +67,7 @@ def _prepare_out(options: ProfileOptions) -> tuple[Path, Path, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory {out}: {exc.strerror}") from exc
-    if options.overwrite and (out / LEGACY_RAW_NAME).is_file():
+    if options.overwrite and options.stem is None and (out / LEGACY_RAW_NAME).is_file():
         existing.append(out / LEGACY_RAW_NAME)  # an older tinytelem's capture of this run
     for p in existing:
         p.unlink()
