@@ -433,7 +433,8 @@ def compute_metrics(data: RunData, run_id: int | None = None) -> Summary:
         n_prompt=sum(r.n_prompt for r in metrics),
         n_generated=sum(r.n_generated for r in metrics),
         memory=_memory(data, windows),
-        power=_power_stats(metrics, power.size if power is not None else 0),
+        power=_power_stats(metrics, data.power_samples_summarised
+                           or (power.size if power is not None else 0)),
         power_rate_hz=rate if math.isfinite(rate) and rate > 0 else None,
         link=_link(data),
         device_clock=device,

@@ -63,6 +63,9 @@ class RunData:
     ``--power-store stats``, which has no samples; energy is then computed from its means."""
     power_bucket_samples: int = 0
     """Samples per bucket of ``power_buckets``."""
+    power_samples_summarised: int = 0
+    """The samples a long recording kept but that were not loaded (``load_run_data``'s
+    ``max_samples``): ``power_buckets`` then holds a summary level standing for them."""
     link_gaps: np.ndarray = field(default_factory=_empty(LINK_GAP_DTYPE))
     link: Mapping[str, int] = field(default_factory=dict)
 
@@ -143,8 +146,13 @@ def _place_buckets(
     if not (sensor.usable and device.usable):
         warnings.append("power statistics cannot be placed on the device clock (no clock fit)")
         return None
-    warnings.append(f"power kept as statistics only (--power-store stats): energy from "
-                    f"{spb / rate * 1e3:g} ms means")
+    if data.power_samples_summarised:
+        warnings.append(f"{data.power_samples_summarised:,} power samples, more than a summary "
+                        f"loads: energy from their {spb / rate * 1e3:g} ms means (totals exact, "
+                        f"windows to the bucket)")
+    else:
+        warnings.append(f"power kept as statistics only (--power-store stats): energy from "
+                        f"{spb / rate * 1e3:g} ms means")
     return PowerTrace.build(
         np.asarray(buckets["first_index"], dtype=np.float64) / spb, buckets["mean"],
         voltage_v=data.power_voltage_v, rate_hz=rate / spb, sensor=sensor, device=device,

@@ -115,11 +115,11 @@ class ReportData:
 def load_report_data(path: str | Path, run_id: int | None = None) -> ReportData:
     """Read and analyse one trace for reporting; the name of a rotated recording (``record
     --rotate --out NAME.h5``, which leaves ``NAME-0001.h5``, ...) reads its segments as one."""
-    from tinytelem.analysis.loader import load_run_data
+    from tinytelem.analysis.loader import SUMMARY_MAX_SAMPLES, load_run_data
     from tinytelem.trace.reader import open_trace, segment_paths
 
     segments = [] if Path(path).exists() else segment_paths(Path(path))
-    data = load_run_data(segments or path)
+    data = load_run_data(segments or path, SUMMARY_MAX_SAMPLES)
     events_parts = []
     link_stats: dict[str, Any] = {}
     for one in segments or [Path(path)]:
