@@ -1,4 +1,4 @@
-"""trace._chunks: raw-chunk reads with the fletcher32 check in numpy agree with HDF5's."""
+"""The reader's raw-chunk path (trace._chunks): fletcher32 checked in numpy agrees with HDF5."""
 
 from __future__ import annotations
 
