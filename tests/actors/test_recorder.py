@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -132,3 +133,31 @@ async def test_actor_flushes_while_idle_and_finishes_on_close(
             await send.aclose()
     assert len(sink.table("runs")) == 1
     assert actor.statistics().records == 1
+
+
+async def test_actor_trims_the_heap_on_its_interval_busy_or_idle(
+        autojump_clock: trio.testing.MockClock) -> None:
+    from tinytelem.actors import heap
+    from tinytelem.actors.heap import HeapTrimmer
+
+    sink = MemorySink()
+    rec = TraceRecorder(sink, flush_interval_s=0.05, clock=trio.current_time)
+    trimmer = HeapTrimmer(interval_s=1.0, clock=trio.current_time)
+    actor = RecorderActor(rec, trimmer)
+    calls: list[float] = []
+    original = heap.trim
+    heap.trim = lambda: calls.append(trio.current_time()) or True  # type: ignore[assignment]
+    try:
+        send, recv = trio.open_memory_channel[object](10)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                await n.start(actor.run, recv)
+                for i in range(30):  # 3 s of batches every 0.1 s
+                    await send.send((dev(rec.host_t0, i, Token(i, 1, 1)),))
+                    await trio.sleep(0.1)
+                await trio.sleep(2.5)  # then idle
+                await send.aclose()
+    finally:
+        heap.trim = original
+    assert len(calls) == 5 and trimmer.trims == 5
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(calls))

@@ -251,13 +251,17 @@ def test_whole_chunks_are_written_and_partial_ones_wait_for_flush(tmp_path: Path
         dset = w._file["/power/current_a"]
         w.add_power(0, np.zeros(600, np.float32), 0.0)
         assert dset.shape == (0,)  # buffered
-        w.add_power(600, np.zeros(600, np.float32), 0.0)
-        assert dset.shape == (1000,)  # one whole chunk
+        w.add_power(600, np.zeros(3000, np.float32), 0.0)
+        assert dset.shape == (0,)  # 3 whole chunks: samples wait for 4
+        w.add_power(3600, np.zeros(600, np.float32), 0.0)
+        assert dset.shape == (4000,)  # 4 whole chunks in one write
         assert not w.maybe_flush()
         assert w.maybe_flush(now=w._last_flush + 10.0)
-        assert dset.shape == (1200,)  # partial chunk out at flush time
-        w.add_power(1200, np.zeros(900, np.float32), 0.0)
-        assert dset.shape == (2000,)  # realigned to the chunk boundary
+        assert dset.shape == (4200,)  # partial chunk out at flush time
+        w.add_power(4200, np.zeros(3700, np.float32), 0.0)
+        assert dset.shape == (4200,)  # 3 whole chunks from the partial one's start
+        w.add_power(7900, np.zeros(200, np.float32), 0.0)
+        assert dset.shape == (8000,)  # realigned to the chunk boundary
     finally:
         w.close()
     w.close()  # idempotent

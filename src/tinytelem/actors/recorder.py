@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import trio
 
+from tinytelem.actors.heap import HeapTrimmer
 from tinytelem.protocol.messages import (
     AnyMessage,
     CounterValue,
@@ -303,10 +304,15 @@ class TraceRecorder:
 
 
 class RecorderActor:
-    """Drains the hub's lossless subscription into a :class:`TraceRecorder`."""
+    """Drains the hub's lossless subscription into a :class:`TraceRecorder`.
 
-    def __init__(self, recorder: TraceRecorder) -> None:
+    It also trims the C heap once a minute (:mod:`tinytelem.actors.heap`), so a recording that
+    runs for days keeps a flat RSS instead of one glibc's kept arenas make creep up.
+    """
+
+    def __init__(self, recorder: TraceRecorder, trimmer: HeapTrimmer | None = None) -> None:
         self.recorder = recorder
+        self.trimmer = HeapTrimmer() if trimmer is None else trimmer
 
     async def run(
         self,
@@ -324,8 +330,10 @@ class RecorderActor:
                         break
                     for record in batch:
                         self.recorder.handle(record)
+                    self.trimmer.maybe_trim()
                     continue
                 self.recorder.flush()
+                self.trimmer.maybe_trim()
         self.recorder.finish()
 
     def statistics(self) -> RecorderStatistics:
