@@ -23,8 +23,10 @@ def run_bench(*args: str) -> tuple[int, dict]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def test_quick_fidelity_bench_is_within_a_factor_of_two() -> None:
-    rc, doc = run_bench("--limit", "2.0")
+def test_quick_fidelity_bench_is_within_a_factor_of_one_and_a_half() -> None:
+    # The goal (1.5) on every point and every leave-one-out prediction, unfitted ones
+    # included; the bench's default limit (what it fails above by itself) is 2.
+    rc, doc = run_bench("--limit", "1.5")
     bad = [r for r in doc["published"] if not r["within_limit"]]
     assert rc == 0 and doc["ok"], bad or [r for r in doc["qemu"] if not r["within_limit"]]
     assert len(doc["published"]) >= 4
@@ -62,12 +64,12 @@ def test_leave_one_out_refits_without_the_point() -> None:
 
 def test_a_harness_that_sleeps_a_tick_per_token_rounds_each_token_up() -> None:
     point = next(p for p in load_points() if p.id == "k210-llm-embedded")
-    point = dataclasses.replace(point, run_positions=128)  # every token under one tick at 1.0
-    free, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=0.0), 1.0)
-    ticked, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=100.0), 1.0)
+    point = dataclasses.replace(point, run_positions=128)  # every token under one tick at 0.5
+    free, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=0.0), 0.5)
+    ticked, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=100.0), 0.5)
     assert free > 100.0  # under one 10 ms tick per token without the sleep...
     assert ticked == pytest.approx(100.0)  # ...so every token takes exactly one tick with it
-    fine, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=1e6), 1.0)
+    fine, _ = predict_tok_s(dataclasses.replace(point, harness_tick_hz=1e6), 0.5)
     assert fine == pytest.approx(free, rel=1e-3)
 
 
@@ -98,3 +100,28 @@ def test_malformed_published_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text('[[point]]\nid = "x"\nplatform = "esp32s3"\n')
     with pytest.raises(ConfigError, match="missing"):
         load_points(bad)
+
+
+def test_the_published_kernel_and_weight_format_are_what_is_costed() -> None:
+    point = next(p for p in load_points() if p.id == "esp32s3-story-maker-int4")
+    assert point.scale_bytes == 4 and point.matvec_instructions_per_mac > 0
+    ours = dataclasses.replace(point, matvec_instructions_per_mac=0.0, scale_bytes=2)
+    theirs, where = predict_tok_s(point, 1.0)
+    own, _ = predict_tok_s(ours, 1.0)
+    assert where == "flash"
+    # Their plain-C nibble loop (7 instructions per weight against our 1.7) and fp32 scales
+    # (4 B per 32 weights against 2 B) both cost time.
+    assert theirs < own
+    only_scales, _ = predict_tok_s(dataclasses.replace(ours, scale_bytes=4), 1.0)
+    only_kernel, _ = predict_tok_s(dataclasses.replace(point, scale_bytes=2), 1.0)
+    assert theirs < only_scales < own and theirs < only_kernel < own
+    with pytest.raises(ConfigError, match="embedding"):
+        predict_tok_s(dataclasses.replace(point, embedding_bits=8), 1.0)
+
+
+def test_unfitted_leave_one_out_is_checked_too() -> None:
+    point = next(p for p in load_points() if p.id == "k210-llm-embedded")
+    row, = fidelity([point], {"k210": [point.id]})
+    assert row.loo_unfitted and row.loo_ratio is not None
+    assert row.worst_ratio == pytest.approx(max(row.ratio, 1 / row.ratio, row.loo_ratio,
+                                                1 / row.loo_ratio))

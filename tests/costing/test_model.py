@@ -82,6 +82,29 @@ def test_three_bit_weights_move_fewer_bytes_than_four() -> None:
     assert ffn3.memory_s < ffn4.memory_s
 
 
+def test_quantized_weights_are_costed_with_their_group_scales() -> None:
+    cfg = model().config
+    four = CostModel(platform("esp32s3"), cfg, WeightBits(4, 8))
+    kv = cfg.dim * cfg.n_kv_heads // cfg.n_heads
+    per_layer = 2 * cfg.dim * cfg.dim + 2 * cfg.dim * kv + 3 * cfg.dim * cfg.hidden_dim
+    emb = cfg.vocab_size * cfg.dim
+    norms = (2 * cfg.n_layers + 1) * cfg.dim * 4
+    # .tlm: packed codes plus one f16 scale per 32 weights, the 8-bit embedding likewise.
+    expect = (cfg.n_layers * (per_layer // 2 + per_layer // 32 * 2)
+              + emb + emb // 32 * 2 + norms)
+    assert four.weight_bytes_total() == expect
+    ffn = next(c for c in four.op_costs(3) if c.op == Op.FFN)
+    assert ffn.weight_bytes == 3 * (cfg.dim * cfg.hidden_dim // 2
+                                    + cfg.dim * cfg.hidden_dim // 32 * 2)
+    cls = next(c for c in four.op_costs(3) if c.op == Op.CLASSIFIER)
+    assert cls.weight_bytes == emb + emb // 32 * 2  # the classifier at the embedding's 8 bits
+    fp32_scales = CostModel(platform("esp32s3"), cfg, WeightBits(4, 8, scale_bytes=4))
+    assert fp32_scales.weight_bytes_total() > four.weight_bytes_total()
+    # Float matrices have no scales.
+    f32 = CostModel(platform("esp32s3"), cfg, 32)
+    assert f32.weight_bytes_total() == cfg.n_layers * per_layer * 4 + emb * 4 + norms
+
+
 def test_memory_bound_and_compute_bound_ops() -> None:
     psram = cost("esp32s3", 32, psram_bandwidth_bytes_per_s=1e6)  # a very slow PSRAM
     assert {t.bound for t in psram.forward_ops(3) if t.op == Op.FFN} == {"memory"}

@@ -198,7 +198,6 @@ def _predicted(
     """CostModel, per-op sums over ``positions`` (macs, bytes, compute_s, memory_s, duration_s)
     and sampling share (samples per forward pass)."""
     from tinytelem.costing.model import CostModel
-    from tinytelem.models import cost as model_cost
     from tinytelem.platforms import get_platform
 
     cm = CostModel(get_platform(platform_name), config, bits, level)
@@ -206,7 +205,7 @@ def _predicted(
     unique, counts = np.unique(np.asarray(positions or [0]), return_counts=True)
     for raw_pos, count in zip(unique.tolist(), counts.tolist(), strict=True):
         pos = min(int(raw_pos), cm.context - 1)
-        costs = model_cost.op_costs(config, pos, bits, kv_bytes_per_elem=cm.kv_elem_bytes)
+        costs = cm.op_costs(pos)
         moved: dict[int, int] = {}
         for c in costs:
             moved.setdefault(int(c.op), 0)

@@ -75,6 +75,15 @@ class EngineCalibration:
         raise ConfigError(f"the engine calibration of {self.family} has no {b}-bit kernels "
                           f"(calibrated: {', '.join(map(str, self.bits))})")
 
+    def kernel_width(self, bits: int) -> int:
+        """The calibrated kernel width that runs ``bits``-wide weights (f16 runs the float
+        path).
+
+        Raises:
+            ConfigError: no calibrated kernel runs them.
+        """
+        return self._bits(bits)
+
     def instructions(self, op: OpFeatures) -> float:
         """Fitted instructions of one operator span (never below zero)."""
         if op.kind == "embed":

@@ -60,6 +60,15 @@ class WeightBits:
     layers: int
     embedding: int
     group: int = CALIBRATION_GROUP
+    scale_bytes: int = 2
+    """Bytes of one group scale of a quantized (<= 8-bit) matrix: the ``.tlm`` format stores f16
+    scales (docs/tlm-format.md); a published engine may store others (fp32: 4)."""
+
+    def matrix_bytes(self, n: int, bits: int) -> int:
+        """Stored bytes of ``n`` weights at ``bits``: packed codes plus, when quantized, one
+        scale per group (asymmetric zero points are not counted)."""
+        scales = -(-n // self.group) * self.scale_bytes if bits <= 8 else 0
+        return -(-n * bits // 8) + scales
 
     @classmethod
     def uniform(cls, bits: int) -> WeightBits:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinytelem.costing.calibration import EngineCalibration, load_calibration
 from tinytelem.costing.features import WeightBits
 from tinytelem.errors import ConfigError
 from tinytelem.models.llama2c import STORIES260K_SHAPE, LlamaConfig
@@ -78,6 +79,17 @@ class Point:
     run_positions: int = 0
     """Positions the published run went through (it stops at BOS or after its steps); its timer
     covers positions 1 to run_positions - 1. 0: not stated, DECODE_POSITIONS."""
+    scale_bytes: int = 2
+    """Bytes of one group scale in the published engine's weight format (2: f16, as ``.tlm``;
+    4: fp32). Only quantized (<= 8-bit) points have group scales."""
+    group_size: int = 32
+    """Weights per group scale in the published engine's weight format."""
+    matvec_instructions_per_mac: float = 0.0
+    """Instructions per weight of the published engine's quantized matvec loop (its kernel
+    compiled for the platform's ISA family and counted, ``notes`` say how), replacing the
+    engine calibration's per-MAC coefficient for the point's precision. 0: the published
+    kernel does what ours does per weight (llama2.c's scalar float loop is ours, see
+    docs/platforms.md)."""
 
 
 def published_path() -> Path:
@@ -125,6 +137,20 @@ def _platform(point: Point, efficiency: float | None) -> Any:
     return dataclasses.replace(base, **changes)
 
 
+def _published_kernel(point: Point, family: str) -> EngineCalibration | None:
+    """The ISA family's engine calibration with the published matvec's per-MAC instructions,
+    or None (the calibration as it is) when the point does not state them."""
+    if point.matvec_instructions_per_mac <= 0:
+        return None
+    cal = load_calibration(family)
+    width = cal.kernel_width(point.precision)
+    matvec = {**cal.ops["matvec"], f"macs_{width}": point.matvec_instructions_per_mac}
+    if point.embedding_bits != point.precision:
+        raise ConfigError(f"point {point.id}: matvec_instructions_per_mac needs the embedding "
+                          "at the layers' precision")
+    return dataclasses.replace(cal, ops={**cal.ops, "matvec": matvec})
+
+
 def predict_tok_s(point: Point, efficiency: float | None = None) -> tuple[float, str]:
     """Predicted decode tok/s of ``point`` and where the model put the weights.
 
@@ -134,8 +160,11 @@ def predict_tok_s(point: Point, efficiency: float | None = None) -> tuple[float,
     from tinytelem.protocol.enums import TraceLevel
 
     cfg = PUBLISHED_SHAPES[point.model]
-    cm = CostModel(_platform(point, efficiency), cfg,
-                   WeightBits(point.precision, point.embedding_bits), TraceLevel.OFF)
+    platform = _platform(point, efficiency)
+    cm = CostModel(platform, cfg,
+                   WeightBits(point.precision, point.embedding_bits, point.group_size,
+                              point.scale_bytes),
+                   TraceLevel.OFF, calibration=_published_kernel(point, platform.isa_family))
     n = min(point.run_positions or DECODE_POSITIONS, cm.context)
     first = 1 if n > 1 else 0  # llama2.c starts its timer after the first token
     step = max(1, (n - first) // 32)
@@ -188,11 +217,10 @@ class FidelityRow:
 
     @property
     def worst_ratio(self) -> float:
-        """max(r, 1/r) over the prediction and a leave-one-out prediction refitted on other
-        points (an unfitted fallback is reported, not checked: it says how far the core
-        model alone is, which the fitted factor exists to correct)."""
-        rs = [self.ratio] + ([self.loo_ratio] if self.loo_ratio and not self.loo_unfitted
-                             else [])
+        """max(r, 1/r) over the prediction and the leave-one-out prediction (refitted on the
+        platform's other points, or the unfitted model when it has none: how far the core model
+        alone is from the point)."""
+        rs = [self.ratio] + ([self.loo_ratio] if self.loo_ratio else [])
         return max(max(r, 1.0 / r) for r in rs)
 
 

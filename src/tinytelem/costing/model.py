@@ -37,7 +37,6 @@ less (the core stalls on the bus but the memories and bus are busy, so not idle 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -292,14 +291,15 @@ class CostModel:
         return ctx
 
     def weight_bytes_total(self) -> int:
-        """Bytes of stored weights (the classifier counted only when not shared, llama2.c style)."""
+        """Bytes of stored weights, group scales included (the classifier counted only when
+        not shared, llama2.c style)."""
         c = self.config
         kv_dim = c.dim * c.n_kv_heads // c.n_heads
         per_layer = 2 * c.dim * c.dim + 2 * c.dim * kv_dim + 3 * c.dim * c.hidden_dim
         emb = c.vocab_size * c.dim * (1 if getattr(c, "shared_classifier", True) else 2)
         norms = (2 * c.n_layers + 1) * c.dim * 4  # norm weights stay fp32
-        return (math.ceil(c.n_layers * per_layer * self.bits.layers / 8)
-                + math.ceil(emb * self.bits.embedding / 8) + norms)
+        return (c.n_layers * self.bits.matrix_bytes(per_layer, self.bits.layers)
+                + self.bits.matrix_bytes(emb, self.bits.embedding) + norms)
 
     def _place(self) -> Placement:
         p = self.platform
@@ -367,15 +367,31 @@ class CostModel:
         return OpTiming(layer, op, busy, compute, memory, macs, self._watts(compute, busy),
                         instr)
 
+    def op_costs(self, pos: int) -> list[model_cost.OpCost]:
+        """The work of every operator at ``pos`` as stored: layer matrices at the layer width,
+        the embedding row and the classifier at the embedding width, group scales included."""
+        b = self.bits
+
+        def at(bits: int) -> list[model_cost.OpCost]:
+            quantized = bits <= 8
+            return model_cost.op_costs(
+                self.config, pos, bits, group_size=b.group if quantized else 0,
+                scale_bytes=b.scale_bytes, kv_bytes_per_elem=self.kv_elem_bytes)
+
+        layers = at(b.layers)
+        if b.embedding == b.layers:
+            return layers
+        table = {int(Op.EMBED), int(Op.CLASSIFIER)}
+        return [e if int(c.op) in table else c
+                for c, e in zip(layers, at(b.embedding), strict=True)]
+
     def forward_ops(self, pos: int) -> tuple[OpTiming, ...]:
         """Timed operators of one forward pass at position ``pos``, in execution order."""
         cached = self._timings.get(pos)
         if cached is not None:
             return cached
         out: list[OpTiming] = []
-        costs = [c for c in model_cost.op_costs(
-            self.config, pos, self.weight_bits, kv_bytes_per_elem=self.kv_elem_bytes)
-            if Op(int(c.op)) not in (Op.LAYER, Op.SAMPLE)]
+        costs = [c for c in self.op_costs(pos) if Op(int(c.op)) not in (Op.LAYER, Op.SAMPLE)]
         feats = forward_ops(self.config, pos, self.bits)
         loop = self.calibration.residual_instructions(self.config.n_layers)
         for c, f in zip(costs, feats, strict=True):
