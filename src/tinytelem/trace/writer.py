@@ -147,7 +147,7 @@ class _Table:
         """Write the first ``n`` pending rows at ``written``; return them."""
         if n <= 0:
             return np.empty(0, dtype=self.dtype)
-        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        data = self._pending[0] if len(self._pending) == 1 else _join(self._pending)
         head, tail = data[:n], data[n:]
         end = self.written + n
         if self.extent < end:
@@ -167,6 +167,18 @@ class _Table:
         self._pending = [tail] if tail.shape[0] else []
         self.n_pending = int(tail.shape[0])
         return head
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate pending rows; rows of a compound type are joined as bytes.
+
+    ``np.concatenate`` promotes structured dtypes field by field, 20-40 us per call, more than
+    copying the few rows a flush writes; the parts all have the table's layout.
+    """
+    dtype = parts[0].dtype
+    if dtype.names is None or dtype.hasobject or any(p.dtype != dtype for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(dtype)
 
 
 def _as_rows(rows: np.ndarray, dtype: np.dtype[Any], table: str) -> np.ndarray:
