@@ -141,6 +141,12 @@ def segment_stats_numpy(
                and np.array_equal(starts[1:], first + size * np.arange(k - 1, dtype=np.int64)))
     if not uniform:
         return _stats_reduceat(x, starts)
+    return _uniform_stats(x, first, size)
+
+
+def _uniform_stats(x: npt.NDArray[np.float32], first: int, size: int) -> tuple[Any, ...]:
+    """:func:`segment_stats_numpy` of segments ``[0, first)`` then every ``size`` samples."""
+    total = int(x.shape[0])
     head = first == size  # the first segment is a whole bucket too
     lo = 0 if head else first
     parts = [] if head else [_rows_stats(x[None, :first])]
@@ -364,9 +370,13 @@ class MultiLevelSummary:
         starts = np.arange(b0, m, size, dtype=np.int64)
         if starts.shape[0] == 0 or starts[0] != 0:
             starts = np.concatenate((np.zeros(1, dtype=np.int64), starts))
+        # The cuts are uniform by construction: no need for the numpy kernel to check them.
+        stats = (_uniform_stats(x, int(starts[1]), size)
+                 if self._kernel is segment_stats_numpy and starts.shape[0] >= 3
+                 else self._kernel(x, starts))
         # Columns now, one table of rows per drain: filling a structured array field by field
         # costs more per block than the numbers in it.
-        self._staged.append((first_index + starts, *self._kernel(x, starts)))
+        self._staged.append((first_index + starts, *stats))
         self.samples_in += m
 
     def drain(self) -> list[np.ndarray]:
