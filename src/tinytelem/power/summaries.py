@@ -97,15 +97,20 @@ def _rows_stats(x2d: npt.NDArray[np.float32]) -> tuple[Any, ...]:
     """(count, mean, M2, min, max) of each row of ``x2d``, without a float64 copy of it.
 
     Memory traffic, not arithmetic, is the cost here, so every pass reads float32: the mean is
-    summed in float64 (exact to ~1e-15), the squared deviations from it in float32 (numpy's
-    vectorised contraction: about 5e-7 relative error on M2 over a 1000-sample bucket, under
-    the float32 the std is stored as). Coarser levels merge these in float64.
+    summed in float64 (exact to ~1e-15), the squared deviations from it in float32 (about 5e-7
+    relative error on M2 over a 1000-sample bucket, under the float32 the std is stored as).
+    Rows of 64 samples or more take one single-threaded BLAS dot product each through a
+    stacked matmul, 3x cheaper than ``einsum`` at 1000; shorter rows are cheaper with
+    ``einsum``. Coarser levels merge these in float64.
     """
     n = x2d.shape[1]
     counts = np.full(x2d.shape[0], n, dtype=np.int64)
     means = np.einsum("ij->i", x2d, dtype=np.float64) / n  # 20 % cheaper than sum(axis=1)
     dev = x2d - means.astype(np.float32)[:, None]
-    m2 = np.einsum("ij,ij->i", dev, dev).astype(np.float64)
+    if n >= 64:
+        m2 = np.matmul(dev[:, None, :], dev[:, :, None]).reshape(-1).astype(np.float64)
+    else:
+        m2 = np.einsum("ij,ij->i", dev, dev).astype(np.float64)
     return counts, means, m2, x2d.min(axis=1), x2d.max(axis=1)
 
 
@@ -140,6 +145,12 @@ def segment_stats_numpy(
                and np.array_equal(starts[1:], first + size * np.arange(k - 1, dtype=np.int64)))
     if not uniform:
         return _stats_reduceat(x, starts)
+    return _uniform_stats(x, first, size)
+
+
+def _uniform_stats(x: npt.NDArray[np.float32], first: int, size: int) -> tuple[Any, ...]:
+    """:func:`segment_stats_numpy` of segments ``[0, first)`` then every ``size`` samples."""
+    total = int(x.shape[0])
     head = first == size  # the first segment is a whole bucket too
     lo = 0 if head else first
     parts = [] if head else [_rows_stats(x[None, :first])]
@@ -209,22 +220,38 @@ def segment_stats_numba(
 
 # ---------------------------------------------------------------------------- combining
 
+_Columns = tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.float64],
+                 npt.NDArray[np.float64], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+"""Partial statistics as columns: (first_index, n, mean, M2, min, max), as in STATS_DTYPE.
 
-def _merge_groups(rows: np.ndarray, starts: npt.NDArray[np.int64], size: int) -> np.ndarray:
-    """Merge each group ``rows[starts[i]:starts[i+1]]`` into one STATS row (Chan's formula)."""
-    counts_per_group = np.diff(np.append(starts, rows.shape[0]))
-    n = rows["n"].astype(np.float64)
+The levels pass columns, not STATS_DTYPE rows: concatenating and reducing fields of a
+structured array cost more per flush than the arithmetic on them (``bench/vs_pyjls.py``).
+"""
+
+
+def _empty_columns() -> _Columns:
+    return (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64),
+            np.empty(0, np.float64), np.empty(0, np.float32), np.empty(0, np.float32))
+
+
+def _concat_columns(parts: Sequence[_Columns]) -> _Columns:
+    if len(parts) == 1:
+        return parts[0]
+    fi, n, mean, m2, lo, hi = (np.concatenate(col) for col in zip(*parts, strict=True))
+    return fi, n, mean, m2, lo, hi
+
+
+def _merge_groups(cols: _Columns, starts: npt.NDArray[np.int64], size: int) -> _Columns:
+    """Merge each group ``cols[starts[i]:starts[i+1]]`` into one bucket (Chan's formula)."""
+    fi, n_in, mean_in, m2_in, lo, hi = cols
+    counts_per_group = np.diff(np.append(starts, fi.shape[0]))
+    n = n_in.astype(np.float64)
     total = np.add.reduceat(n, starts)
-    mean = np.add.reduceat(n * rows["mean"], starts) / total
-    dev = rows["mean"] - np.repeat(mean, counts_per_group)
-    out = np.empty(starts.shape[0], dtype=STATS_DTYPE)
-    out["first_index"] = (rows["first_index"][starts] // size) * size
-    out["n"] = total
-    out["mean"] = mean
-    out["m2"] = np.add.reduceat(rows["m2"] + n * dev * dev, starts)
-    out["min"] = np.minimum.reduceat(rows["min"], starts)
-    out["max"] = np.maximum.reduceat(rows["max"], starts)
-    return out
+    mean = np.add.reduceat(n * mean_in, starts) / total
+    dev = mean_in - np.repeat(mean, counts_per_group)
+    m2 = np.add.reduceat(m2_in + n * dev * dev, starts)
+    return ((fi[starts] // size) * size, total, mean, m2,
+            np.minimum.reduceat(lo, starts), np.maximum.reduceat(hi, starts))
 
 
 class _Combiner:
@@ -232,39 +259,50 @@ class _Combiner:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.pending = np.empty(0, dtype=STATS_DTYPE)
+        self.pending: _Columns = _empty_columns()
 
-    def feed(self, rows: np.ndarray) -> np.ndarray:
-        if rows.shape[0] == 0:
-            return rows
-        rows = np.concatenate((self.pending, rows)) if self.pending.shape[0] else rows
-        bucket = rows["first_index"] // self.size
+    def feed(self, cols: _Columns) -> _Columns:
+        if cols[0].shape[0] == 0:
+            return cols
+        if self.pending[0].shape[0]:
+            cols = _concat_columns((self.pending, cols))
+        bucket = cols[0] // self.size
         change = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
-        starts = np.concatenate(([0], change)).astype(np.int64)
-        last = int(starts[-1])
-        self.pending = rows[last:].copy()
+        last = int(change[-1]) if change.shape[0] else 0
+        fi, n, mean, m2, lo, hi = cols
+        self.pending = (fi[last:].copy(), n[last:].copy(), mean[last:].copy(),
+                        m2[last:].copy(), lo[last:].copy(), hi[last:].copy())
         if last == 0:
-            return np.empty(0, dtype=STATS_DTYPE)
-        return _merge_groups(rows[:last], starts[:-1], self.size)
+            return _empty_columns()
+        starts = np.concatenate((np.zeros(1, np.int64), change[:-1]))
+        return _merge_groups((fi[:last], n[:last], mean[:last], m2[:last], lo[:last], hi[:last]),
+                             starts, self.size)
 
-    def finish(self) -> np.ndarray:
-        rows, self.pending = self.pending, np.empty(0, dtype=STATS_DTYPE)
-        if rows.shape[0] == 0:
-            return rows
-        return _merge_groups(rows, np.zeros(1, dtype=np.int64), self.size)
+    def finish(self) -> _Columns:
+        cols, self.pending = self.pending, _empty_columns()
+        if cols[0].shape[0] == 0:
+            return cols
+        return _merge_groups(cols, np.zeros(1, dtype=np.int64), self.size)
+
+
+def _summary_rows(cols: _Columns) -> np.ndarray:
+    """Columns -> SUMMARY rows (std = sqrt(M2 / n))."""
+    fi, n, mean, m2, lo, hi = cols
+    out = np.empty(fi.shape[0], dtype=SUMMARY_DTYPE)
+    out["first_index"] = fi
+    out["n"] = n
+    out["mean"] = mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["std"] = np.sqrt(np.maximum(m2, 0.0) / n)
+    out["min"] = lo
+    out["max"] = hi
+    return out
 
 
 def to_summary(stats: np.ndarray) -> np.ndarray:
     """STATS rows -> SUMMARY rows (std = sqrt(M2 / n))."""
-    out = np.empty(stats.shape[0], dtype=SUMMARY_DTYPE)
-    out["first_index"] = stats["first_index"]
-    out["n"] = stats["n"]
-    out["mean"] = stats["mean"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["std"] = np.sqrt(np.maximum(stats["m2"], 0.0) / stats["n"])
-    out["min"] = stats["min"]
-    out["max"] = stats["max"]
-    return out
+    return _summary_rows((stats["first_index"], stats["n"], stats["mean"], stats["m2"],
+                          stats["min"], stats["max"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +350,7 @@ class MultiLevelSummary:
         self._combiners = [_Combiner(level.samples) for level in self.levels]
         self.samples_in = 0
         self.buckets_out = [0] * len(self.levels)
-        self._staged: list[tuple[np.ndarray, ...]] = []
+        self._staged: list[_Columns] = []
 
     def add_block(self, first_index: int, current_a: npt.ArrayLike) -> list[np.ndarray]:
         """Feed a block; return, per level, the buckets it completed (SUMMARY_DTYPE rows)."""
@@ -336,9 +374,13 @@ class MultiLevelSummary:
         starts = np.arange(b0, m, size, dtype=np.int64)
         if starts.shape[0] == 0 or starts[0] != 0:
             starts = np.concatenate((np.zeros(1, dtype=np.int64), starts))
+        # The cuts are uniform by construction: no need for the numpy kernel to check them.
+        stats = (_uniform_stats(x, int(starts[1]), size)
+                 if self._kernel is segment_stats_numpy and starts.shape[0] >= 3
+                 else self._kernel(x, starts))
         # Columns now, one table of rows per drain: filling a structured array field by field
         # costs more per block than the numbers in it.
-        self._staged.append((first_index + starts, *self._kernel(x, starts)))
+        self._staged.append((first_index + starts, *stats))
         self.samples_in += m
 
     def drain(self) -> list[np.ndarray]:
@@ -349,23 +391,19 @@ class MultiLevelSummary:
         """Emit every partly filled bucket (end of stream); the summary can be fed again after."""
         return self._cascade(self._take_staged(), final=True)
 
-    def _take_staged(self) -> np.ndarray:
+    def _take_staged(self) -> _Columns:
         staged, self._staged = self._staged, []
-        columns = [np.concatenate(col) for col in zip(*staged, strict=True)] if staged else []
-        rows = np.empty(columns[0].shape[0] if columns else 0, dtype=STATS_DTYPE)
-        for name, col in zip(STATS_DTYPE.names or (), columns, strict=False):
-            rows[name] = col
-        return rows
+        return _concat_columns(staged) if staged else _empty_columns()
 
-    def _cascade(self, rows: np.ndarray, *, final: bool) -> list[np.ndarray]:
+    def _cascade(self, cols: _Columns, *, final: bool) -> list[np.ndarray]:
         out: list[np.ndarray] = []
         for i, combiner in enumerate(self._combiners):
-            done = combiner.feed(rows)
+            done = combiner.feed(cols)
             if final:
-                done = np.concatenate((done, combiner.finish()))
-            out.append(to_summary(done))
-            self.buckets_out[i] += int(done.shape[0])
-            rows = done
+                done = _concat_columns((done, combiner.finish()))
+            out.append(_summary_rows(done))
+            self.buckets_out[i] += int(done[0].shape[0])
+            cols = done
         return out
 
     def level_index(self, seconds_or_name: float | str) -> int:

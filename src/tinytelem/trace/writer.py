@@ -61,6 +61,8 @@ from tinytelem.trace.store import LIBVER, write_summary_attrs
 
 _ROW_CHUNK = {"events": 4096, "tokens": 4096, "spans": 8192, "errors": 256, "logs": 256}
 _DEFAULT_ROW_CHUNK = 1024
+_BUFFER_CHUNKS = 16
+"""Largest write (in chunks) gathered in a table's reusable buffer; larger ones get their own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +83,14 @@ class _Table:
     Rows of fixed-size types go to HDF5 through h5py's low-level API (``DatasetID.write`` of
     one hyperslab, the extent kept here instead of asked for): the high-level slice
     assignment spent about 75 us of Python per call on selections and dtype checks, a tenth of
-    the writer's CPU at 1 MS/s (``bench/vs_pyjls.py``). Variable-length text keeps the
-    high-level path, which converts Python strings.
+    the writer's CPU at 1 MS/s (``bench/vs_pyjls.py``). The HDF5 memory type is made once
+    here: h5py otherwise builds it from the array's dtype at every write, about 45 us for a
+    compound row type, half the cost of writing a few summary rows. Variable-length text
+    keeps the high-level path, which converts Python strings.
     """
 
     def __init__(self, dataset: Any, chunk: int, batch_chunks: int = 1) -> None:
-        from h5py import h5s  # h5py is loaded: the dataset is one of its objects
+        from h5py import h5s, h5t  # h5py is loaded: the dataset is one of its objects
 
         self.dataset = dataset
         self.dtype: np.dtype[Any] = dataset.dtype
@@ -95,7 +99,10 @@ class _Table:
         self.written = self.extent
         self._pending: list[np.ndarray] = []
         self.n_pending = 0
+        self._buffer = np.empty(0, dtype=self.dtype)
+        """Where rows from several pending arrays are gathered for one write (reused)."""
         self._create_space = None if self.dtype.hasobject else h5s.create_simple
+        self._mtype = None if self.dtype.hasobject else h5t.py_create(self.dtype)
         self.batch_chunks = batch_chunks
         """Whole chunks gathered before they are written (more per HDF5 call, fewer calls)."""
 
@@ -131,7 +138,7 @@ class _Table:
         head = self._write(n)
         chunk_start = (self.written // self.chunk) * self.chunk
         if start <= chunk_start < self.written and not self.dtype.hasobject:
-            self._pending = [head[chunk_start - start :]]
+            self._pending = [head[chunk_start - start :].copy()]  # head may be the buffer
             self.n_pending = self.written - chunk_start
             self.written = chunk_start
 
@@ -140,12 +147,48 @@ class _Table:
         self._pending = []
         self.n_pending = 0
 
+    def _gather(self, n: int) -> np.ndarray:
+        """The first ``n`` pending rows as one contiguous array (they stay pending).
+
+        Rows spread over several pending arrays are copied into a buffer the table keeps (the
+        result is valid until the next call). A new array per write cost a page fault per
+        4 KiB: two thirds of the writer's page faults, about 9,000 per minute at 1 MS/s
+        (``bench/vs_pyjls.py``).
+        """
+        first = self._pending[0]
+        if first.shape[0] >= n:  # one array holds them: no copy
+            return first[:n]
+        if self.dtype.hasobject or n > _BUFFER_CHUNKS * self.chunk:
+            return _join(self._pending)[:n]
+        if self._buffer.shape[0] < n:
+            self._buffer = np.empty(n, dtype=self.dtype)
+        out = self._buffer[:n]
+        pos = 0
+        for part in self._pending:
+            k = min(int(part.shape[0]), n - pos)
+            _copy_rows(out[pos : pos + k], part[:k])
+            pos += k
+            if pos == n:
+                break
+        return out
+
+    def _drop(self, n: int) -> None:
+        """Forget the first ``n`` pending rows (written)."""
+        self.n_pending -= n
+        while n:
+            part = self._pending[0]
+            if part.shape[0] > n:
+                self._pending[0] = part[n:]
+                return
+            n -= int(part.shape[0])
+            del self._pending[0]
+
     def _write(self, n: int) -> np.ndarray:
-        """Write the first ``n`` pending rows at ``written``; return them."""
+        """Write the first ``n`` pending rows at ``written``; return them (until the next
+        write: they may live in the table's buffer)."""
         if n <= 0:
             return np.empty(0, dtype=self.dtype)
-        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-        head, tail = data[:n], data[n:]
+        head = self._gather(n)
         end = self.written + n
         if self.extent < end:
             self.dataset.id.set_extent((end,))
@@ -155,12 +198,34 @@ class _Table:
         else:
             file_space = self.dataset.id.get_space()
             file_space.select_hyperslab((self.written,), (n,))
+            # Rows have the table's layout (enum metadata aside, which stores the same
+            # integers); anything else would get a memory type of its own.
+            mtype = self._mtype if head.dtype == self.dtype else None
             self.dataset.id.write(self._create_space((n,)), file_space,
-                                  np.ascontiguousarray(head))
+                                  np.ascontiguousarray(head), mtype=mtype)
         self.written = end
-        self._pending = [tail] if tail.shape[0] else []
-        self.n_pending = int(tail.shape[0])
+        self._drop(n)  # only now: after a failed write the rows are still pending
         return head
+
+
+def _copy_rows(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[:] = src`` for rows of the same layout; compound rows are copied as bytes."""
+    if dst.dtype.names is None or src.dtype != dst.dtype:
+        dst[:] = src
+    else:
+        dst.view(np.uint8)[:] = np.ascontiguousarray(src).view(np.uint8)
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate pending rows; rows of a compound type are joined as bytes.
+
+    ``np.concatenate`` promotes structured dtypes field by field, 20-40 us per call, more than
+    copying the few rows a flush writes; the parts all have the table's layout.
+    """
+    dtype = parts[0].dtype
+    if dtype.names is None or dtype.hasobject or any(p.dtype != dtype for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(dtype)
 
 
 def _as_rows(rows: np.ndarray, dtype: np.dtype[Any], table: str) -> np.ndarray:
@@ -214,7 +279,11 @@ class TraceWriter:
         # Samples go out 4 chunks (1 MiB by default) per write: about 4 % less CPU at 1 MS/s
         # than a write per chunk (bench/vs_pyjls.py); a flush still writes everything.
         self._samples = _Table(h5file[POWER_SAMPLES_PATH], power_chunk, batch_chunks=4)
-        self._extra = {p: _Table(h5file[p], _DEFAULT_ROW_CHUNK) for p in extra_tables}
+        # Extra tables (the power summaries) get their rows just before a flush: gathering up
+        # to 16 chunks makes that flush the only write of a second, instead of a write per
+        # filled chunk plus one at the flush (each write of a few rows costs ~0.1 ms).
+        self._extra = {p: _Table(h5file[p], _DEFAULT_ROW_CHUNK, batch_chunks=16)
+                       for p in extra_tables}
         self._runs: dict[int, np.void] = {}
         """Runs changed since the last flush."""
         self._run_pos: dict[int, int] = {}
