@@ -177,12 +177,15 @@ def _layers_block(rd: ReportData, idx: int) -> str:
     names = sorted({op for lc in layers for op in lc.ops},
                    key=lambda n: -sum(lc.ops.get(n, 0.0) for lc in layers))
     seg = {n: [lc.ops.get(n, 0.0) * 1e3 for lc in layers] for n in names}
+    scope = ("whole trace" if rd.detail is None
+             else f"the {len(rd.detail.run_ids)} detailed runs")
     chart = svg.stacked_bars(f"layers-{idx}", [lc.layer for lc in layers], seg,
-                             title="Time per layer by operator (ms, whole trace)",
+                             title=f"Time per layer by operator (ms, {scope})",
                              fmt=lambda v: f"{v:.3g} ms", width=1100)
     energy = svg.bar_chart(f"layer-energy-{idx}", [lc.layer for lc in layers],
                            [lc.energy_j * 1e3 if lc.energy_j is not None else None
-                            for lc in layers], title="Energy per layer (mJ)",
+                            for lc in layers], title="Energy per layer (mJ"
+                           + ("" if rd.detail is None else f", {scope}") + ")",
                            fmt=lambda v: f"{v:.3g} mJ", color=svg.PALETTE[2], width=540)
     return chart + f'<div class="grid2"><div>{energy}</div><div>{_roofline(rd, idx)}</div></div>'
 
@@ -248,7 +251,7 @@ def _runs_block(rd: ReportData) -> str:
     ro = rd.rolling
     tok, joule = ro["tok_s"], ro["j_per_token"]
     rows = [
-        ["runs (complete)", f"{ro['runs']:,} ({ro['complete']:,})"],
+        ["runs", f"{rd.detail.runs:,} recorded, {ro['runs']:,} ended OK and pooled"],
         *[[f"decode {k}", escape(fmt(tok[k], "tok/s"))] for k in ("mean", "std", "min", "max",
                                                                    "last")],
         *[[f"energy / token {k}", escape(fmt(joule[k], "J"))] for k in ("mean", "min", "max",
