@@ -169,3 +169,83 @@ def read_png(path: Path) -> np.ndarray:
         out[y] = cur
         prev = cur
     return out.reshape(height, width, ch)[:, :, :3].astype(np.uint8)
+
+
+def write_many_runs(path: Path, n_runs: int, *, passes: int = 3) -> dict[str, float]:
+    """A monitoring-like trace: ``n_runs`` identical runs of ``passes`` forward passes (EMBED,
+    one layer of QKV and FFN inside a LAYER span, SAMPLE), each run 10 ms of work then 10 ms
+    idle, FFN at FFN_WATTS and everything else at OTHER_WATTS; power at 20 kS/s.
+
+    Returns the truth: spans, tokens and frames per run, FFN seconds per pass, and the energy
+    of all the runs together.
+    """
+    op_s = 0.0005
+    ops = [(NO_LAYER, Op.EMBED), (0, Op.QKV), (0, Op.FFN), (NO_LAYER, Op.SAMPLE)]
+    period = 0.020
+    spans, tokens, runs, watts = [], [], [], []
+    for r in range(n_runs):
+        begin = 0.010 + r * period
+        t = begin
+        for k in range(passes):
+            spans.append((r, 0, int(Op.LAYER), t + op_s, t + 3 * op_s))
+            for layer, op in ops:
+                spans.append((r, layer, int(op), t, t + op_s))
+                watts.append((t, t + op_s, FFN_WATTS if op == Op.FFN else OTHER_WATTS))
+                t += op_s
+            tokens.append((r, k, 0 if k == 0 else 1, t))
+        runs.append((r, begin, t + 1e-5))
+    end = 0.010 + n_runs * period
+    rows = np.zeros(len(spans), dtype=SPAN_DTYPE)
+    for i, (rid, layer, op, a, b) in enumerate(spans):
+        rows[i] = (rid, layer, op, round(a * TICK_HZ), round(b * TICK_HZ), a, b)
+    tok = np.zeros(len(tokens), dtype=TOKEN_DTYPE)
+    for i, (rid, idx, phase, tt) in enumerate(tokens):
+        tok[i] = (rid, idx, 5 + idx, phase, round(tt * TICK_HZ), tt, tt + 1e-4)
+    mem = np.zeros(len(tokens), dtype=MEMORY_DTYPE)
+    mem["device_s"] = tok["device_s"]
+    mem["ticks"] = tok["ticks"]
+    mem["heap_used"] = mem["heap_peak"] = 5000
+    mem["arena_bytes"], mem["kv_bytes"] = 40000, 100
+    ev = np.zeros(2 * len(spans), dtype=EVENT_DTYPE)
+    ev["type"] = np.repeat([int(MsgType.SPAN_BEGIN), int(MsgType.SPAN_END)], len(spans))
+    ev["device_s"] = np.concatenate([rows["begin_s"], rows["end_s"]])
+    ev = ev[np.argsort(ev["device_s"], kind="stable")]
+    rate = 20_000.0
+    n_samples = int((end + 0.005) * rate)
+    ts = np.arange(n_samples) / rate
+    power = np.full(n_samples, 0.05)
+    for a, b, w in watts:
+        power[round(a * rate):round(b * rate)] = w
+    with TraceWriter.create(path, attrs={
+        "platform": "esp32s3", "device": "synthetic:esp32s3", "tick_hz": TICK_HZ,
+        "model_name": "synthetic", "model_sha256": "00" * 32, "sensor": "synthetic",
+        "model_config": json.dumps(asdict(CONFIG)), "weight_bits": 8,
+        "trace_level": "spans", "cpu_hz": get_platform("esp32s3").cpu_hz,
+    }) as w:
+        w.add_spans(rows)
+        w.add_tokens(tok)
+        w.add_memory(mem)
+        w.add_events(ev)
+        pings = np.zeros(40, dtype=PING_DTYPE)
+        send = np.linspace(0.0, end + 0.004, 40)
+        pings["nonce"] = np.arange(40)
+        pings["send_host_s"] = send
+        pings["recv_host_s"] = send + 2e-5
+        pings["ticks"] = np.round((send + 1e-5) * TICK_HZ).astype(np.uint64)
+        w.add_pings(pings)
+        for rid, b, e in runs:
+            w.update_run(rid, n_prompt=1, n_tokens=passes + 1, n_generated=passes - 1,
+                         status=0, begin_s=b, end_s=e, begin_ticks=round(b * TICK_HZ),
+                         end_ticks=round(e * TICK_HZ))
+        block = 2000
+        for k in range(0, n_samples, block):
+            chunk = (power[k:k + block] / 5.0).astype(np.float32)
+            w.add_power(k, chunk, host_s=(k + chunk.size) / rate + 1e-6)
+        w.set_attrs("power", {"sample_rate_hz": rate, "voltage_v": 5.0, "sensor": "synthetic"})
+        w.set_attrs("link", {"frames": int(ev.size), "crc_errors": 0, "gaps": 0})
+    in_runs = np.zeros(n_samples, dtype=bool)
+    for _, b, e in runs:
+        in_runs[round(b * rate):round(e * rate)] = True
+    return {"spans_per_run": len(spans) / n_runs, "tokens_per_run": float(passes),
+            "frames_per_run": 2 * len(spans) / n_runs, "ffn_s_per_pass": op_s,
+            "runs_energy_j": float(power[in_runs].sum() / rate), "ts_end": float(ts[-1])}

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tinytelem.analysis.energy import PowerTrace
-from tinytelem.analysis.rundata import RunData
+from tinytelem.analysis.rundata import RunData, in_windows
 from tinytelem.errors import ConfigError
 from tinytelem.models.llama2c import STORIES260K_SHAPE, LlamaConfig
 from tinytelem.protocol.enums import NO_LAYER, MsgType, Op, TraceLevel
@@ -242,12 +242,8 @@ def _tracing(data: RunData, events: np.ndarray | None, cpu_hz: float, cm: Any = 
     if events is None or events.size == 0 or runs.size == 0 or not cpu_hz > 0:
         return None
     ok = runs[np.isfinite(runs["end_s"])]
-    inside = np.zeros(events.size, dtype=bool)
-    run_s = 0.0
-    for r in ok:
-        b, e = float(r["begin_s"]), float(r["end_s"])
-        inside |= (events["device_s"] >= b) & (events["device_s"] <= e)
-        run_s += e - b
+    inside = in_windows(events["device_s"], ok["begin_s"], ok["end_s"])
+    run_s = float((ok["end_s"] - ok["begin_s"]).astype(np.float64).sum())
     types = events["type"][inside]
     cycles = 0.0
     frames = 0

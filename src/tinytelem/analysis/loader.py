@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from tinytelem.analysis.rundata import RunData
 from tinytelem.analysis.summary import build_summary
 from tinytelem.errors import TraceError
+from tinytelem.trace.schema import SPAN_DTYPE
 
 SUMMARY_MAX_SAMPLES = 20_000_000
 """The most power samples a summary loads. Placing samples on the device clock costs about
@@ -24,12 +25,15 @@ resolve to the bucket."""
 
 
 def load_run_data(path: str | Path | Sequence[str | Path],
-                  max_samples: int | None = None) -> RunData:
+                  max_samples: int | None = None, *, with_spans: bool = True) -> RunData:
     """Read every table a summary needs from the trace at ``path``.
 
     ``max_samples``: when the recording holds more power samples and has summary levels, load
     the finest level with at most that many buckets instead of the samples
     (:data:`SUMMARY_MAX_SAMPLES` for summaries).
+
+    ``with_spans``: False leaves the spans out (an hour of monitoring holds millions; a
+    report reads those of the runs it details with :func:`read_rows`).
 
     A sequence of paths is the segments of one rotated recording (``record --rotate``), read
     as one: see :func:`join_segments`.
@@ -39,9 +43,23 @@ def load_run_data(path: str | Path | Sequence[str | Path],
         if not paths:
             raise TraceError("no trace segments to read; check the recording's name")
         level = _level_for(paths, max_samples)
-        parts = [_load_one(p, level) for p in paths]
+        parts = [_load_one(p, level, with_spans) for p in paths]
         return join_segments(_described_buckets(paths, parts))
-    return _load_one(path, _level_for([path], max_samples))
+    return _load_one(path, _level_for([path], max_samples), with_spans)
+
+
+def read_rows(paths: Sequence[str | Path], table: str,
+              keep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The rows of ``table`` (every segment in turn) for which ``keep(rows)`` is True, read a
+    million at a time, so a table larger than memory can still be filtered."""
+    from tinytelem.trace.reader import open_trace
+    from tinytelem.trace.schema import TABLES
+
+    parts = [np.zeros(0, dtype=TABLES[table][1])]
+    for p in paths:
+        with open_trace(p) as tr:
+            parts.extend(chunk[keep(chunk)] for chunk in tr.table_chunks(table))
+    return np.concatenate(parts)
 
 
 def _level_for(paths: Sequence[str | Path], max_samples: int | None) -> tuple[str, int] | None:
@@ -69,7 +87,8 @@ def _level_for(paths: Sequence[str | Path], max_samples: int | None) -> tuple[st
     return names[-1], sizes[-1]
 
 
-def _load_one(path: str | Path, level: tuple[str, int] | None) -> RunData:
+def _load_one(path: str | Path, level: tuple[str, int] | None, with_spans: bool = True
+              ) -> RunData:
     from tinytelem.trace.reader import open_trace
 
     with open_trace(path) as tr:
@@ -92,7 +111,7 @@ def _load_one(path: str | Path, level: tuple[str, int] | None) -> RunData:
         return RunData(
             attrs=dict(tr.attrs),
             tokens=tr.tokens,
-            spans=tr.spans,
+            spans=tr.spans if with_spans else np.zeros(0, dtype=SPAN_DTYPE),
             memory=tr.memory,
             runs=tr.runs,
             pings=tr.pings,

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from tinytelem.analysis.clock import ClockFit
 from tinytelem.analysis.energy import PowerTrace
-from tinytelem.analysis.rundata import RunData, device_clock, place_power
+from tinytelem.analysis.rundata import RunData, device_clock, in_windows, place_power
 from tinytelem.errors import TraceError
 
 __all__ = [
@@ -325,9 +325,8 @@ def _run_energy(
 def _memory(data: RunData, windows: list[tuple[float, float]]) -> MemoryStats:
     mem = data.memory
     if windows and mem.size:
-        inside = np.zeros(mem.size, dtype=bool)
-        for b, e in windows:
-            inside |= (mem["device_s"] >= b) & (mem["device_s"] <= e)
+        begin, end = np.array(windows, dtype=np.float64).T
+        inside = in_windows(mem["device_s"], begin, end)
         if np.any(inside):
             mem = mem[inside]
     if mem.size == 0:

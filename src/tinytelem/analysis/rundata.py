@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tinytelem.analysis.clock import ClockFit, fit_arrival_clock, fit_device_clock, fit_sensor_clock
 from tinytelem.analysis.energy import PowerTrace, index_segments, sample_indices
@@ -28,7 +29,7 @@ from tinytelem.trace.schema import (
     TOKEN_DTYPE,
 )
 
-__all__ = ["RunData", "device_clock", "place_power", "power_trace"]
+__all__ = ["RunData", "device_clock", "in_windows", "place_power", "power_trace"]
 
 
 def _empty(dtype: np.dtype[Any]) -> Any:
@@ -68,6 +69,21 @@ class RunData:
     ``max_samples``): ``power_buckets`` then holds a summary level standing for them."""
     link_gaps: np.ndarray = field(default_factory=_empty(LINK_GAP_DTYPE))
     link: Mapping[str, int] = field(default_factory=dict)
+
+
+def in_windows(t: npt.ArrayLike, begin: npt.ArrayLike, end: npt.ArrayLike
+               ) -> npt.NDArray[np.bool_]:
+    """Which of ``t`` lie in any closed window ``[begin, end]`` (windows may overlap): a time
+    is inside when more windows began at or before it than ended before it. Windows with a
+    NaN edge hold nothing. One sort and two binary searches, however many windows."""
+    ta = np.asarray(t, dtype=np.float64)
+    b = np.asarray(begin, dtype=np.float64)
+    e = np.asarray(end, dtype=np.float64)
+    ok = ~(np.isnan(b) | np.isnan(e)) & (e >= b)
+    b, e = np.sort(b[ok]), np.sort(e[ok])
+    started = np.searchsorted(b, ta, side="right")
+    ended = np.searchsorted(e, ta, side="left")
+    return np.asarray(started > ended)
 
 
 def _tick_hz(data: RunData) -> float:

@@ -4,12 +4,18 @@ The HTML, CSV, JSON and Perfetto writers all start from :class:`ReportData`, so 
 the four outputs are the same numbers. Long power recordings are reduced here with a min/max
 decimation: every bucket keeps its extremes, so a 5 µs current spike stays visible on a plot
 of a ten-minute run even though the plot holds only a thousand columns.
+
+Long monitoring recordings (``record --repeat forever``: thousands of runs, millions of spans
+and frames) are reduced too. The summary, ITL and energy figures pool every run, and the
+rolling summary compares them; the detail -- spans (per-operator and per-layer tables), tokens,
+memory rows and frames (tracing overhead) -- holds at most :data:`DETAIL_RUNS` runs, evenly
+spaced over the recording, and :class:`Detail` says which, so every output can say so.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +25,52 @@ import numpy.typing as npt
 from tinytelem.analysis.bottleneck import Bottlenecks, analyse_bottlenecks
 from tinytelem.analysis.energy import PowerTrace
 from tinytelem.analysis.metrics import compute_metrics
-from tinytelem.analysis.rundata import RunData
+from tinytelem.analysis.rundata import RunData, in_windows
 from tinytelem.analysis.summary import build_summary
 from tinytelem.protocol.enums import Op
 
-__all__ = ["Decimated", "ReportData", "flatten", "load_report_data", "minmax_decimate", "tables"]
+__all__ = ["DETAIL_RUNS", "Decimated", "Detail", "ReportData", "detail_runs", "flatten",
+           "load_report_data", "minmax_decimate", "tables"]
 
 FloatArray = npt.NDArray[np.float64]
+
+DETAIL_RUNS = 100
+"""The most runs a report details (spans, tokens, memory rows, frames). Ten minutes of
+monitoring on the twin (``bench/soak.py``) are 714 runs, 2.5 M spans and 5.1 M frames, an hour
+six times that: read whole they took 0.9 GB for ten minutes and more than 5 GB for the hour.
+100 runs are about 350,000 spans and 720,000 frames however long the recording."""
+
+
+@dataclass(frozen=True)
+class Detail:
+    """Which runs a long recording's detail holds (the rest count only in the aggregates)."""
+
+    runs: int
+    """Runs in the recording."""
+    run_ids: tuple[int, ...]
+    """The runs detailed, evenly spaced over the recording (first and last included)."""
+
+    def note(self) -> str:
+        """One sentence for the report."""
+        return (f"{self.runs:,} runs: summary, latency, energy and the per-run table pool all "
+                f"of them; per-operator and per-layer figures, tracing overhead, tokens, memory "
+                f"rows and timelines are from {len(self.run_ids)} runs evenly spaced over the "
+                f"recording (first and last included)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"runs": self.runs, "detailed_runs": len(self.run_ids),
+                "run_ids": list(self.run_ids), "note": self.note()}
+
+
+def detail_runs(runs: np.ndarray, limit: int = DETAIL_RUNS) -> tuple[int, ...] | None:
+    """Run ids of at most ``limit`` runs evenly spaced in start order, first and last
+    included; None when there are no more than ``limit`` runs (all are detailed)."""
+    if runs.size <= limit:
+        return None
+    order = runs[np.argsort(runs["begin_s"], kind="stable")]
+    pick = np.unique(np.round(np.linspace(0, order.size - 1, max(limit, 2))).astype(np.int64))
+    return tuple(int(x) for x in order["run_id"][pick])
 
 
 @dataclass(frozen=True)
@@ -76,6 +121,11 @@ class ReportData:
     data: RunData
     events: np.ndarray
     link_stats: dict[str, Any]
+    detail: Detail | None = None
+    """Set when the recording has more runs than :data:`DETAIL_RUNS`: ``data``, ``events``
+    and ``bottlenecks`` then hold only the runs it names."""
+    rolling: dict[str, Any] | None = None
+    """The rolling summary across runs (``analysis.rolling``), with ``detail``."""
 
     @property
     def title(self) -> str:
@@ -112,28 +162,58 @@ class ReportData:
         return minmax_decimate(t, p, buckets)
 
 
-def load_report_data(path: str | Path, run_id: int | None = None) -> ReportData:
+def load_report_data(path: str | Path, run_id: int | None = None,
+                     max_detail_runs: int | None = None) -> ReportData:
     """Read and analyse one trace for reporting; the name of a rotated recording (``record
-    --rotate --out NAME.h5``, which leaves ``NAME-0001.h5``, ...) reads its segments as one."""
-    from tinytelem.analysis.loader import SUMMARY_MAX_SAMPLES, load_run_data
+    --rotate --out NAME.h5``, which leaves ``NAME-0001.h5``, ...) reads its segments as one.
+
+    With more than ``max_detail_runs`` runs (default :data:`DETAIL_RUNS`) only that many are
+    detailed (see :class:`Detail`).
+    """
+    from tinytelem.analysis.loader import SUMMARY_MAX_SAMPLES, load_run_data, read_rows
+    from tinytelem.analysis.rolling import rolling_summary
     from tinytelem.trace.reader import open_trace, segment_paths
 
     segments = [] if Path(path).exists() else segment_paths(Path(path))
-    data = load_run_data(segments or path, SUMMARY_MAX_SAMPLES)
-    events_parts = []
+    paths: list[str | Path] = list(segments) or [path]
+    data = load_run_data(segments or path, SUMMARY_MAX_SAMPLES, with_spans=False)
+    limit = DETAIL_RUNS if max_detail_runs is None else max_detail_runs
+    picked = detail_runs(data.runs, limit) if run_id is None else None
     link_stats: dict[str, Any] = {}
-    for one in segments or [Path(path)]:
+    for one in paths:
         with open_trace(one) as tr:
-            events_parts.append(tr.events)
             link_stats = dict(tr.link_stats)  # the session's: in the last segment
-    events = np.concatenate(events_parts)
     metrics = compute_metrics(data, run_id)
     summary = build_summary(metrics)
     itl = np.concatenate([r.itl_s for r in metrics.runs]) if metrics.runs else np.zeros(0)
     power = metrics.power_trace  # placed once, by compute_metrics; shared with the bottlenecks
+    detail = rolling = None
+    if picked is None:
+        data = replace(data, spans=read_rows(paths, "spans", lambda rows: np.ones(rows.size, bool)))
+        events = read_rows(paths, "events", lambda rows: np.ones(rows.size, bool))
+    else:
+        ids = np.asarray(picked, dtype=np.int64)
+        every = data.runs
+        runs = data.runs[np.isin(data.runs["run_id"], ids)]
+        begin = runs["begin_s"][np.isfinite(runs["begin_s"])]
+        end = np.where(np.isfinite(runs["end_s"]), runs["end_s"], np.inf)[
+            np.isfinite(runs["begin_s"])]
+        data = replace(
+            data, runs=runs,
+            tokens=data.tokens[np.isin(data.tokens["run_id"], ids)],
+            memory=data.memory[in_windows(data.memory["device_s"], begin, end)],
+            spans=read_rows(paths, "spans", lambda rows: np.isin(rows["run_id"], ids)),
+        )
+        events = read_rows(paths, "events",
+                           lambda rows: in_windows(rows["device_s"], begin, end))
+        detail = Detail(int(every.size), picked)
+        starts = dict(zip(every["run_id"].tolist(), every["begin_s"].tolist(), strict=True))
+        rolling = rolling_summary(summary["runs"], starts)
     bn = analyse_bottlenecks(data, events, power)
+    if detail is not None:
+        bn = replace(bn, warnings=(*bn.warnings, detail.note()))
     return ReportData(Path(path), dict(data.attrs), summary, np.asarray(itl, dtype=np.float64),
-                      bn, power, data, events, link_stats)
+                      bn, power, data, events, link_stats, detail, rolling)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -159,7 +239,11 @@ def _f(x: Any) -> Any:
 
 
 def tables(rd: ReportData) -> dict[str, list[dict[str, Any]]]:
-    """The report's tables as rows of plain values (the CSV files, and the JSON's tables)."""
+    """The report's tables as rows of plain values (the CSV files, and the JSON's tables).
+
+    ``tokens`` and ``memory`` hold the detailed runs only, and a long recording gets ``detail``
+    (which runs) and ``rolling`` (the runs compared) tables; ``runs`` has every run.
+    """
     s = rd.summary
     itl = s["latency"]["itl_s"]
     out: dict[str, list[dict[str, Any]]] = {}
@@ -183,6 +267,12 @@ def tables(rd: ReportData) -> dict[str, list[dict[str, Any]]]:
     link = dict(s["link"])
     link.update({k: _f(v) for k, v in rd.link_stats.items() if k not in link})
     out["link"] = [{"key": k, "value": v} for k, v in link.items()]
+    if rd.detail is not None:
+        out["detail"] = [{"key": "runs", "value": rd.detail.runs},
+                         {"key": "detailed_runs", "value": len(rd.detail.run_ids)},
+                         {"key": "run_ids", "value": " ".join(map(str, rd.detail.run_ids))},
+                         {"key": "note", "value": rd.detail.note()}]
+        out["rolling"] = [{"key": k, "value": v} for k, v in flatten(rd.rolling or {}).items()]
     tok = rd.data.tokens
     out["tokens"] = [
         {"run_id": int(r["run_id"]), "index": int(r["index"]), "token_id": int(r["token_id"]),

@@ -135,7 +135,9 @@ def _power_chart(rd: ReportData, idx: int) -> str:
             if math.isfinite(e):
                 bands.append(svg.Band((split - t0) * 1e3, (e - t0) * 1e3, "decode", "#2563eb"))
     series = [svg.Series("power (W)", (d.t - t0) * 1e3, d.mean, svg.PALETTE[2], d.lo, d.hi)]
-    markers = [float(x) for x in (tok["device_s"] - t0) * 1e3] if tok.size else []
+    # a long recording's chart spans hours: its detailed runs' tokens would only smear it
+    markers = ([float(x) for x in (tok["device_s"] - t0) * 1e3]
+               if tok.size and rd.detail is None else [])
     return svg.line_chart(
         f"power-{idx}", series, title="Power timeline", x_label="device time since run start (ms)",
         y_label="W", bands=bands, markers=markers, marker_label="tokens", fx=_ms,
@@ -175,12 +177,15 @@ def _layers_block(rd: ReportData, idx: int) -> str:
     names = sorted({op for lc in layers for op in lc.ops},
                    key=lambda n: -sum(lc.ops.get(n, 0.0) for lc in layers))
     seg = {n: [lc.ops.get(n, 0.0) * 1e3 for lc in layers] for n in names}
+    scope = ("whole trace" if rd.detail is None
+             else f"the {len(rd.detail.run_ids)} detailed runs")
     chart = svg.stacked_bars(f"layers-{idx}", [lc.layer for lc in layers], seg,
-                             title="Time per layer by operator (ms, whole trace)",
+                             title=f"Time per layer by operator (ms, {scope})",
                              fmt=lambda v: f"{v:.3g} ms", width=1100)
     energy = svg.bar_chart(f"layer-energy-{idx}", [lc.layer for lc in layers],
                            [lc.energy_j * 1e3 if lc.energy_j is not None else None
-                            for lc in layers], title="Energy per layer (mJ)",
+                            for lc in layers], title="Energy per layer (mJ"
+                           + ("" if rd.detail is None else f", {scope}") + ")",
                            fmt=lambda v: f"{v:.3g} mJ", color=svg.PALETTE[2], width=540)
     return chart + f'<div class="grid2"><div>{energy}</div><div>{_roofline(rd, idx)}</div></div>'
 
@@ -239,6 +244,25 @@ def _link_block(rd: ReportData) -> str:
     return table_html(["link health", "value"], rows) + warn
 
 
+def _runs_block(rd: ReportData) -> str:
+    """A long recording: its runs compared (the rolling summary) and what the detail holds."""
+    if rd.detail is None or rd.rolling is None:
+        return ""
+    ro = rd.rolling
+    tok, joule = ro["tok_s"], ro["j_per_token"]
+    rows = [
+        ["runs", f"{rd.detail.runs:,} recorded, {ro['runs']:,} ended OK and pooled"],
+        *[[f"decode {k}", escape(fmt(tok[k], "tok/s"))] for k in ("mean", "std", "min", "max",
+                                                                   "last")],
+        *[[f"energy / token {k}", escape(fmt(joule[k], "J"))] for k in ("mean", "min", "max",
+                                                                         "last")],
+        ["drift per run", escape(fmt(ro["drift_tok_s_per_run"], "tok/s"))],
+        ["drift per hour", fmt(ro["drift_pct_per_hour"], "%")],
+    ]
+    return (f"<h3>Runs (aggregated)</h3>{table_html(['across runs', 'value'], rows)}"
+            f'<p class="meta">{escape(rd.detail.note())}.</p>')
+
+
 def trace_section(rd: ReportData, idx: int) -> str:
     """The HTML section of one trace."""
     a = rd.attrs
@@ -249,7 +273,7 @@ def trace_section(rd: ReportData, idx: int) -> str:
     return (
         f'<section class="trace" id="trace-{idx}"><h2>{escape(rd.title)}</h2>'
         f'<div class="meta">{meta}</div>{_prediction_note(rd.summary)}{_cards(rd.summary)}'
-        f"<h3>Power</h3>{_power_chart(rd, idx)}"
+        f"{_runs_block(rd)}<h3>Power</h3>{_power_chart(rd, idx)}"
         f"<h3>Latency</h3>{_itl_block(rd, idx)}"
         f"<h3>Memory</h3>{_memory_chart(rd, idx)}"
         f"<h3>Per-layer time and energy</h3>{_layers_block(rd, idx)}"

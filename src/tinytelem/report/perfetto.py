@@ -91,6 +91,8 @@ def perfetto_events(rd: ReportData, pid: int = 1, *, max_power_points: int = 20_
     if reduced:
         spans = spans[(spans["op"] == int(Op.LAYER)) | (spans["layer"] == NO_LAYER)]
     label = rd.title + (" (op spans reduced to layers)" if reduced else "")
+    if rd.detail is not None:
+        label += f" ({len(rd.detail.run_ids)} of {rd.detail.runs:,} runs detailed)"
 
     def meta(name: str, tid: int, value: str) -> None:
         ev.append({"ph": "M", "name": name, "pid": pid, "tid": tid, "args": {"name": value}})

@@ -24,14 +24,19 @@ REPORT_SCHEMA = "tinytelem.report/1"
 
 
 def report_json(reports: Sequence[Any]) -> dict[str, Any]:
-    """The JSON report: per trace the summary, the bottleneck analysis and the tables."""
+    """The JSON report: per trace the summary, the bottleneck analysis and the tables; for a
+    recording with more runs than the report details, also ``detail`` (which runs the
+    bottlenecks and layers come from) and ``rolling`` (the runs compared)."""
     from tinytelem.report.data import tables
 
     out = []
     for rd in reports:
         tb = tables(rd)
-        out.append({"path": str(rd.path), "title": rd.title, "summary": rd.summary,
-                    "bottlenecks": rd.bottlenecks.to_dict(), "layers": tb["layers"]})
+        entry = {"path": str(rd.path), "title": rd.title, "summary": rd.summary,
+                 "bottlenecks": rd.bottlenecks.to_dict(), "layers": tb["layers"]}
+        if rd.detail is not None:  # a long recording: what the detail holds, runs compared
+            entry.update(detail=rd.detail.to_dict(), rolling=rd.rolling)
+        out.append(entry)
     return {"schema": REPORT_SCHEMA, "traces": out}
 
 

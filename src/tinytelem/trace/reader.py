@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -149,6 +150,25 @@ class Trace:
         if not self.opened_swmr:  # a live (SWMR) file grows: re-read it every time
             self._cache[name] = data
         return data
+
+    def table_chunks(self, name: str, rows: int = 1_000_000) -> Iterator[np.ndarray]:
+        """A row table (not a text one) ``rows`` rows at a time, for tables too long to hold
+        whole (the spans and frames of an hour of monitoring); nothing is cached."""
+        if name not in TABLES:
+            raise TraceError(f"unknown trace table {name!r}; tables: {sorted(TABLES)}")
+        cached = self._cache.get(name)
+        if cached is not None:
+            yield cached
+            return
+        dset = self._dataset(TABLES[name][0])
+        if dset is None:
+            return
+        n = int(dset.shape[0])
+        for start in range(0, n, max(rows, 1)):
+            chunk = self._read(dset, start, start + rows)
+            yield chunk
+            if chunk.size < min(rows, n - start):  # a damaged chunk ended the read
+                return
 
     def _dataset(self, dpath: str) -> Any:
         """The dataset at ``dpath`` (refreshed when the file may still grow), or None."""
