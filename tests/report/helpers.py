@@ -25,6 +25,17 @@ FFN_SLOWDOWN = 2.0
 FFN_WATTS, OTHER_WATTS = 1.0, 0.2
 
 
+
+def _pings(end: float) -> np.ndarray:
+    """40 clock-sync pings spread over ``[0, end]``, each answered 20 us after it was sent."""
+    pings = np.zeros(40, dtype=PING_DTYPE)
+    send = np.linspace(0.0, end + 0.004, 40)
+    pings["nonce"] = np.arange(40)
+    pings["send_host_s"] = send
+    pings["recv_host_s"] = send + 2e-5
+    pings["ticks"] = np.round((send + 1e-5) * TICK_HZ).astype(np.uint64)
+    return pings
+
 def write_synthetic(path: Path, *, platform: str = "esp32s3", bits: int = 8, n_prompt: int = 4,
                     n_gen: int = 6, extra_frames: int = 1000) -> dict[str, float]:
     """A trace whose op spans follow the cost model except FFN, which takes FFN_SLOWDOWN x
@@ -84,13 +95,7 @@ def write_synthetic(path: Path, *, platform: str = "esp32s3", bits: int = 8, n_p
             mem[i] = (round(tt * TICK_HZ), tt, 5000 + 100 * i, 6000 + 100 * i, 1024, 40000,
                       100 * i)
         w.add_memory(mem)
-        pings = np.zeros(40, dtype=PING_DTYPE)
-        send = np.linspace(0.0, end + 0.004, 40)
-        pings["nonce"] = np.arange(40)
-        pings["send_host_s"] = send
-        pings["recv_host_s"] = send + 2e-5
-        pings["ticks"] = np.round((send + 1e-5) * TICK_HZ).astype(np.uint64)
-        w.add_pings(pings)
+        w.add_pings(_pings(end))
         ev = np.zeros(extra_frames, dtype=EVENT_DTYPE)
         ev["type"] = int(MsgType.SPAN_BEGIN)
         ev["device_s"] = np.linspace(begin, end, extra_frames + 2)[1:-1]
@@ -226,13 +231,7 @@ def write_many_runs(path: Path, n_runs: int, *, passes: int = 3) -> dict[str, fl
         w.add_tokens(tok)
         w.add_memory(mem)
         w.add_events(ev)
-        pings = np.zeros(40, dtype=PING_DTYPE)
-        send = np.linspace(0.0, end + 0.004, 40)
-        pings["nonce"] = np.arange(40)
-        pings["send_host_s"] = send
-        pings["recv_host_s"] = send + 2e-5
-        pings["ticks"] = np.round((send + 1e-5) * TICK_HZ).astype(np.uint64)
-        w.add_pings(pings)
+        w.add_pings(_pings(end))
         for rid, b, e in runs:
             w.update_run(rid, n_prompt=1, n_tokens=passes + 1, n_generated=passes - 1,
                          status=0, begin_s=b, end_s=e, begin_ticks=round(b * TICK_HZ),
