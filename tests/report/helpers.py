@@ -7,6 +7,7 @@ import struct
 import zlib
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import trio
@@ -25,6 +26,14 @@ FFN_SLOWDOWN = 2.0
 FFN_WATTS, OTHER_WATTS = 1.0, 0.2
 
 
+
+
+def _add_power(w: Any, power: np.ndarray, rate: float, block: int) -> None:
+    """``power`` (watts at 5 V) as current samples in blocks of ``block``."""
+    for k in range(0, power.size, block):
+        chunk = (power[k:k + block] / 5.0).astype(np.float32)
+        w.add_power(k, chunk, host_s=(k + chunk.size) / rate + 1e-6)
+    w.set_attrs("power", {"sample_rate_hz": rate, "voltage_v": 5.0, "sensor": "synthetic"})
 
 def _pings(end: float) -> np.ndarray:
     """40 clock-sync pings spread over ``[0, end]``, each answered 20 us after it was sent."""
@@ -103,11 +112,7 @@ def write_synthetic(path: Path, *, platform: str = "esp32s3", bits: int = 8, n_p
         w.update_run(1, n_prompt=n_prompt, n_tokens=n_prompt + n_gen, n_generated=n_gen,
                      status=0, begin_s=begin, end_s=end, begin_ticks=round(begin * TICK_HZ),
                      end_ticks=round(end * TICK_HZ))
-        block = 1000
-        for k in range(0, n_samples, block):
-            chunk = (power[k:k + block] / 5.0).astype(np.float32)
-            w.add_power(k, chunk, host_s=(k + chunk.size) / rate + 1e-6)
-        w.set_attrs("power", {"sample_rate_hz": rate, "voltage_v": 5.0, "sensor": "synthetic"})
+        _add_power(w, power, rate, block=1000)
         w.set_attrs("link", {"frames": 1234, "crc_errors": 0, "gaps": 0})
     return {"begin": begin, "end": end, "ffn_time": ffn_time,
             "ffn_energy": ffn_time * FFN_WATTS, "extra_frames": extra_frames}
@@ -236,11 +241,7 @@ def write_many_runs(path: Path, n_runs: int, *, passes: int = 3) -> dict[str, fl
             w.update_run(rid, n_prompt=1, n_tokens=passes + 1, n_generated=passes - 1,
                          status=0, begin_s=b, end_s=e, begin_ticks=round(b * TICK_HZ),
                          end_ticks=round(e * TICK_HZ))
-        block = 2000
-        for k in range(0, n_samples, block):
-            chunk = (power[k:k + block] / 5.0).astype(np.float32)
-            w.add_power(k, chunk, host_s=(k + chunk.size) / rate + 1e-6)
-        w.set_attrs("power", {"sample_rate_hz": rate, "voltage_v": 5.0, "sensor": "synthetic"})
+        _add_power(w, power, rate, block=2000)
         w.set_attrs("link", {"frames": int(ev.size), "crc_errors": 0, "gaps": 0})
     in_runs = np.zeros(n_samples, dtype=bool)
     for _, b, e in runs:
